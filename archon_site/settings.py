@@ -1,0 +1,119 @@
+"""Django settings, all read through one django-environ ``env``.
+
+Development works with no configuration at all; production sets ``DEBUG=false``
+and must then provide ``SECRET_KEY`` (there is deliberately no default for it).
+"""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG: bool = env.bool("DEBUG", default=True)
+# A development key only while DEBUG is on; in production env.str raises if unset.
+SECRET_KEY: str = (
+    env.str("SECRET_KEY", default="dev-insecure-key-change-me-0123456789abcdef")
+    if DEBUG
+    else env.str("SECRET_KEY")
+)
+ALLOWED_HOSTS: list[str] = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS: list[str] = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "projects",
+    "realtime",
+    "crawls",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "archon_site.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+ASGI_APPLICATION = "archon_site.asgi.application"
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Several threads and processes write at once (server, commands, tests):
+    # WAL lets readers run beside a writer, IMMEDIATE takes the write lock up
+    # front so transactions queue instead of failing with "database is locked".
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    # A file, not memory: tests share the database with servers in other threads and processes.
+    DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_PATH", default=str(BASE_DIR / "test-db.sqlite3"))}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+
+# --- Realtime (Socket.IO) ---------------------------------------------------
+# Empty means same origin only; never "*" by default. A listed origin must
+# include the site's own origin if it should still be accepted.
+REALTIME_CORS_ORIGINS: list[str] = env.list("REALTIME_CORS_ORIGINS", default=[])
+REALTIME_PING_INTERVAL: int = env.int("REALTIME_PING_INTERVAL", default=25)
+REALTIME_PING_TIMEOUT: int = env.int("REALTIME_PING_TIMEOUT", default=60)
+REALTIME_MAX_MESSAGE_BYTES: int = env.int("REALTIME_MAX_MESSAGE_BYTES", default=1_000_000)
+# Client -> server control events are small; anything bigger is refused with a reason.
+REALTIME_MAX_EVENT_PAYLOAD_BYTES: int = env.int("REALTIME_MAX_EVENT_PAYLOAD_BYTES", default=16_384)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {
+        "realtime": {"level": env.str("REALTIME_LOG_LEVEL", default="INFO")},
+        "projects": {"level": "INFO"},
+        "crawls": {"level": "INFO"},
+    },
+}

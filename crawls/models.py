@@ -1,0 +1,1 @@
+"""Crawl jobs and their pages (filled in by the crawl issue)."""

@@ -1,0 +1,107 @@
+"""The one JSON shape of each object, shared by the REST API and the Socket.IO events."""
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from ninja import Field, Schema
+from pydantic import ConfigDict
+
+from .models import Project, Task
+
+Status = Literal["todo", "doing", "review", "done"]
+
+
+class TaskOut(Schema):
+    id: UUID
+    project_id: UUID
+    parent_task_id: UUID | None
+    title: str
+    description: str
+    status: Status
+    assignee: str
+    task_order: int
+    feature: str
+    sources: list[Any]
+    code_examples: list[Any]
+    archived: bool
+    archived_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+class ProjectOut(Schema):
+    id: UUID
+    title: str
+    description: str
+    github_repo: str
+    pinned: bool
+    docs: list[Any]
+    features: list[Any]
+    data: list[Any]
+    owner: str = Field(..., alias="owner.username")
+    created_at: datetime
+    updated_at: datetime
+
+
+class _StrictIn(Schema):
+    # Unknown fields are an error, not silently dropped: a typo must not look like success.
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskIn(_StrictIn):
+    title: str = Field(..., min_length=1, max_length=255)
+    description: str = ""
+    status: Status = "todo"
+    assignee: str = Field("User", min_length=1, max_length=255)
+    task_order: int = 0
+    feature: str = Field("", max_length=255)
+    sources: list[Any] = []
+    code_examples: list[Any] = []
+    parent_task_id: UUID | None = None
+
+
+class TaskPatch(_StrictIn):
+    title: str | None = Field(None, min_length=1, max_length=255)
+    description: str | None = None
+    status: Status | None = None
+    assignee: str | None = Field(None, min_length=1, max_length=255)
+    task_order: int | None = None
+    feature: str | None = Field(None, max_length=255)
+    sources: list[Any] | None = None
+    code_examples: list[Any] | None = None
+    parent_task_id: UUID | None = None
+    archived: bool | None = None
+
+
+class ProjectIn(_StrictIn):
+    title: str = Field(..., min_length=1, max_length=255)
+    description: str = ""
+    github_repo: str = Field("", max_length=500)
+    pinned: bool = False
+    docs: list[Any] = []
+    features: list[Any] = []
+    data: list[Any] = []
+    member_usernames: list[str] = []
+
+
+class ProjectPatch(_StrictIn):
+    title: str | None = Field(None, min_length=1, max_length=255)
+    description: str | None = None
+    github_repo: str | None = Field(None, max_length=500)
+    pinned: bool | None = None
+    docs: list[Any] | None = None
+    features: list[Any] | None = None
+    data: list[Any] | None = None
+    member_usernames: list[str] | None = None
+
+
+def task_json(task: Task) -> dict[str, Any]:
+    """The task as the JSON-ready dict every event and endpoint sends."""
+    return TaskOut.from_orm(task).model_dump(mode="json")
+
+
+def project_json(project: Project) -> dict[str, Any]:
+    """The project as the JSON-ready dict every event and endpoint sends."""
+    return ProjectOut.from_orm(project).model_dump(mode="json")

@@ -1,0 +1,119 @@
+"""The one emit entry point: every event and room change leaves this process through here.
+
+Two forms, one path:
+
+* ``await emit(...)`` / ``await leave(...)`` / ``await disconnect(...)`` from async code;
+* ``submit(coro)`` runs any of realtime's async helpers from sync code in any
+  thread (a request thread under ASGI, a management command, the shell, tests),
+  without waiting for delivery.
+
+Inside a process that serves Socket.IO, events go straight to that server's
+client manager. Elsewhere they go to the configured remote path (see ``remote``).
+"""
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Coroutine
+from typing import Any
+
+import socketio
+
+log = logging.getLogger(__name__)
+
+_server: socketio.AsyncServer | None = None
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_thread: int | None = None
+# Strong references, so scheduled emits are not garbage-collected before they run.
+_pending: set[asyncio.Future[Any] | concurrent.futures.Future[Any]] = set()
+
+
+def attach(server: socketio.AsyncServer) -> None:
+    """Called by the server on its event loop at startup: from now on this process delivers locally."""
+    global _server, _loop, _loop_thread
+    _server, _loop, _loop_thread = server, asyncio.get_running_loop(), threading.get_ident()
+
+
+def detach() -> None:
+    global _server, _loop, _loop_thread
+    _server, _loop, _loop_thread = None, None, None
+
+
+def local_server() -> socketio.AsyncServer | None:
+    """The Socket.IO server of this process when called on its event loop, else None."""
+    if _server is None:
+        return None
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    return _server if running is _loop else None
+
+
+async def emit(event: str, data: Any, *, room: str, skip_sid: str | None = None) -> None:
+    """Send ``event`` with ``data`` to every connection in ``room``."""
+    server = local_server()
+    if server is not None:
+        await server.emit(event, data, room=room, skip_sid=skip_sid)
+    else:
+        from . import remote
+
+        await remote.publish({"op": "emit", "event": event, "data": data, "room": room})
+
+
+async def leave(*, members_of: str, room: str) -> None:
+    """Take every connection in room ``members_of`` out of ``room``."""
+    server = local_server()
+    if server is not None:
+        for sid, _ in list(server.manager.get_participants("/", members_of)):
+            await server.leave_room(sid, room)
+    else:
+        from . import remote
+
+        await remote.publish({"op": "leave", "members_of": members_of, "room": room})
+
+
+async def disconnect(*, members_of: str) -> None:
+    """Close every connection in room ``members_of``."""
+    server = local_server()
+    if server is not None:
+        for sid, _ in list(server.manager.get_participants("/", members_of)):
+            await server.disconnect(sid)
+    else:
+        from . import remote
+
+        await remote.publish({"op": "disconnect", "members_of": members_of})
+
+
+def _keep(future: asyncio.Future[Any] | concurrent.futures.Future[Any]) -> None:
+    _pending.add(future)
+    future.add_done_callback(_done)
+
+
+def _done(future: asyncio.Future[Any] | concurrent.futures.Future[Any]) -> None:
+    _pending.discard(future)
+    if not future.cancelled() and future.exception() is not None:
+        log.error("broadcast failed", exc_info=future.exception())
+
+
+def submit(coro: Coroutine[Any, Any, Any]) -> None:
+    """Run an async emit helper from sync code, in any thread, without waiting.
+
+    Calls from one thread are delivered in the order they were submitted.
+    """
+    loop = _loop
+    if loop is not None and loop.is_running():
+        if threading.get_ident() == _loop_thread:
+            _keep(loop.create_task(coro))
+        else:
+            _keep(asyncio.run_coroutine_threadsafe(coro, loop))
+        return
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is not None:
+        _keep(running.create_task(coro))  # sync code on some other loop: run there
+    else:
+        asyncio.run(coro)  # no loop at all (command, shell, script): run to completion here

@@ -1,0 +1,117 @@
+"""From model changes to broadcasts: payloads are built at save time, sent once the transaction commits.
+
+A rolled-back transaction discards its on-commit callbacks, so it never broadcasts.
+"""
+
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any
+from uuid import UUID
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+
+from projects import selectors
+from projects.models import Project, Task
+from projects.schemas import project_json, task_json
+
+from . import broadcasts, bus, rooms
+
+AsyncHelper = Callable[..., Coroutine[Any, Any, None]]
+
+
+def on_commit(helper: AsyncHelper, *args: Any, **kwargs: Any) -> None:
+    """Run an async emit helper once the current transaction commits (at once in autocommit)."""
+    # The coroutine is created at commit time: a rollback leaves nothing un-awaited behind.
+    transaction.on_commit(lambda: bus.submit(helper(*args, **kwargs)))
+
+
+def task_saved(task: Task, *, created: bool) -> None:
+    payload = task_json(task)
+    on_commit(broadcasts.broadcast_task_update, "task_created" if created else "task_updated", payload, project_id=task.project_id)
+    previous = getattr(task, "_loaded_project_id", None)
+    if previous is not None and previous != task.project_id:
+        # Moved to another project: the old room sees it leave.
+        on_commit(broadcasts.broadcast_task_update, "task_deleted", {"task_id": str(task.pk), "project_id": str(previous)}, project_id=previous)
+    task._loaded_project_id = task.project_id
+
+
+def task_deleted(task: Task) -> None:
+    payload = {"task_id": str(task.pk), "project_id": str(task.project_id)}
+    on_commit(broadcasts.broadcast_task_update, "task_deleted", payload, project_id=task.project_id)
+
+
+def _send_access(project_ids: Iterable[UUID | str], user_ids: Iterable[int], *, audience: Iterable[int] = ()) -> None:
+    """At commit: fresh project lists for everyone concerned; rooms left where access is gone."""
+    project_ids, user_ids = list(project_ids), set(user_ids)
+    concerned = user_ids | set(audience) | selectors.project_audience_ids(project_ids=project_ids)
+    lists: dict[int, list[dict[str, Any]]] = {}
+    revoked: list[tuple[int, str]] = []
+    for user in selectors.users_by_ids(user_ids=concerned):
+        visible = list(selectors.visible_projects(user=user))
+        lists[user.pk] = [project_json(p) for p in visible]
+        if user.pk in user_ids:
+            seen = {p.pk for p in visible}
+            revoked += [(user.pk, rooms.project(pid)) for pid in project_ids if _uuid(pid) not in seen]
+    bus.submit(broadcasts.broadcast_project_update(lists))
+    if revoked:
+        bus.submit(broadcasts.revoke_rooms(revoked))
+
+
+def _uuid(value: UUID | str) -> UUID:
+    return value if isinstance(value, UUID) else UUID(str(value))
+
+
+def access_changed(*, project_ids: Iterable[UUID | str], user_ids: Iterable[int] = (), audience: Iterable[int] = ()) -> None:
+    """Projects or who may see them changed: on commit, resend lists and revoke lost rooms.
+
+    ``user_ids`` are users whose access may have been lost (checked at commit);
+    ``audience`` are extra users to refresh (those who saw a now-deleted project).
+    """
+    project_ids, user_ids, audience = list(project_ids), set(user_ids), set(audience)
+    transaction.on_commit(lambda: _send_access(project_ids, user_ids, audience=audience))
+
+
+def project_saved(project: Project) -> None:
+    previous_owner = getattr(project, "_loaded_owner_id", None)
+    access_changed(project_ids=[project.pk], user_ids={previous_owner} - {None, project.owner_id})
+    project._loaded_owner_id = project.owner_id
+
+
+def project_deleting(project: Project) -> None:
+    # Captured now: after the delete nobody can be found through the project any more.
+    project._realtime_audience = selectors.project_audience_ids(project_ids=[project.pk])
+
+
+def project_deleted(project: Project) -> None:
+    access_changed(project_ids=[], audience=getattr(project, "_realtime_audience", ()))
+    on_commit(broadcasts.close_room, rooms.project(project.pk))
+
+
+def members_changed(instance: Project | AbstractBaseUser, *, action: str, reverse: bool, pk_set: set[Any] | None) -> None:
+    """``Project.members`` changed from either side (``project.members`` or ``user.projects``)."""
+    if action == "pre_clear":
+        # Clearing reports no pk_set afterwards: remember who is being removed.
+        related = instance.projects.all() if reverse else instance.members.all()
+        instance._realtime_cleared = set(related.values_list("pk", flat=True))
+        return
+    if action not in ("post_add", "post_remove", "post_clear"):
+        return
+    changed = pk_set if action != "post_clear" else getattr(instance, "_realtime_cleared", set())
+    if reverse:  # instance is a user, changed holds project ids
+        access_changed(project_ids=changed, user_ids={instance.pk})
+    else:  # instance is a project, changed holds user ids
+        access_changed(project_ids=[instance.pk], user_ids=changed)
+
+
+def token_revoked(token_id: int) -> None:
+    on_commit(broadcasts.disconnect_all, rooms.token(token_id))
+
+
+def user_saved(user: AbstractBaseUser, *, update_fields: Iterable[str] | None) -> None:
+    """A deactivated user is disconnected; any other change (staff, say) refreshes their project list."""
+    if update_fields is not None and set(update_fields) <= {"last_login"}:
+        return  # a login, nothing they may see has changed
+    if not user.is_active:
+        on_commit(broadcasts.disconnect_all, rooms.user(user.pk))
+    else:
+        access_changed(project_ids=[], user_ids={user.pk})

@@ -1,0 +1,105 @@
+"""The event dispatcher: validation, permission errors and acknowledgements, in one place.
+
+Every client -> server event answers through its acknowledgement with
+``{"ok": true, ...}`` or ``{"ok": false, "error": "<reason>"}``. Bad input is
+logged once at warning level and never raises out of a handler.
+"""
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import socketio
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from pydantic import ValidationError
+
+from .payloads import Empty, Payload
+
+log = logging.getLogger(__name__)
+User = get_user_model()
+
+Ack = dict[str, Any]
+Handler = Callable[..., Awaitable[Ack | None]]
+
+
+class Reject(Exception):
+    """Raised by a handler to refuse a request; the message is sent back as the reason."""
+
+
+@dataclass(frozen=True)
+class Event:
+    payload: type[Payload]
+    handler: Handler
+
+
+_events: dict[str, Event] = {}
+
+
+def on(name: str, payload: type[Payload] = Empty) -> Callable[[Handler], Handler]:
+    """Register ``handler(ns, sid, user, payload)`` for client event ``name``."""
+
+    def register(handler: Handler) -> Handler:
+        _events[name] = Event(payload, handler)
+        return handler
+
+    return register
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors(include_url=False, include_input=False):
+        where = ".".join(str(p) for p in item["loc"]) or "payload"
+        parts.append(f"{where}: {item['msg']}")
+    return "invalid payload: " + "; ".join(parts)
+
+
+def parse(model: type[Payload], args: tuple[Any, ...]) -> Payload:
+    """The single payload argument, checked against ``model``; ``Reject`` with the reason otherwise."""
+    if len(args) > 1:
+        raise Reject(f"expected one payload object, got {len(args)} arguments")
+    data = args[0] if args else None
+    size = len(json.dumps(data, default=repr))
+    if size > settings.REALTIME_MAX_EVENT_PAYLOAD_BYTES:
+        raise Reject(f"payload too large: {size} bytes (limit {settings.REALTIME_MAX_EVENT_PAYLOAD_BYTES})")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise Reject(f"payload must be an object, not {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise Reject(_describe(error)) from None
+
+
+class Dispatcher(socketio.AsyncNamespace):
+    """Routes every client event through ``parse``, the user lookup and the registered handler."""
+
+    async def trigger_event(self, event: str, *args: Any) -> Any:
+        if event in ("connect", "disconnect"):
+            return await super().trigger_event(event, *args)
+        sid, data = args[0], args[1:]
+        try:
+            entry = _events.get(event)
+            if entry is None:
+                raise Reject(f"unknown event: {event[:100]!r}")
+            payload = parse(entry.payload, data)
+            user = await self.current_user(sid)
+            return {"ok": True, **(await entry.handler(self, sid, user, payload) or {})}
+        except Reject as refusal:
+            log.warning("refused %s from %s: %s", str(event)[:100], sid, refusal)
+            return {"ok": False, "error": str(refusal)}
+        except Exception:
+            log.exception("handler for %s failed", str(event)[:100])
+            return {"ok": False, "error": "internal error"}
+
+    async def current_user(self, sid: str) -> Any:
+        """The connection's user, read fresh so deactivation and staff changes apply at once."""
+        session = await self.get_session(sid)
+        user = await sync_to_async(User.objects.filter(pk=session.get("user_id"), is_active=True).first)()
+        if user is None:
+            raise Reject("not authenticated")
+        return user

@@ -1,0 +1,92 @@
+"""Client -> server events. Each handler: payload already validated; check permission, enter the room, then snapshot."""
+
+from typing import Any
+
+from asgiref.sync import sync_to_async
+
+from projects import selectors
+from projects.schemas import project_json, task_json
+
+from . import progress, rooms
+from .events import Ack, Dispatcher, Reject, on
+from .payloads import Empty, ProgressRef, ProjectRef
+
+
+def _tasks_snapshot(project_id: str) -> list[dict[str, Any]]:
+    return [task_json(t) for t in selectors.project_tasks(project_id=project_id)]
+
+
+def _projects_snapshot(user: Any) -> list[dict[str, Any]]:
+    return [project_json(p) for p in selectors.visible_projects(user=user)]
+
+
+can_see_project = sync_to_async(selectors.can_see_project)
+
+
+@on("join_project", ProjectRef)
+async def join_project(ns: Dispatcher, sid: str, user: Any, payload: ProjectRef) -> Ack:
+    project_id, room = str(payload.project_id), rooms.project(payload.project_id)
+    if not await can_see_project(user=user, project_id=project_id):
+        raise Reject("project not found")  # the same answer for unknown and invisible: no probing
+    await ns.enter_room(sid, room)
+    # Checked again inside the room: a revocation committed in between is not missed.
+    if not await can_see_project(user=user, project_id=project_id):
+        await ns.leave_room(sid, room)
+        raise Reject("project not found")
+    # Subscribed first, snapshot second: no update can fall in the gap.
+    tasks = await sync_to_async(_tasks_snapshot)(project_id)
+    await ns.emit("initial_tasks", {"project_id": project_id, "tasks": tasks}, to=sid)
+    return {"project_id": project_id}
+
+
+@on("leave_project", ProjectRef)
+async def leave_project(ns: Dispatcher, sid: str, user: Any, payload: ProjectRef) -> Ack:
+    await ns.leave_room(sid, rooms.project(payload.project_id))
+    return {"project_id": str(payload.project_id)}
+
+
+@on("subscribe_projects", Empty)
+async def subscribe_projects(ns: Dispatcher, sid: str, user: Any, payload: Empty) -> Ack:
+    await ns.enter_room(sid, rooms.PROJECT_LIST)
+    await ns.enter_room(sid, rooms.project_list_of(user.pk))
+    projects = await sync_to_async(_projects_snapshot)(user)
+    await ns.emit("projects_update", {"projects": projects}, to=sid)
+    return {}
+
+
+@on("unsubscribe_projects", Empty)
+async def unsubscribe_projects(ns: Dispatcher, sid: str, user: Any, payload: Empty) -> Ack:
+    await ns.leave_room(sid, rooms.project_list_of(user.pk))
+    await ns.leave_room(sid, rooms.PROJECT_LIST)
+    return {}
+
+
+async def _subscribe(ns: Dispatcher, sid: str, user: Any, payload: ProgressRef, *, kind: str, event: str) -> Ack:
+    progress_id = str(payload.progress_id)
+    operation = await sync_to_async(progress.find)(kind, progress_id)
+    if operation is None or (operation.started_by_id != user.pk and not user.is_staff):
+        raise Reject("unknown progress id")  # the same answer for unknown and someone else's
+    await ns.enter_room(sid, rooms.progress(progress_id))
+    current = await sync_to_async(progress.find)(kind, progress_id)  # read after entering: nothing missed
+    if current is not None and current.state is not None:
+        await ns.emit(event, current.state, to=sid)
+    return {"progress_id": progress_id}
+
+
+@on("subscribe_progress", ProgressRef)
+async def subscribe_progress(ns: Dispatcher, sid: str, user: Any, payload: ProgressRef) -> Ack:
+    return await _subscribe(ns, sid, user, payload, kind="project", event="project_progress")
+
+
+@on("crawl_subscribe", ProgressRef)
+async def crawl_subscribe(ns: Dispatcher, sid: str, user: Any, payload: ProgressRef) -> Ack:
+    return await _subscribe(ns, sid, user, payload, kind="crawl", event="crawl_progress")
+
+
+async def _unsubscribe(ns: Dispatcher, sid: str, user: Any, payload: ProgressRef) -> Ack:
+    await ns.leave_room(sid, rooms.progress(payload.progress_id))
+    return {"progress_id": str(payload.progress_id)}
+
+
+on("unsubscribe_progress", ProgressRef)(_unsubscribe)
+on("crawl_unsubscribe", ProgressRef)(_unsubscribe)

@@ -1,0 +1,56 @@
+"""Signal receivers: one line each, handing the change to ``changes`` (which broadcasts on commit).
+
+``QuerySet.update()`` and ``bulk_create`` send no signals and so broadcast nothing;
+use the services in ``projects.services`` for bulk moves.
+"""
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete
+from django.dispatch import receiver
+
+from projects.models import Project, Task
+
+from . import changes
+from .models import ApiToken
+
+
+@receiver(post_save, sender=Task, dispatch_uid="realtime.task_saved")
+def task_saved(sender: type, instance: Task, created: bool, **kwargs: Any) -> None:
+    changes.task_saved(instance, created=created)
+
+
+@receiver(post_delete, sender=Task, dispatch_uid="realtime.task_deleted")
+def task_deleted(sender: type, instance: Task, **kwargs: Any) -> None:
+    changes.task_deleted(instance)
+
+
+@receiver(post_save, sender=Project, dispatch_uid="realtime.project_saved")
+def project_saved(sender: type, instance: Project, **kwargs: Any) -> None:
+    changes.project_saved(instance)
+
+
+@receiver(pre_delete, sender=Project, dispatch_uid="realtime.project_deleting")
+def project_deleting(sender: type, instance: Project, **kwargs: Any) -> None:
+    changes.project_deleting(instance)
+
+
+@receiver(post_delete, sender=Project, dispatch_uid="realtime.project_deleted")
+def project_deleted(sender: type, instance: Project, **kwargs: Any) -> None:
+    changes.project_deleted(instance)
+
+
+@receiver(m2m_changed, sender=Project.members.through, dispatch_uid="realtime.members_changed")
+def members_changed(sender: type, instance: Any, action: str, reverse: bool, pk_set: set[Any] | None, **kwargs: Any) -> None:
+    changes.members_changed(instance, action=action, reverse=reverse, pk_set=pk_set)
+
+
+@receiver(post_delete, sender=ApiToken, dispatch_uid="realtime.token_revoked")
+def token_revoked(sender: type, instance: ApiToken, **kwargs: Any) -> None:
+    changes.token_revoked(instance.pk)
+
+
+@receiver(post_save, sender=get_user_model(), dispatch_uid="realtime.user_saved")
+def user_saved(sender: type, instance: Any, update_fields: Any = None, **kwargs: Any) -> None:
+    changes.user_saved(instance, update_fields=update_fields)

@@ -1,0 +1,32 @@
+"""Room names: the only place they are spelled."""
+
+from uuid import UUID
+
+PROJECT_LIST = "project_list"
+
+
+def project(project_id: UUID | str) -> str:
+    return str(project_id)
+
+
+def progress(progress_id: UUID | str) -> str:
+    return str(progress_id)
+
+
+def chat(session_id: UUID | str) -> str:
+    return f"chat_{session_id}"
+
+
+def user(user_id: int) -> str:
+    """Every connection of one user: lets access changes reach exactly them."""
+    return f"user_{user_id}"
+
+
+def project_list_of(user_id: int) -> str:
+    """The user's connections that subscribed to ``project_list`` (each user sees their own list)."""
+    return f"{PROJECT_LIST}_user_{user_id}"
+
+
+def token(token_id: int) -> str:
+    """Connections authenticated with one API token: revoking it disconnects them."""
+    return f"token_{token_id}"

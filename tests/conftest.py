@@ -1,0 +1,67 @@
+"""Shared fixtures: a live server, real Socket.IO clients (python-socketio and Node's socket.io-client)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from asgiref.sync import sync_to_async
+
+from tests.support import factories
+from tests.support.live_server import LiveServer
+from tests.support.node_client import NodeClient
+from tests.support.py_client import PyClient
+
+db = sync_to_async  # ORM calls from async tests run in a worker thread
+
+CLIENT_KINDS = {"python": PyClient, "node": NodeClient}
+
+
+@pytest.fixture(scope="session")
+def asgi_server(django_db_setup: None, django_db_blocker: Any) -> Iterator[LiveServer]:
+    server = LiveServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def server(asgi_server: LiveServer, transactional_db: None) -> LiveServer:
+    """The live server, with a database the server's threads can see (committed, flushed after)."""
+    return asgi_server
+
+
+Connect = Callable[..., Awaitable[Any]]
+
+
+@pytest.fixture(params=list(CLIENT_KINDS))
+def client_kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+async def connect(server: LiveServer, client_kind: str) -> AsyncIterator[Connect]:
+    """``await connect(user)``: a client of this test's kind, authenticated by token (or ``cookie=True``)."""
+    made: list[Any] = []
+
+    async def factory(user: Any = None, *, kind: str | None = None, cookie: bool = False, auth: Any = None, headers: dict | None = None, transports: list[str] | None = None) -> Any:
+        client = CLIENT_KINDS[kind or client_kind]()
+        made.append(client)
+        headers = dict(headers or {})
+        if user is not None and cookie:
+            headers["Cookie"] = await db(factories.session_cookie)(user)
+        elif user is not None and auth is None:
+            auth = {"token": await db(factories.token_for)(user)}
+        await client.connect(server.url, auth=auth, headers=headers or None, transports=transports)
+        return client
+
+    yield factory
+    for client in made:
+        await client.close()
+
+
+@pytest.fixture
+async def http(server: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        yield client
