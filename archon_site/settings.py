@@ -4,6 +4,8 @@ Development works with no configuration at all; production sets ``DEBUG=false``
 and must then provide ``SECRET_KEY`` (there is deliberately no default for it).
 """
 
+import os
+import tempfile
 from pathlib import Path
 
 import environ
@@ -74,8 +76,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-    # A file, not memory: tests share the database with servers in other threads and processes.
-    DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_PATH", default=str(BASE_DIR / "test-db.sqlite3"))}
+    # A file, not memory: tests share the database with servers in other threads and
+    # processes. One per test run, so two runs on one machine never share it.
+    DATABASES["default"]["TEST"] = {
+        "NAME": env.str("TEST_DATABASE_PATH", default=str(Path(tempfile.gettempdir()) / f"archon-test-{os.getpid()}.sqlite3"))
+    }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -3,7 +3,9 @@
 A rolled-back transaction discards its on-commit callbacks, so it never broadcasts.
 """
 
+import threading
 from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -40,35 +42,55 @@ def task_deleted(task: Task) -> None:
     on_commit(broadcasts.broadcast_task_update, "task_deleted", payload, project_id=task.project_id)
 
 
-def _send_access(project_ids: Iterable[UUID | str], user_ids: Iterable[int], *, audience: Iterable[int] = ()) -> None:
-    """At commit: fresh project lists for everyone concerned; rooms left where access is gone."""
-    project_ids, user_ids = list(project_ids), set(user_ids)
-    concerned = user_ids | set(audience) | selectors.project_audience_ids(project_ids=project_ids)
+@dataclass
+class _AccessChanges:
+    project_ids: set[UUID] = field(default_factory=set)
+    user_ids: set[int] = field(default_factory=set)  # may have lost access: checked at commit
+    audience: set[int] = field(default_factory=set)  # saw a now-deleted project
+
+
+# Changes of the current transaction, per thread (each thread has its own connection).
+# After a rollback they linger until the thread's next commit, which then sends one
+# extra refresh: harmless, since lists and access are read fresh at that moment.
+_pending = threading.local()
+
+
+def access_changed(*, project_ids: Iterable[UUID | str], user_ids: Iterable[int] = (), audience: Iterable[int] = ()) -> None:
+    """Projects or who may see them changed: on commit, resend lists and revoke lost rooms.
+
+    All such changes of one transaction are sent together, once, when it commits.
+    """
+    changes = getattr(_pending, "access", None) or _AccessChanges()
+    _pending.access = changes
+    changes.project_ids.update(_uuid(p) for p in project_ids)
+    changes.user_ids.update(user_ids)
+    changes.audience.update(audience)
+    # Registered every time (the flush is idempotent): a callback dropped with a
+    # rolled-back savepoint must not take the rest of the transaction's changes with it.
+    transaction.on_commit(_flush_access)
+
+
+def _flush_access() -> None:
+    changes, _pending.access = getattr(_pending, "access", None), None
+    if changes is None:
+        return
+    concerned = changes.user_ids | changes.audience | selectors.project_audience_ids(project_ids=changes.project_ids)
     lists: dict[int, list[dict[str, Any]]] = {}
     revoked: list[tuple[int, str]] = []
     for user in selectors.users_by_ids(user_ids=concerned):
         visible = list(selectors.visible_projects(user=user))
         lists[user.pk] = [project_json(p) for p in visible]
-        if user.pk in user_ids:
+        if user.pk in changes.user_ids:
             seen = {p.pk for p in visible}
-            revoked += [(user.pk, rooms.project(pid)) for pid in project_ids if _uuid(pid) not in seen]
-    bus.submit(broadcasts.broadcast_project_update(lists))
+            revoked += [(user.pk, rooms.project(pid)) for pid in changes.project_ids if pid not in seen]
+    if lists:
+        bus.submit(broadcasts.broadcast_project_update(lists))
     if revoked:
         bus.submit(broadcasts.revoke_rooms(revoked))
 
 
 def _uuid(value: UUID | str) -> UUID:
     return value if isinstance(value, UUID) else UUID(str(value))
-
-
-def access_changed(*, project_ids: Iterable[UUID | str], user_ids: Iterable[int] = (), audience: Iterable[int] = ()) -> None:
-    """Projects or who may see them changed: on commit, resend lists and revoke lost rooms.
-
-    ``user_ids`` are users whose access may have been lost (checked at commit);
-    ``audience`` are extra users to refresh (those who saw a now-deleted project).
-    """
-    project_ids, user_ids, audience = list(project_ids), set(user_ids), set(audience)
-    transaction.on_commit(lambda: _send_access(project_ids, user_ids, audience=audience))
 
 
 def project_saved(project: Project) -> None:

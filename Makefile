@@ -1,0 +1,23 @@
+# The two commands: `make run` and `make test`. Everything they need is installed on first use.
+SHELL := /bin/bash
+PY := .venv/bin/python
+PORT ?= 8000
+
+.PHONY: run test setup migrate lint bench
+
+setup:
+	@scripts/bootstrap.sh python node
+
+migrate: setup
+	@$(PY) manage.py migrate --noinput -v 0
+
+run: migrate
+	@$(PY) manage.py seed_demo
+	@echo "Serving on http://127.0.0.1:$(PORT)  (Ctrl-C stops)"
+	@exec .venv/bin/uvicorn archon_site.asgi:application --host 127.0.0.1 --port $(PORT)
+
+test: setup
+	@$(PY) -m pytest
+
+lint: setup
+	@.venv/bin/ruff check .
