@@ -17,6 +17,7 @@ run: migrate
 	@exec .venv/bin/uvicorn archon_site.asgi:application --host 127.0.0.1 --port $(PORT)
 
 test: setup
+	@scripts/bootstrap.sh redis
 	@$(PY) -m pytest
 
 lint: setup

@@ -110,6 +110,18 @@ REALTIME_MAX_MESSAGE_BYTES: int = env.int("REALTIME_MAX_MESSAGE_BYTES", default=
 # Client -> server control events are small; anything bigger is refused with a reason.
 REALTIME_MAX_EVENT_PAYLOAD_BYTES: int = env.int("REALTIME_MAX_EVENT_PAYLOAD_BYTES", default=16_384)
 
+# --- The bus between processes (see realtime/remote.py) -----------------------
+# Set: every server node uses python-socketio's Redis manager, and every other
+# process publishes through Redis. Unset: one machine; commands reach the server
+# at REALTIME_SERVER_URL with requests signed by SECRET_KEY.
+REDIS_URL: str | None = env.str("REDIS_URL", default=None) or None
+REALTIME_REDIS_CHANNEL: str = env.str("REALTIME_REDIS_CHANNEL", default="archon-realtime")
+REALTIME_SERVER_URL: str = env.str("REALTIME_SERVER_URL", default=f"http://127.0.0.1:{env.int('PORT', default=8000)}")
+# Optional Channels interop: group_send to a group named after a room reaches that room.
+CHANNEL_LAYER_REDIS_URL: str | None = env.str("CHANNEL_LAYER_REDIS_URL", default=None) or None
+if CHANNEL_LAYER_REDIS_URL:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [CHANNEL_LAYER_REDIS_URL]}}}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

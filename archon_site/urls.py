@@ -2,9 +2,11 @@ from django.contrib import admin
 from django.urls import include, path
 
 from projects.api import api
+from realtime import views as realtime_views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/", api.urls),
+    path("_realtime/publish", realtime_views.publish),
 ]

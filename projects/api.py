@@ -3,11 +3,13 @@
 from typing import Any
 from uuid import UUID
 
+import pydantic_core
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI, Router, Schema
 from ninja.errors import HttpError
 from ninja.errors import ValidationError as NinjaValidationError
+from ninja.renderers import JSONRenderer
 from ninja.security import HttpBearer, django_auth
 
 from realtime.tokens import token_owner
@@ -26,8 +28,15 @@ class BearerToken(HttpBearer):
         return found[0]
 
 
+class SchemaJSON(JSONRenderer):
+    """Serialise with pydantic, exactly as the Socket.IO events do: one JSON shape everywhere."""
+
+    def render(self, request: HttpRequest, data: Any, *, response_status: int) -> bytes:
+        return pydantic_core.to_json(data, fallback=str)
+
+
 # Bearer first: a script's token is honoured even if a stray session cookie came along.
-api = NinjaAPI(title="Archon live API", version="1", auth=[BearerToken(), django_auth], urls_namespace="api")
+api = NinjaAPI(title="Archon live API", version="1", auth=[BearerToken(), django_auth], renderer=SchemaJSON(), urls_namespace="api")
 
 
 @api.exception_handler(NinjaValidationError)

@@ -8,7 +8,9 @@ Two forms, one path:
   without waiting for delivery.
 
 Inside a process that serves Socket.IO, events go straight to that server's
-client manager. Elsewhere they go to the configured remote path (see ``remote``).
+client manager (which, with Redis, also hands them to the other nodes).
+Elsewhere they go to the remote path (see ``remote``): Redis when ``REDIS_URL``
+is set, else a signed request to the server running on this machine.
 """
 
 import asyncio
@@ -19,6 +21,9 @@ from collections.abc import Coroutine
 from typing import Any
 
 import socketio
+
+from . import ops, remote
+from .manager import RedisManager
 
 log = logging.getLogger(__name__)
 
@@ -52,38 +57,43 @@ def local_server() -> socketio.AsyncServer | None:
 
 
 async def emit(event: str, data: Any, *, room: str, skip_sid: str | None = None) -> None:
-    """Send ``event`` with ``data`` to every connection in ``room``."""
+    """Send ``event`` with ``data`` to every connection in ``room``, on every node."""
     server = local_server()
     if server is not None:
         await server.emit(event, data, room=room, skip_sid=skip_sid)
     else:
-        from . import remote
-
         await remote.publish({"op": "emit", "event": event, "data": data, "room": room})
 
 
-async def leave(*, members_of: str, room: str) -> None:
-    """Take every connection in room ``members_of`` out of ``room``."""
+async def _operate(op: dict[str, Any]) -> None:
     server = local_server()
-    if server is not None:
-        for sid, _ in list(server.manager.get_participants("/", members_of)):
-            await server.leave_room(sid, room)
+    if server is None:
+        await remote.publish(op)
+    elif isinstance(server.manager, RedisManager):
+        await server.manager.publish_op(op)
     else:
-        from . import remote
+        await ops.apply(server, op)
 
-        await remote.publish({"op": "leave", "members_of": members_of, "room": room})
+
+async def leave(*, members_of: str, room: str) -> None:
+    """Take every connection in room ``members_of`` out of ``room``, on every node."""
+    await _operate(ops.leave(members_of=members_of, room=room))
 
 
 async def disconnect(*, members_of: str) -> None:
-    """Close every connection in room ``members_of``."""
-    server = local_server()
-    if server is not None:
-        for sid, _ in list(server.manager.get_participants("/", members_of)):
-            await server.disconnect(sid)
-    else:
-        from . import remote
+    """Close every connection in room ``members_of``, on every node."""
+    await _operate(ops.disconnect(members_of=members_of))
 
-        await remote.publish({"op": "disconnect", "members_of": members_of})
+
+async def deliver(message: dict[str, Any]) -> None:
+    """Carry out one bus message as written by ``remote`` (emit, leave or disconnect)."""
+    kind = message["op"]
+    if kind == "emit":
+        await emit(str(message["event"]), message["data"], room=str(message["room"]))
+    elif kind in ("leave", "disconnect"):
+        await _operate(message)
+    else:
+        raise ValueError(f"unknown op {kind!r}")
 
 
 def _keep(future: asyncio.Future[Any] | concurrent.futures.Future[Any]) -> None:

@@ -1,19 +1,152 @@
-"""Delivery from a process that does not serve Socket.IO itself (commands, shell, scripts).
+"""Delivery from a process that does not serve Socket.IO (commands, the shell, scripts, WSGI).
 
-Without a configured path to a server the event cannot be delivered: it is dropped
-(the state it describes is already in the database), said once at info level.
+Messages go, in order, through one background sender thread, so callers never
+wait on the network:
+
+* ``REDIS_URL`` set: python-socketio's write-only ``RedisManager`` publishes them
+  to every server node;
+* otherwise (one machine, nothing to install): a request signed with
+  ``SECRET_KEY`` to the server at ``REALTIME_SERVER_URL`` (``realtime.views``).
+
+A failed delivery is retried briefly, then reported with one clear log line.
+With no server running, events are dropped with one info line: their state is
+in the database already.
 """
 
+import atexit
+import json
 import logging
+import queue
+import secrets
+import threading
+import time
 from typing import Any
 
+import httpx
+import socketio
+from django.conf import settings
+
+from . import ops, signing
+
 log = logging.getLogger(__name__)
-_warned = False
+
+RETRY_DELAYS = (0.1, 0.3, 0.6)  # then give up: about one second in all
+BATCH = 200
+
+
+class Undeliverable(Exception):
+    """Delivery failed for a reason worth retrying."""
+
+
+class NoServer(Exception):
+    """Nothing listens at the embedded address: no server is running."""
+
+
+class _WriteOnlyRedis(socketio.RedisManager):
+    def _publish(self, data: Any) -> Any:
+        # python-socketio's own retries log and swallow errors; the sender decides here.
+        try:
+            if not self.connected:
+                self._redis_connect()
+            return self.redis.publish(self.channel, self.json.dumps(data))
+        except Exception as error:
+            self.connected = False
+            raise Undeliverable(f"Redis unreachable at {settings.REDIS_URL}: {error}") from error
+
+
+class RedisPath:
+    def __init__(self) -> None:
+        self.manager = _WriteOnlyRedis(settings.REDIS_URL, channel=settings.REALTIME_REDIS_CHANNEL, write_only=True)
+
+    def send(self, batch: list[dict[str, Any]]) -> None:
+        for message in batch:
+            if message["op"] == "emit":
+                self.manager.emit(message["event"], message["data"], namespace="/", room=message["room"])
+            else:
+                self.manager.emit(ops.OP_EVENT, message, namespace="/")
+
+
+class EmbeddedPath:
+    def __init__(self) -> None:
+        self.url = settings.REALTIME_SERVER_URL.rstrip("/") + "/_realtime/publish"
+        self.client = httpx.Client(timeout=5, trust_env=False)
+
+    def send(self, batch: list[dict[str, Any]]) -> None:
+        body = json.dumps({"nonce": secrets.token_hex(16), "messages": batch}).encode()
+        try:
+            response = self.client.post(self.url, content=body, headers=signing.headers(body))
+        except httpx.ConnectError as error:
+            raise NoServer(str(error)) from error
+        except httpx.HTTPError as error:
+            raise Undeliverable(f"{self.url}: {error}") from error
+        if response.status_code >= 500:
+            raise Undeliverable(f"{self.url} answered {response.status_code}")
+        if response.status_code != 200:
+            # Refused (bad signature: another SECRET_KEY?): retrying will not help.
+            log.error("the realtime server at %s refused our events: %s", self.url, response.text[:200])
+
+
+class Sender:
+    """One thread that delivers messages in the order they were published."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.path = RedisPath() if settings.REDIS_URL else EmbeddedPath()
+        self.said_no_server = False
+        self.failures = 0
+        threading.Thread(target=self._run, name="realtime-sender", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            batch = [self.queue.get()]
+            while len(batch) < BATCH and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            self._deliver(batch)
+            for _ in batch:
+                self.queue.task_done()
+
+    def _deliver(self, batch: list[dict[str, Any]]) -> None:
+        for delay in (*RETRY_DELAYS, None):
+            try:
+                self.path.send(batch)
+                return
+            except NoServer as error:
+                if not self.said_no_server:
+                    self.said_no_server = True
+                    log.info("no realtime server at %s (%s): live events from this process are dropped; the database has the changes", settings.REALTIME_SERVER_URL, error)
+                return
+            except Undeliverable as error:
+                if delay is None:
+                    self.failures += len(batch)
+                    log.error("could not deliver %d live event(s) after %d attempts: %s", len(batch), len(RETRY_DELAYS) + 1, error)
+                    return
+                time.sleep(delay)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything published so far was delivered (or given up); False on timeout."""
+        done = threading.Event()
+        threading.Thread(target=lambda: (self.queue.join(), done.set()), daemon=True).start()
+        return done.wait(timeout)
+
+
+_sender: Sender | None = None
+_lock = threading.Lock()
+
+
+def sender() -> Sender:
+    global _sender
+    with _lock:
+        if _sender is None:
+            _sender = Sender()
+            atexit.register(_sender.flush, 5.0)  # a command's last events still go out
+        return _sender
 
 
 async def publish(message: dict[str, Any]) -> None:
-    """Hand one bus message (emit / leave / disconnect) to the running servers."""
-    global _warned
-    level = logging.DEBUG if _warned else logging.INFO
-    _warned = True
-    log.log(level, "no realtime server reachable from this process; live events are dropped (first: %s)", message.get("event") or message["op"])
+    """Queue one bus message (emit / leave / disconnect) for the running servers; never blocks."""
+    sender().queue.put(message)
+
+
+def flush(timeout: float = 5.0) -> bool:
+    """Block until this process's published events are delivered (or given up)."""
+    return _sender.flush(timeout) if _sender is not None else True

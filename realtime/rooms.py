@@ -30,3 +30,8 @@ def project_list_of(user_id: int) -> str:
 def token(token_id: int) -> str:
     """Connections authenticated with one API token: revoking it disconnects them."""
     return f"token_{token_id}"
+
+
+def is_internal(room: str) -> bool:
+    """Rooms the server uses to address connections, not rooms clients watch."""
+    return room.startswith(("user_", "token_", f"{PROJECT_LIST}_user_"))

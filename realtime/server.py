@@ -10,6 +10,8 @@ from django.conf import settings
 from . import bus, handlers, rooms  # noqa: F401  (handlers registers the client events)
 from .auth import Refused, authenticate
 from .events import Dispatcher
+from .channels_bridge import build_bridge
+from .manager import build_manager
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,11 @@ class Realtime(Dispatcher):
     async def on_disconnect(self, sid: str, reason: str) -> None:
         pass  # Socket.IO removes the connection from its rooms
 
+    async def enter_room(self, sid: str, room: str, namespace: str | None = None) -> None:
+        await super().enter_room(sid, room, namespace=namespace)
+        if bridge is not None and not rooms.is_internal(room):
+            await bridge.room_entered(room)
+
 
 def build_server() -> socketio.AsyncServer:
     server = socketio.AsyncServer(
@@ -44,12 +51,14 @@ def build_server() -> socketio.AsyncServer:
         max_http_buffer_size=settings.REALTIME_MAX_MESSAGE_BYTES,
         logger=False,
         engineio_logger=False,
+        client_manager=build_manager(),
     )
     server.register_namespace(Realtime("/"))
     return server
 
 
 sio = build_server()
+bridge = build_bridge(sio)
 
 
 async def on_startup() -> None:
@@ -59,4 +68,6 @@ async def on_startup() -> None:
 
 async def on_shutdown() -> None:
     bus.detach()
+    if bridge is not None:
+        await bridge.close()
     await sio.shutdown()

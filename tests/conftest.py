@@ -12,6 +12,7 @@ from asgiref.sync import sync_to_async
 from tests.support import factories
 from tests.support.live_server import LiveServer
 from tests.support.node_client import NodeClient
+from tests.support.processes import RedisServer, ServerProcess
 from tests.support.py_client import PyClient
 
 db = sync_to_async  # ORM calls from async tests run in a worker thread
@@ -65,3 +66,33 @@ async def connect(server: LiveServer, client_kind: str) -> AsyncIterator[Connect
 async def http(server: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
         yield client
+
+
+@pytest.fixture
+def database_path(transactional_db: None) -> str:
+    """The test database's file, for processes that share it."""
+    from django.db import connection
+
+    return connection.settings_dict["NAME"]
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def spawn(database_path: str) -> Iterator[Callable[..., ServerProcess]]:
+    """``spawn(REDIS_URL=...)``: a uvicorn server process on the test database, stopped after the test."""
+    started: list[ServerProcess] = []
+
+    def factory(**env: str | None) -> ServerProcess:
+        process = ServerProcess(database_path, **env).start()
+        started.append(process)
+        return process
+
+    yield factory
+    for process in started:
+        process.stop()

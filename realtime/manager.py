@@ -1,0 +1,85 @@
+"""Client managers of a serving process: in memory, or python-socketio's Redis manager between nodes.
+
+The Redis manager is python-socketio's own ``AsyncRedisManager``; this subclass
+only adds what a fleet needs: room operations (see ``ops``) on every node, an
+outage logged once rather than per message, and a reconnect backoff capped at a
+few seconds so cross-node delivery resumes promptly.
+"""
+
+import asyncio
+import logging
+from typing import Any
+
+import socketio
+from django.conf import settings
+
+from . import ops
+
+log = logging.getLogger(__name__)
+MAX_BACKOFF = 5.0
+
+
+class RedisManager(socketio.AsyncRedisManager):
+    def __init__(self, url: str, channel: str) -> None:
+        super().__init__(url, channel=channel)
+        self._outage = False
+
+    async def publish_op(self, op: dict[str, Any]) -> None:
+        """Apply a room operation here and on every other node."""
+        await ops.apply(self.server, op)
+        await self._publish({"method": "emit", "event": ops.OP_EVENT, "data": [op], "namespace": "/", "room": None, "host_id": self.host_id})
+
+    async def _handle_emit(self, message: dict[str, Any]) -> None:
+        if message.get("event") == ops.OP_EVENT:
+            await ops.apply(self.server, message["data"][0])
+        else:
+            await super()._handle_emit(message)
+
+    def _down(self, error: Exception) -> None:
+        if not self._outage:
+            self._outage = True
+            log.error("Redis unreachable (%s): serving local clients only until it is back", error)
+
+    def _up(self) -> None:
+        if self._outage:
+            self._outage = False
+            log.warning("Redis is back: cross-node delivery resumed")
+
+    async def _publish(self, data: Any) -> Any:
+        # One attempt: local clients were already served; a lost cross-node message
+        # during an outage is logged once, not once per message.
+        try:
+            if not self.connected:
+                self._redis_connect()
+            result = await self.redis.publish(self.channel, self.json.dumps(data))
+        except Exception as error:
+            self.connected = False
+            self._down(error)
+            return None
+        self._up()
+        return result
+
+    async def _redis_listen_with_retries(self):  # type: ignore[no-untyped-def]
+        backoff = 0.1
+        while True:
+            try:
+                self._redis_connect()
+                await self.pubsub.subscribe(self.channel)
+                self._up()
+                backoff = 0.1
+                async for message in self.pubsub.listen():
+                    yield message
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                self.connected = False
+                self._down(error)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+
+
+def build_manager() -> socketio.AsyncManager:
+    """Redis between nodes when ``REDIS_URL`` is set, else in memory (one process)."""
+    if settings.REDIS_URL:
+        return RedisManager(settings.REDIS_URL, channel=settings.REALTIME_REDIS_CHANNEL)
+    return socketio.AsyncManager()

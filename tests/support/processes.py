@@ -1,0 +1,94 @@
+"""Real processes for cross-process tests: redis-server, uvicorn servers, manage.py commands."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .live_server import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "test-secret-key-shared-by-every-process-of-one-run"
+
+
+def wait_for_port(port: int, timeout: float = 20, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {port} after {timeout}s")
+
+
+def django_env(database_path: str, **extra: str | None) -> dict[str, str]:
+    """The environment of a project process sharing this test run's database."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_URL", "CHANNEL_LAYER", "REALTIME_"))}
+    env.update(DJANGO_SETTINGS_MODULE="archon_site.settings", DATABASE_URL=f"sqlite:///{database_path}", SECRET_KEY=SECRET, DEBUG="true", PYTHONUNBUFFERED="1")
+    env.update({k: v for k, v in extra.items() if v is not None})
+    return env
+
+
+class RedisServer:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> RedisServer:
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.proc = subprocess.Popen([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port, proc=self.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+class ServerProcess:
+    """``uvicorn archon_site.asgi:application`` in its own process."""
+
+    def __init__(self, database_path: str, **env: str | None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = django_env(database_path, REALTIME_SERVER_URL=self.url, **env)
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> ServerProcess:
+        self.log = open(ROOT / f".test-server-{self.port}.log", "w")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "archon_site.asgi:application", "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
+            cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        wait_for_port(self.port, proc=self.proc)
+        return self
+
+    def output(self) -> str:
+        self.log.flush()
+        return (ROOT / f".test-server-{self.port}.log").read_text()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.log.close()
+        (ROOT / f".test-server-{self.port}.log").unlink(missing_ok=True)
+
+
+def manage(database_path: str, *args: str, timeout: float = 60, **env: str | None) -> subprocess.CompletedProcess:
+    """Run ``manage.py`` with ``args`` to completion in its own process."""
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=django_env(database_path, **env), capture_output=True, text=True, timeout=timeout)
