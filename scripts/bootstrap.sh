@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Install what the project needs, each part only if it is missing or stale.
 #
-#   scripts/bootstrap.sh [python] [node] [redis] [chromium]
+#   scripts/bootstrap.sh [python] [node] [redis] [nginx] [chromium]
 #
 # python    .venv + requirements.txt (re-installed only when requirements.txt changes)
 # node      node_modules from package-lock.json (npm ci, only when the lock changed)
 # redis     redis-server from apt (not started: the tests start their own)
+# nginx     nginx from apt (not started: the proxy test starts its own from docs/nginx.conf)
 # chromium  /usr/bin/chromium (+ fonts-dejavu-core) from apt
 #
 # Idempotent; safe to run as root in CI with no stdin (CI=true).
@@ -18,7 +19,7 @@ log() { printf 'bootstrap: %s\n' "$*"; }
 die() { printf 'bootstrap: error: %s\n' "$*" >&2; exit 1; }
 
 usage() {
-    echo "usage: $0 [python] [node] [redis] [chromium]" >&2
+    echo "usage: $0 [python] [node] [redis] [nginx] [chromium]" >&2
 }
 
 APT_UPDATED=0
@@ -78,6 +79,12 @@ do_redis() {
     fi
 }
 
+do_nginx() {
+    if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+        apt_install nginx
+    fi
+}
+
 do_chromium() {
     local pkgs=()
     [ -x /usr/bin/chromium ] || pkgs+=(chromium)
@@ -94,7 +101,7 @@ fi
 
 for part in "$@"; do
     case "$part" in
-        python|node|redis|chromium) ;;
+        python|node|redis|nginx|chromium) ;;
         -h|--help) usage; exit 0 ;;
         *) usage; die "unknown part: $part" ;;
     esac
