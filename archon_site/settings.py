@@ -122,6 +122,13 @@ CHANNEL_LAYER_REDIS_URL: str | None = env.str("CHANNEL_LAYER_REDIS_URL", default
 if CHANNEL_LAYER_REDIS_URL:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [CHANNEL_LAYER_REDIS_URL]}}}
 
+# --- Crawls -------------------------------------------------------------------
+CRAWL_MAX_CONCURRENT: int = env.int("CRAWL_MAX_CONCURRENT", default=2)  # crawls at once per server process
+CRAWL_CONCURRENCY: int = env.int("CRAWL_CONCURRENCY", default=4)  # requests at once per crawl
+CRAWL_TIMEOUT: float = env.float("CRAWL_TIMEOUT", default=10.0)  # seconds per request
+CRAWL_DELAY: float = env.float("CRAWL_DELAY", default=0.0)  # seconds between requests to one host
+CRAWL_MAX_BYTES: int = env.int("CRAWL_MAX_BYTES", default=2_000_000)  # per page
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -1,8 +1,11 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from crawls.api import router as crawls_router
 from projects.api import api
 from realtime import views as realtime_views
+
+api.add_router("/crawls/", crawls_router)
 
 urlpatterns = [
     path("admin/", admin.site.urls),

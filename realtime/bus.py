@@ -108,9 +108,10 @@ def _done(future: asyncio.Future[Any] | concurrent.futures.Future[Any]) -> None:
 
 
 def submit(coro: Coroutine[Any, Any, Any]) -> None:
-    """Run an async emit helper from sync code, in any thread, without waiting.
+    """Run an async emit helper (or any coroutine) from sync code, in any thread, without waiting.
 
-    Calls from one thread are delivered in the order they were submitted.
+    In a server process it runs on the server's event loop. Calls from one thread
+    are delivered in the order they were submitted.
     """
     loop = _loop
     if loop is not None and loop.is_running():

@@ -67,9 +67,14 @@ async def _subscribe(ns: Dispatcher, sid: str, user: Any, payload: ProgressRef, 
     if operation is None or (operation.started_by_id != user.pk and not user.is_staff):
         raise Reject("unknown progress id")  # the same answer for unknown and someone else's
     await ns.enter_room(sid, rooms.progress(progress_id))
-    current = await sync_to_async(progress.find)(kind, progress_id)  # read after entering: nothing missed
-    if current is not None and current.state is not None:
-        await ns.emit(event, current.state, to=sid)
+    # Read after entering: nothing missed. Running here? Its last sent state, with no
+    # await before the emit; else the stored state (the operation runs elsewhere or ended).
+    state = progress.live_state(kind, progress_id)
+    if state is None:
+        current = await sync_to_async(progress.find)(kind, progress_id)
+        state = current.state if current is not None else None
+    if state is not None:
+        await ns.emit(event, state, to=sid)
     return {"progress_id": progress_id}
 
 
@@ -90,3 +95,19 @@ async def _unsubscribe(ns: Dispatcher, sid: str, user: Any, payload: ProgressRef
 
 on("unsubscribe_progress", ProgressRef)(_unsubscribe)
 on("crawl_unsubscribe", ProgressRef)(_unsubscribe)
+
+
+@on("crawl_stop", ProgressRef)
+async def crawl_stop(ns: Dispatcher, sid: str, user: Any, payload: ProgressRef) -> Ack:
+    from crawls import runner, selectors, services
+
+    progress_id = str(payload.progress_id)
+    job = await sync_to_async(selectors.crawl_by_progress_id)(progress_id)
+    if job is None or (job.started_by_id != user.pk and not user.is_staff):
+        raise Reject("unknown progress id")
+    try:
+        await sync_to_async(services.crawl_request_stop)(job=job)  # says crawl:stopping at once
+    except services.CrawlError as error:
+        raise Reject(str(error)) from None
+    runner.stop_local(progress_id)  # runs here? cancel now; elsewhere its runner sees the flag
+    return {"progress_id": progress_id, "status": "stopping"}

@@ -17,15 +17,29 @@ class Operation:
 
 
 Lookup = Callable[[str], Operation | None]  # sync: may use the ORM
+Live = Callable[[str], dict[str, Any] | None]  # in memory, called on the event loop: must not block
 
 _sources: dict[str, Lookup] = {}
+_live: dict[str, Live] = {}
 
 
-def register(kind: str, lookup: Lookup) -> None:
-    """Called from an app's ``ready()``: ``lookup(progress_id)`` finds its operations."""
+def register(kind: str, lookup: Lookup, live: Live | None = None) -> None:
+    """Called from an app's ``ready()``: ``lookup(progress_id)`` finds its operations.
+
+    ``live(progress_id)``, when given, returns the last state sent by an operation
+    running in this process: read with no await before the snapshot is emitted, so
+    the snapshot can never overtake a newer live event.
+    """
     _sources[kind] = lookup
+    if live is not None:
+        _live[kind] = live
 
 
 def find(kind: str, progress_id: str) -> Operation | None:
     lookup = _sources.get(kind)
     return lookup(progress_id) if lookup else None
+
+
+def live_state(kind: str, progress_id: str) -> dict[str, Any] | None:
+    live = _live.get(kind)
+    return live(progress_id) if live else None

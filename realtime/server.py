@@ -7,7 +7,7 @@ import socketio
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from . import bus, handlers, rooms  # noqa: F401  (handlers registers the client events)
+from . import bus, handlers, lifecycle, rooms  # noqa: F401  (handlers registers the client events)
 from .auth import Refused, authenticate
 from .events import Dispatcher
 from .channels_bridge import build_bridge
@@ -64,6 +64,8 @@ bridge = build_bridge(sio)
 async def on_startup() -> None:
     """ASGI lifespan startup: this process now delivers events itself."""
     bus.attach(sio)
+    for hook in lifecycle.startup_hooks:
+        await hook()
 
 
 async def on_shutdown() -> None:

@@ -13,6 +13,7 @@ from tests.support import factories
 from tests.support.live_server import LiveServer
 from tests.support.node_client import NodeClient
 from tests.support.processes import RedisServer, ServerProcess
+from tests.support.test_site import TestSite
 from tests.support.py_client import PyClient
 
 db = sync_to_async  # ORM calls from async tests run in a worker thread
@@ -22,7 +23,8 @@ CLIENT_KINDS = {"python": PyClient, "node": NodeClient}
 
 @pytest.fixture(scope="session")
 def asgi_server(django_db_setup: None, django_db_blocker: Any) -> Iterator[LiveServer]:
-    server = LiveServer().start()
+    with django_db_blocker.unblock():  # startup hooks read the database
+        server = LiveServer().start()
     yield server
     server.stop()
 
@@ -96,3 +98,11 @@ def spawn(database_path: str) -> Iterator[Callable[..., ServerProcess]]:
     yield factory
     for process in started:
         process.stop()
+
+
+@pytest.fixture
+def site() -> Iterator[TestSite]:
+    """A small local website (never the internet) that counts the requests it gets."""
+    test_site = TestSite(pages=30, slow_seconds=1.5).start()
+    yield test_site
+    test_site.stop()

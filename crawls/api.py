@@ -1,0 +1,56 @@
+"""Crawls over REST: start one (it runs in the server process), follow it, stop it."""
+
+from typing import Any
+from uuid import UUID
+
+from django.http import Http404, HttpRequest
+from ninja import Router
+from ninja.errors import HttpError
+
+from realtime import bus
+
+from . import runner, selectors, services
+from .models import CrawlJob
+from .schemas import CrawlIn, page_json, progress_json
+
+router = Router(tags=["crawls"])
+
+
+async def _launch(job_id: int) -> None:
+    runner.launch(job_id)
+
+
+def _job(request: HttpRequest, progress_id: UUID) -> CrawlJob:
+    try:
+        return selectors.crawl_for_user(user=request.user, progress_id=progress_id)
+    except CrawlJob.DoesNotExist:
+        raise Http404("crawl not found") from None
+
+
+@router.post("/", response={202: dict})
+def start_crawl(request: HttpRequest, payload: CrawlIn) -> Any:
+    """Queue a crawl and run it in the background of this server; follow it with ``crawl_subscribe``."""
+    job = services.crawl_create(started_by=request.user, **{**payload.dict(), "url": str(payload.url)})
+    bus.submit(_launch(job.pk))  # onto the server's event loop
+    return 202, {"progress_id": str(job.progress_id)}
+
+
+@router.get("/", response=list[dict])
+def list_crawls(request: HttpRequest, limit: int = 50) -> Any:
+    return [progress_json(job) for job in selectors.visible_crawls(user=request.user)[: max(1, min(limit, 200))]]
+
+
+@router.get("/{uuid:progress_id}/", response=dict)
+def get_crawl(request: HttpRequest, progress_id: UUID) -> Any:
+    job = _job(request, progress_id)
+    return {**progress_json(job), "pages": [page_json(p) for p in job.pages.all()]}
+
+
+@router.post("/{uuid:progress_id}/stop/", response={202: dict})
+def stop_crawl(request: HttpRequest, progress_id: UUID) -> Any:
+    try:
+        job = services.crawl_request_stop(job=_job(request, progress_id))
+    except services.CrawlError as error:
+        raise HttpError(409, str(error)) from None
+    runner.stop_local(str(job.progress_id))
+    return 202, {"progress_id": str(job.progress_id), "status": "stopping"}

@@ -1,0 +1,97 @@
+"""Writes for crawl jobs. Running them is ``runner``'s business; these only change state."""
+
+import os
+import socket
+from datetime import timedelta
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from realtime import broadcasts, bus
+
+from .crawler import Page
+from .models import FINISHED, CrawledPage, CrawlJob, CrawlStatus
+
+STALE_AFTER = timedelta(seconds=60)  # a crawl whose runner has not been heard of for this long is dead
+
+
+class CrawlError(Exception):
+    """A crawl cannot do what was asked; the message says why."""
+
+
+def runner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@transaction.atomic
+def crawl_create(*, started_by: AbstractBaseUser | None, url: str, max_pages: int = 50, max_depth: int = 3, same_site_only: bool = True,
+                 include_patterns: list[str] | None = None, exclude_patterns: list[str] | None = None) -> CrawlJob:
+    """A queued crawl job; nothing runs until ``runner`` takes it."""
+    job = CrawlJob(
+        started_by=started_by, start_url=url, max_pages=max_pages, max_depth=max_depth, same_site_only=same_site_only,
+        include_patterns=include_patterns or [], exclude_patterns=exclude_patterns or [], runner=runner_id(),
+        heartbeat_at=timezone.now(), log="queued",
+    )
+    job.full_clean()
+    job.save()
+    return job
+
+
+def stopping_payload(job: CrawlJob) -> dict[str, Any]:
+    return {"progressId": str(job.progress_id), "status": "stopping", "message": "Stopping crawl…"}
+
+
+def stopped_payload(job: CrawlJob) -> dict[str, Any]:
+    return {"progressId": str(job.progress_id), "status": "cancelled", "message": "Crawl stopped", "timestamp": timezone.now().isoformat()}
+
+
+@transaction.atomic
+def crawl_request_stop(*, job: CrawlJob) -> CrawlJob:
+    """Ask a running or queued crawl to stop. Its runner (in any process) stops it and then says ``crawl:stopped``."""
+    job = CrawlJob.objects.select_for_update().get(pk=job.pk)
+    if job.status in FINISHED:
+        raise CrawlError(f"crawl already {job.status}")
+    job.cancel_requested = True
+    job.save(update_fields=["cancel_requested", "updated_at"])
+    payload = stopping_payload(job)
+    transaction.on_commit(lambda: bus.submit(broadcasts.broadcast_crawl_progress(job.progress_id, payload, event="crawl:stopping")))
+    return job
+
+
+def crawl_save_progress(*, job_id: int, **fields: Any) -> None:
+    fields["heartbeat_at"] = timezone.now()
+    CrawlJob.objects.filter(pk=job_id).update(updated_at=timezone.now(), **fields)
+
+
+def crawl_record_page(*, job_id: int, page: Page) -> None:
+    CrawledPage.objects.update_or_create(
+        job_id=job_id, url=page.url,
+        defaults={"final_url": page.final_url, "depth": page.depth, "status_code": page.status_code, "title": page.title,
+                  "content": page.text, "content_hash": page.content_hash, "error": page.error[:500]},
+    )
+
+
+def crawls_mark_interrupted() -> int:
+    """Fail jobs left running by a dead process: ours by pid, anyone's by a stale heartbeat."""
+    host, now = socket.gethostname(), timezone.now()
+    dead = []
+    for job in CrawlJob.objects.filter(status__in=[CrawlStatus.QUEUED, CrawlStatus.CRAWLING]):
+        job_host, _, pid = job.runner.rpartition(":")
+        ours_and_dead = job_host == host and pid.isdigit() and not _alive(int(pid))
+        if ours_and_dead or job.heartbeat_at is None or now - job.heartbeat_at > STALE_AFTER:
+            dead.append(job.pk)
+    return CrawlJob.objects.filter(pk__in=dead).update(status=CrawlStatus.FAILED, error="interrupted", log="interrupted: its process ended", finished_at=now, updated_at=now)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # a job "run" by this very process at its start was left by a previous one with our pid
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
