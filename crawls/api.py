@@ -4,7 +4,7 @@ from typing import Any
 from uuid import UUID
 
 from django.http import Http404, HttpRequest
-from ninja import Router
+from ninja import Router, Status
 from ninja.errors import HttpError
 
 from realtime import bus
@@ -32,7 +32,7 @@ def start_crawl(request: HttpRequest, payload: CrawlIn) -> Any:
     """Queue a crawl and run it in the background of this server; follow it with ``crawl_subscribe``."""
     job = services.crawl_create(started_by=request.user, **{**payload.dict(), "url": str(payload.url)})
     bus.submit(_launch(job.pk))  # onto the server's event loop
-    return 202, {"progress_id": str(job.progress_id)}
+    return Status(202, {"progress_id": str(job.progress_id)})
 
 
 @router.get("/", response=list[dict])
@@ -53,4 +53,4 @@ def stop_crawl(request: HttpRequest, progress_id: UUID) -> Any:
     except services.CrawlError as error:
         raise HttpError(409, str(error)) from None
     runner.stop_local(str(job.progress_id))
-    return 202, {"progress_id": str(job.progress_id), "status": "stopping"}
+    return Status(202, {"progress_id": str(job.progress_id), "status": "stopping"})

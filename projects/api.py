@@ -6,17 +6,18 @@ from uuid import UUID
 import pydantic_core
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, HttpResponse
-from ninja import NinjaAPI, Router, Schema
+from ninja import NinjaAPI, Router, Schema, Status
 from ninja.errors import HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 from ninja.renderers import JSONRenderer
 from ninja.security import HttpBearer, django_auth
 
+from realtime import bus
 from realtime.tokens import token_owner
 
-from . import selectors, services
+from . import selectors, services, tracked
 from .models import Project, Task
-from .schemas import ProjectIn, ProjectOut, ProjectPatch, TaskIn, TaskOut, TaskPatch
+from .schemas import ProjectOut, ProjectPatch, TaskIn, TaskOut, TaskPatch, TrackedProjectIn
 
 
 class BearerToken(HttpBearer):
@@ -83,9 +84,21 @@ def list_projects(request: HttpRequest) -> Any:
     return selectors.visible_projects(user=request.user)
 
 
-@projects.post("/", response={201: ProjectOut})
-def create_project(request: HttpRequest, payload: ProjectIn) -> Any:
-    return 201, services.project_create(owner=request.user, **payload.dict())
+async def _launch_import(import_id: int) -> None:
+    tracked.launch(import_id)
+
+
+@projects.post("/", response={201: ProjectOut, 202: dict})
+def create_project(request: HttpRequest, payload: TrackedProjectIn) -> Any:
+    """Create a project at once; with ``template`` or ``import_tasks``, in the background: 202 ``{progress_id}``."""
+    fields = payload.dict(exclude={"template", "import_tasks"})
+    if payload.template is None and payload.import_tasks is None:
+        return Status(201, services.project_create(owner=request.user, **fields))
+    spec = payload.import_tasks
+    record = services.project_import_create(started_by=request.user, project=fields, template=payload.template,
+                                            fmt=spec.format if spec else None, content=spec.content if spec else None)
+    bus.submit(_launch_import(record.pk))  # onto the server's event loop
+    return Status(202, {"progress_id": str(record.progress_id)})
 
 
 @projects.get("/{uuid:project_id}/", response=ProjectOut)
@@ -102,7 +115,7 @@ def update_project(request: HttpRequest, project_id: UUID, payload: ProjectPatch
 @projects.delete("/{uuid:project_id}/", response={204: None})
 def delete_project(request: HttpRequest, project_id: UUID) -> Any:
     services.project_delete(project=_managed_project(request, project_id))
-    return 204, None
+    return Status(204, None)
 
 
 @projects.get("/{uuid:project_id}/tasks/", response=list[TaskOut])
@@ -113,7 +126,7 @@ def list_tasks(request: HttpRequest, project_id: UUID, include_archived: bool = 
 
 @projects.post("/{uuid:project_id}/tasks/", response={201: TaskOut})
 def create_task(request: HttpRequest, project_id: UUID, payload: TaskIn) -> Any:
-    return 201, services.task_create(project=_project(request, project_id), **payload.dict())
+    return Status(201, services.task_create(project=_project(request, project_id), **payload.dict()))
 
 
 class Reorder(Schema):
@@ -139,7 +152,7 @@ def update_task(request: HttpRequest, task_id: UUID, payload: TaskPatch) -> Any:
 @tasks.delete("/{uuid:task_id}/", response={204: None})
 def delete_task(request: HttpRequest, task_id: UUID) -> Any:
     services.task_delete(task=_task(request, task_id))
-    return 204, None
+    return Status(204, None)
 
 
 api.add_router("/projects/", projects)

@@ -94,3 +94,29 @@ class Task(models.Model):
                 )
                 self.version = (current or 0) + 1
             super().save(*args, **kwargs)
+
+
+class ProjectImport(models.Model):
+    """A tracked project creation (from a template or an imported task list), watched through its progress room."""
+
+    class Status(models.TextChoices):
+        VALIDATING = "validating"
+        CREATING = "creating"
+        IMPORTING = "importing"
+        COMPLETED = "completed"
+        ERROR = "error"
+
+    progress_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="project_imports")
+    request = models.JSONField(help_text="What was asked: title, template or import spec.")
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.VALIDATING)
+    percentage = models.FloatField(default=0)
+    step = models.CharField(max_length=200, blank=True, default="")
+    log = models.CharField(max_length=500, blank=True, default="")
+    error = models.TextField(blank=True, default="")
+    project = models.ForeignKey(Project, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]

@@ -105,3 +105,44 @@ def task_json(task: Task) -> dict[str, Any]:
 def project_json(project: Project) -> dict[str, Any]:
     """The project as the JSON-ready dict every event and endpoint sends."""
     return ProjectOut.from_orm(project).model_dump(mode="json")
+
+
+class ImportSpec(_StrictIn):
+    format: Literal["markdown", "csv"]
+    content: str = Field(..., min_length=1, max_length=2_000_000)
+
+
+class TrackedProjectIn(ProjectIn):
+    """``POST /api/projects/`` with a template or an import: created in the background, watched by progress id."""
+
+    template: str | None = Field(None, max_length=50)
+    import_tasks: ImportSpec | None = None
+
+
+def _camel(name: str) -> str:
+    first, *rest = name.split("_")
+    return first + "".join(word.title() for word in rest)
+
+
+class ProjectProgress(Schema):
+    """``project_progress``: camelCase like every progress event."""
+
+    model_config = ConfigDict(alias_generator=_camel, populate_by_name=True)
+    progress_id: UUID
+    status: str
+    percentage: float
+    step: str
+    log: str
+    timestamp: datetime
+    error: str | None = None
+    project: dict[str, Any] | None = None
+
+
+def progress_json(record: Any, **overrides: Any) -> dict[str, Any]:
+    """A ``ProjectImport``'s progress as sent to clients."""
+    from django.utils import timezone
+
+    data = {"progress_id": record.progress_id, "status": record.status, "percentage": record.percentage, "step": record.step,
+            "log": record.log, "timestamp": timezone.now(), "error": record.error or None,
+            "project": project_json(record.project) if record.project_id else None, **overrides}
+    return ProjectProgress.model_validate(data).model_dump(mode="json", by_alias=True, exclude_none=True)

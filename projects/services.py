@@ -15,7 +15,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from .models import Project, Task
+from .models import Project, ProjectImport, Task
 
 User = get_user_model()
 
@@ -119,3 +119,14 @@ def tasks_reorder(*, project: Project, task_ids: Sequence[UUID | str]) -> list[T
             task.save(update_fields=["task_order"])
             moved.append(task)
     return moved
+
+
+@transaction.atomic
+def project_import_create(*, started_by: AbstractBaseUser, project: dict[str, Any], template: str | None = None,
+                          fmt: str | None = None, content: str | None = None) -> ProjectImport:
+    """Record a tracked creation; ``projects.tracked`` runs it and reports progress."""
+    if template is None and content is None:
+        raise ValidationError({"template": ["give a template or import_tasks"]})
+    _members(project.get("member_usernames", ()))  # fail now, not in the background
+    request = {"project": project, "template": template, "format": fmt, "content": content}
+    return ProjectImport.objects.create(started_by=started_by, request=request, log="queued")

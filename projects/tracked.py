@@ -1,0 +1,75 @@
+"""Tracked project creation: validating → creating → importing N of M → completed (or error), live.
+
+Runs as a background task of the server process; each step goes to the progress
+room as ``project_progress`` (coalesced, percentage never backwards) and is
+stored, so ``subscribe_progress`` gets the current state at once.
+"""
+
+import asyncio
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.db import transaction
+
+from realtime import broadcasts
+from realtime.coalesce import ProgressStream
+
+from . import imports, services
+from .models import ProjectImport, Task
+from .schemas import progress_json
+
+CHUNK = 50  # tasks per transaction
+live: dict[str, dict[str, Any]] = {}  # last state sent, per running import of this process
+
+
+def launch(import_id: int) -> asyncio.Task[None]:
+    return asyncio.get_running_loop().create_task(run(import_id), name=f"project-import-{import_id}")
+
+
+def _save(import_id: int, **fields: Any) -> None:
+    ProjectImport.objects.filter(pk=import_id).update(**fields)
+
+
+async def run(import_id: int) -> None:
+    record = await ProjectImport.objects.select_related("started_by").aget(pk=import_id)
+    progress_id = str(record.progress_id)
+
+    async def send(state: dict[str, Any]) -> None:
+        await sync_to_async(_save)(import_id, status=state["status"], percentage=state["percentage"], step=state["step"], log=state["log"], error=state.get("error", ""))
+        live[progress_id] = state  # no await between this and the emit
+        await broadcasts.broadcast_progress_update(record.progress_id, state)
+
+    stream = ProgressStream(send)
+
+    async def step(status: str, percentage: float, step: str, log: str) -> None:
+        await stream.update(progress_json(record, status=status, percentage=percentage, step=step, log=log))
+
+    try:
+        await step("validating", 0, "validating", "checking the request")
+        spec = record.request
+        tasks = await sync_to_async(imports.parse)(template=spec.get("template"), fmt=spec.get("format"), content=spec.get("content"))
+        await step("creating", 5, "creating project", f"creating {spec['project']['title']!r}")
+        project = await sync_to_async(services.project_create)(owner=record.started_by, **spec["project"])
+        await sync_to_async(_save)(import_id, project=project)
+        for start in range(0, len(tasks), CHUNK):
+            chunk = tasks[start : start + CHUNK]
+            await sync_to_async(_create_tasks)(project, chunk, first_order=start)
+            done = start + len(chunk)
+            await step("importing", 5 + 95 * done / len(tasks), f"importing tasks {done} of {len(tasks)}", chunk[-1].title)
+        record.project = project
+        await stream.close(progress_json(record, status="completed", percentage=100, step="completed", log=f"{len(tasks)} tasks imported"))
+    except imports.ImportFailure as failure:
+        await stream.close(progress_json(record, status="error", step="error", log=str(failure), error=str(failure)))
+    except Exception as error:  # noqa: BLE001  (reported to the watcher, not swallowed silently)
+        await stream.close(progress_json(record, status="error", step="error", log="internal error", error=f"{type(error).__name__}: {error}"))
+        raise
+    finally:
+        live.pop(progress_id, None)
+
+
+@transaction.atomic
+def _create_tasks(project: Any, chunk: list[imports.TaskSpec], *, first_order: int) -> None:
+    for offset, spec in enumerate(chunk):
+        # Model.save (not bulk_create), so every task broadcasts like any other.
+        Task(project=project, title=spec.title, status=spec.status, description=spec.description, assignee=spec.assignee,
+             feature=spec.feature, task_order=first_order + offset).save()

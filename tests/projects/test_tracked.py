@@ -1,0 +1,89 @@
+"""Tracked project creation: templates and imports with live ``project_progress``."""
+
+from projects.models import Project, Task
+from tests.conftest import db
+from tests.support import factories as f
+
+
+async def begin(http, token, **body):
+    response = await http.post("/api/projects/", json=body, headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 202, response.text
+    return response.json()["progress_id"]
+
+
+def done(state):
+    return state["status"] in ("completed", "error")
+
+
+async def test_a_500_task_checklist_imports_with_monotonic_progress(connect, http):
+    alice = await db(f.make_user)("alice")
+    token = await db(f.token_for)(alice)
+    client = await connect(alice)
+    await client.call("subscribe_projects")
+    await client.wait_for("projects_update")
+    checklist = "# Plan\n" + "\n".join(f"- [{'x' if i % 5 == 0 else ' '}] task {i}" for i in range(500))
+    progress_id = await begin(http, token, title="Imported", import_tasks={"format": "markdown", "content": checklist})
+    assert (await client.call("subscribe_progress", {"progress_id": progress_id}))["ok"]
+    final = await client.wait_for("project_progress", done, timeout=60)
+
+    assert final["status"] == "completed" and final["percentage"] == 100 and final["project"]["title"] == "Imported"
+    states = client.received("project_progress")
+    assert [s["percentage"] for s in states] == sorted(s["percentage"] for s in states)
+    assert {"progressId", "status", "percentage", "step", "log", "timestamp"} <= set(states[0])
+    steps = [s["step"] for s in states]
+    assert any(step.startswith("importing tasks") and step.endswith("of 500") for step in steps)
+    project_id = final["project"]["id"]
+    assert await db(Task.objects.filter(project_id=project_id).count)() == 500
+    assert await db(Task.objects.filter(project_id=project_id, status="done").count)() == 100
+    await client.wait_for("projects_update", lambda u: project_id in {p["id"] for p in u["projects"]})
+
+
+async def test_a_template_and_a_late_subscriber(connect, http):
+    alice = await db(f.make_user)("alice")
+    token = await db(f.token_for)(alice)
+    progress_id = await begin(http, token, title="From template", template="software")
+    client = await connect(alice)
+    assert (await client.call("subscribe_progress", {"progress_id": progress_id}))["ok"]
+    final = await client.wait_for("project_progress", done, timeout=20)  # the current state, or live
+    assert final["status"] == "completed"
+    titles = await db(lambda: list(Task.objects.filter(project_id=final["project"]["id"]).values_list("title", flat=True)))()
+    assert titles[0] == "Write the specification" and len(titles) == 5
+
+
+async def test_bad_imports_end_in_error_with_the_reason_and_nothing_half_made(connect, http):
+    alice = await db(f.make_user)("alice")
+    token = await db(f.token_for)(alice)
+    client = await connect(alice)
+    cases = [
+        ({"template": "nope"}, "unknown template 'nope'"),
+        ({"import_tasks": {"format": "csv", "content": "title,status\nok,todo\nbad,someday\n"}}, "line 3: unknown status 'someday'"),
+        ({"import_tasks": {"format": "csv", "content": "name\nx\n"}}, "needs a header row with a 'title' column"),
+        ({"import_tasks": {"format": "markdown", "content": "just prose"}}, "no checklist items found"),
+    ]
+    for body, reason in cases:
+        progress_id = await begin(http, token, title="Broken", **body)
+        await client.call("subscribe_progress", {"progress_id": progress_id})
+        final = await client.wait_for("project_progress", lambda s, p=progress_id: s["progressId"] == p and done(s), timeout=20)
+        assert final["status"] == "error" and reason in final["error"], final
+    assert await db(Project.objects.filter(title="Broken").exists)() is False
+
+
+async def test_csv_import_and_input_errors(connect, http):
+    alice = await db(f.make_user)("alice")
+    token = await db(f.token_for)(alice)
+    client = await connect(alice)
+    progress_id = await begin(http, token, title="CSV", import_tasks={"format": "csv", "content": "title,status,assignee\nA,doing,bob\nB,done,\n"})
+    await client.call("subscribe_progress", {"progress_id": progress_id})
+    final = await client.wait_for("project_progress", done, timeout=20)
+    rows = await db(lambda: list(Task.objects.filter(project_id=final["project"]["id"]).values_list("title", "status", "assignee")))()
+    assert rows == [("A", "doing", "bob"), ("B", "done", "User")]
+    headers = {"Authorization": f"Bearer {token}"}
+    bad = await http.post("/api/projects/", json={"title": "x", "import_tasks": {"format": "xml", "content": "<a/>"}}, headers=headers)
+    assert bad.status_code == 400
+
+
+async def test_someone_else_cannot_watch(connect, http):
+    alice, mallory = await db(f.make_user)("alice"), await db(f.make_user)("mallory")
+    progress_id = await begin(http, await db(f.token_for)(alice), title="Mine", template="kanban")
+    intruder = await connect(mallory)
+    assert await intruder.call("subscribe_progress", {"progress_id": progress_id}) == {"ok": False, "error": "unknown progress id"}
