@@ -10,7 +10,7 @@ from ninja import NinjaAPI, Router, Schema, Status
 from ninja.errors import HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 from ninja.renderers import JSONRenderer
-from ninja.security import HttpBearer, django_auth
+from ninja.security import HttpBearer, SessionAuth
 
 from realtime import bus
 from realtime.tokens import token_owner
@@ -36,14 +36,32 @@ class SchemaJSON(JSONRenderer):
         return pydantic_core.to_json(data, fallback=str)
 
 
+class SessionCookie(SessionAuth):
+    """Django's session, with CSRF enforced on writes — checked only for a logged-in session,
+    so a request without valid credentials is a 401, not a CSRF 403."""
+
+    def _get_key(self, request: HttpRequest) -> str | None:
+        if not request.user.is_authenticated:
+            return None
+        return super()._get_key(request)
+
+
 # Bearer first: a script's token is honoured even if a stray session cookie came along.
-api = NinjaAPI(title="Archon live API", version="1", auth=[BearerToken(), django_auth], renderer=SchemaJSON(), urls_namespace="api")
+api = NinjaAPI(title="Archon live API", version="1", auth=[BearerToken(), SessionCookie()], renderer=SchemaJSON(), urls_namespace="api")
 
 
 @api.exception_handler(NinjaValidationError)
 def _bad_input(request: HttpRequest, exc: NinjaValidationError) -> HttpResponse:
     errors = [{"field": ".".join(str(p) for p in e["loc"] if p not in ("body", "payload")), "message": e["msg"]} for e in exc.errors]
     return api.create_response(request, {"detail": "invalid input", "errors": errors}, status=400)
+
+
+@api.exception_handler(HttpError)
+def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    body: dict[str, Any] = {"detail": str(exc)}
+    if exc.status_code == 400:  # e.g. a body that is not JSON: the same shape as every other 400
+        body = {"detail": "invalid input", "errors": [{"field": "body", "message": str(exc)}]}
+    return api.create_response(request, body, status=exc.status_code)
 
 
 @api.exception_handler(DjangoValidationError)

@@ -63,16 +63,18 @@ class TaskIn(_StrictIn):
 
 
 class TaskPatch(_StrictIn):
-    title: str | None = Field(None, min_length=1, max_length=255)
-    description: str | None = None
-    status: Status | None = None
-    assignee: str | None = Field(None, min_length=1, max_length=255)
-    task_order: int | None = None
-    feature: str | None = Field(None, max_length=255)
-    sources: list[Any] | None = None
-    code_examples: list[Any] | None = None
+    # Absent means "leave as is"; an explicit null is refused (the type has no None)
+    # except for parent_task_id, where null means "no parent".
+    title: str = Field(None, min_length=1, max_length=255)
+    description: str = Field(None)
+    status: Status = Field(None)
+    assignee: str = Field(None, min_length=1, max_length=255)
+    task_order: int = Field(None)
+    feature: str = Field(None, max_length=255)
+    sources: list[Any] = Field(None)
+    code_examples: list[Any] = Field(None)
     parent_task_id: UUID | None = None
-    archived: bool | None = None
+    archived: bool = Field(None)
 
 
 class ProjectIn(_StrictIn):
@@ -87,14 +89,15 @@ class ProjectIn(_StrictIn):
 
 
 class ProjectPatch(_StrictIn):
-    title: str | None = Field(None, min_length=1, max_length=255)
-    description: str | None = None
-    github_repo: str | None = Field(None, max_length=500)
-    pinned: bool | None = None
-    docs: list[Any] | None = None
-    features: list[Any] | None = None
-    data: list[Any] | None = None
-    member_usernames: list[str] | None = None
+    # Absent means "leave as is"; an explicit null is refused.
+    title: str = Field(None, min_length=1, max_length=255)
+    description: str = Field(None)
+    github_repo: str = Field(None, max_length=500)
+    pinned: bool = Field(None)
+    docs: list[Any] = Field(None)
+    features: list[Any] = Field(None)
+    data: list[Any] = Field(None)
+    member_usernames: list[str] = Field(None)
 
 
 def task_json(task: Task) -> dict[str, Any]:

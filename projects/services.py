@@ -70,6 +70,17 @@ def _check_parent(project: Project | UUID, parent_task_id: UUID | None) -> None:
         raise ValidationError({"parent_task_id": ["no such task in this project"]})
 
 
+def _check_no_cycle(task: Task, parent_task_id: UUID | None) -> None:
+    """The new parent may not be the task itself or one of its descendants."""
+    seen: set[Any] = set()
+    current = parent_task_id
+    while current is not None and current not in seen:
+        if current == task.pk:
+            raise ValidationError({"parent_task_id": ["a task cannot be its own ancestor"]})
+        seen.add(current)
+        current = Task.objects.filter(pk=current).values_list("parent_task_id", flat=True).first()
+
+
 @transaction.atomic
 def task_create(*, project: Project, title: str, parent_task_id: UUID | None = None, **fields: Any) -> Task:
     """Create a task in ``project``."""
@@ -84,9 +95,8 @@ def task_create(*, project: Project, title: str, parent_task_id: UUID | None = N
 def task_update(*, task: Task, archived: bool | None = None, **fields: Any) -> Task:
     """Change a task's fields; archiving stamps ``archived_at``."""
     if "parent_task_id" in fields:
-        if fields["parent_task_id"] == task.pk:
-            raise ValidationError({"parent_task_id": ["a task cannot be its own parent"]})
         _check_parent(task.project_id, fields["parent_task_id"])
+        _check_no_cycle(task, fields["parent_task_id"])
     for name, value in fields.items():
         setattr(task, name, value)
     _archive_stamp(task, archived)
@@ -107,6 +117,9 @@ def tasks_reorder(*, project: Project, task_ids: Sequence[UUID | str]) -> list[T
     Saves each changed task (no ``QuerySet.update()``), so each gets a new version
     and a ``task_updated`` event once the transaction commits.
     """
+    duplicates = sorted({str(i) for i in task_ids if list(map(str, task_ids)).count(str(i)) > 1})
+    if duplicates:
+        raise ValidationError({"task_ids": [f"listed more than once: {i}" for i in duplicates]})
     tasks = {str(t.pk): t for t in Task.objects.select_for_update().filter(project=project, pk__in=task_ids)}
     unknown = [str(i) for i in task_ids if str(i) not in tasks]
     if unknown:

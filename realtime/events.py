@@ -79,9 +79,11 @@ class Dispatcher(socketio.AsyncNamespace):
     """Routes every client event through ``parse``, the user lookup and the registered handler."""
 
     async def trigger_event(self, event: str, *args: Any) -> Any:
-        if event in ("connect", "disconnect"):
-            return await super().trigger_event(event, *args)
         sid, data = args[0], args[1:]
+        # The server's own connect and disconnect come while the connection is being set up
+        # or torn down; a *client* event by those names comes over an established one.
+        if event in ("connect", "disconnect") and not self.server.manager.is_connected(sid, self.namespace):
+            return await super().trigger_event(event, *args)
         try:
             entry = _events.get(event)
             if entry is None:
