@@ -32,6 +32,11 @@ async def broadcast_crawl_progress(progress_id: UUID | str, payload: dict[str, A
     await bus.emit(event, payload, room=rooms.progress(progress_id))
 
 
+async def broadcast_chat_message(session_id: UUID | str, payload: dict[str, Any]) -> None:
+    """``chat_message`` (the stored message) to the session's room."""
+    await bus.emit("chat_message", payload, room=rooms.chat(session_id))
+
+
 async def revoke_rooms(pairs: Iterable[tuple[int, str]]) -> None:
     """Take each user's connections out of a room they may no longer be in."""
     for user_id, room in pairs:

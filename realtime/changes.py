@@ -137,3 +137,23 @@ def user_saved(user: AbstractBaseUser, *, update_fields: Iterable[str] | None) -
         on_commit(broadcasts.disconnect_all, rooms.user(user.pk))
     else:
         access_changed(project_ids=[], user_ids={user.pk})
+
+
+def chat_message_saved(message: Any, *, created: bool) -> None:
+    if created:
+        from chat.schemas import message_json
+
+        on_commit(broadcasts.broadcast_chat_message, message.session_id, message_json(message))
+
+
+def chat_participants_changed(instance: Any, *, action: str, reverse: bool, pk_set: set[Any] | None) -> None:
+    """A participant removed (from either side) leaves the session's room at once."""
+    if action == "pre_clear":
+        related = instance.chat_sessions.all() if reverse else instance.participants.all()
+        instance._realtime_cleared = set(related.values_list("pk", flat=True))
+        return
+    if action not in ("post_remove", "post_clear"):
+        return
+    changed = pk_set if action == "post_remove" else getattr(instance, "_realtime_cleared", set())
+    pairs = [(instance.pk, rooms.chat(s)) for s in changed] if reverse else [(u, rooms.chat(instance.pk)) for u in changed]
+    on_commit(broadcasts.revoke_rooms, pairs)

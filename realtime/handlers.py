@@ -9,7 +9,7 @@ from projects.schemas import project_json, task_json
 
 from . import progress, rooms
 from .events import Ack, Dispatcher, Reject, on
-from .payloads import Empty, ProgressRef, ProjectRef
+from .payloads import ChatPost, ChatRef, Empty, ProgressRef, ProjectRef
 
 
 def _tasks_snapshot(project_id: str) -> list[dict[str, Any]]:
@@ -111,3 +111,47 @@ async def crawl_stop(ns: Dispatcher, sid: str, user: Any, payload: ProgressRef) 
         raise Reject(str(error)) from None
     runner.stop_local(progress_id)  # runs here? cancel now; elsewhere its runner sees the flag
     return {"progress_id": progress_id, "status": "stopping"}
+
+
+def _chat_history(session_id: str) -> list[dict[str, Any]]:
+    from chat import schemas, selectors
+
+    return [schemas.message_json(m) for m in selectors.history(session_id=session_id)]
+
+
+def _chat_session(user: Any, session_id: str) -> Any:
+    from chat import selectors
+    from chat.models import ChatSession
+
+    try:
+        return selectors.session_for(user=user, session_id=session_id)
+    except ChatSession.DoesNotExist:
+        raise Reject("chat session not found") from None  # the same answer for unknown and not a participant
+
+
+@on("join_chat", ChatRef)
+async def join_chat(ns: Dispatcher, sid: str, user: Any, payload: ChatRef) -> Ack:
+    session_id = str(payload.session_id)
+    await sync_to_async(_chat_session)(user, session_id)
+    await ns.enter_room(sid, rooms.chat(session_id))
+    messages = await sync_to_async(_chat_history)(session_id)  # subscribed first, history second
+    await ns.emit("chat_history", {"session_id": session_id, "messages": messages}, to=sid)
+    return {"session_id": session_id}
+
+
+@on("leave_chat", ChatRef)
+async def leave_chat(ns: Dispatcher, sid: str, user: Any, payload: ChatRef) -> Ack:
+    await ns.leave_room(sid, rooms.chat(payload.session_id))
+    return {"session_id": str(payload.session_id)}
+
+
+@on("chat_message", ChatPost)
+async def chat_message(ns: Dispatcher, sid: str, user: Any, payload: ChatPost) -> Ack:
+    """Post into a session (participants only); everyone in its room, the sender included, gets ``chat_message``."""
+    from chat import services
+
+    def post() -> Any:
+        return services.chat_message_post(session=_chat_session(user, str(payload.session_id)), author=user, body=payload.body)
+
+    message = await sync_to_async(post)()
+    return {"session_id": str(payload.session_id), "message_id": str(message.pk)}

@@ -2,7 +2,7 @@
 
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Payload(BaseModel):
@@ -19,3 +19,12 @@ class ProjectRef(Payload):
 
 class ProgressRef(Payload):
     progress_id: UUID
+
+
+class ChatRef(Payload):
+    session_id: UUID
+
+
+class ChatPost(Payload):
+    session_id: UUID
+    body: str = Field(..., min_length=1, max_length=4_000)

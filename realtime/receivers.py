@@ -10,6 +10,7 @@ from django.contrib.auth import get_user_model
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete
 from django.dispatch import receiver
 
+from chat.models import ChatMessage, ChatSession
 from projects.models import Project, Task
 
 from . import changes
@@ -54,3 +55,13 @@ def token_revoked(sender: type, instance: ApiToken, **kwargs: Any) -> None:
 @receiver(post_save, sender=get_user_model(), dispatch_uid="realtime.user_saved")
 def user_saved(sender: type, instance: Any, update_fields: Any = None, **kwargs: Any) -> None:
     changes.user_saved(instance, update_fields=update_fields)
+
+
+@receiver(post_save, sender=ChatMessage, dispatch_uid="realtime.chat_message_saved")
+def chat_message_saved(sender: type, instance: ChatMessage, created: bool, **kwargs: Any) -> None:
+    changes.chat_message_saved(instance, created=created)
+
+
+@receiver(m2m_changed, sender=ChatSession.participants.through, dispatch_uid="realtime.chat_participants_changed")
+def chat_participants_changed(sender: type, instance: Any, action: str, reverse: bool, pk_set: set[Any] | None, **kwargs: Any) -> None:
+    changes.chat_participants_changed(instance, action=action, reverse=reverse, pk_set=pk_set)

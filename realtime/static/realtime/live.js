@@ -1,0 +1,174 @@
+// The browser half of realtime: one Socket.IO connection per tab, rooms re-joined on every
+// (re)connect with their snapshots reloaded, and events applied idempotently.
+//
+//   <script src="/static/vendor/socket.io/socket.io.min.js"></script>   (socket.io-client from npm)
+//   import { Live, TaskStore, ProgressState, api } from "/static/realtime/live.js";
+//
+// After a reconnect the server has a new session with no rooms: `want` remembers what the page
+// watches and sends it again on every connect, so snapshots (initial_tasks, projects_update, the
+// current progress, chat history) are reloaded and nothing stays stale after a blip or a restart.
+
+const STATES = ["connected", "reconnecting", "offline"];
+
+export class Live {
+  constructor({ indicator = document.querySelector("[data-testid=connection]") } = {}) {
+    this.indicator = indicator;
+    this.wants = new Map(); // key -> {event, payload, onAck}
+    // Long-polling first, then upgrade: works whether the server allows polling or websocket only.
+    this.socket = window.io({ withCredentials: true });
+    this.socket.on("connect", () => {
+      this.setState("connected");
+      for (const want of this.wants.values()) this.send(want);
+    });
+    this.socket.on("disconnect", (reason) => {
+      // "io server disconnect": the server closed us (e.g. access revoked); socket.io won't retry by itself.
+      if (reason === "io server disconnect") {
+        this.setState("offline");
+      } else {
+        this.setState(navigator.onLine ? "reconnecting" : "offline");
+      }
+    });
+    this.socket.on("connect_error", (err) => {
+      this.lastError = err.message;
+      this.setState(this.socket.active ? "reconnecting" : "offline");
+    });
+    window.addEventListener("offline", () => this.setState("offline"));
+    window.addEventListener("online", () => {
+      if (!this.socket.connected) {
+        this.setState("reconnecting");
+        this.socket.connect();
+      }
+    });
+    this.setState("reconnecting");
+  }
+
+  setState(state) {
+    if (!STATES.includes(state)) return;
+    this.state = state;
+    if (this.indicator) {
+      this.indicator.textContent = state;
+      this.indicator.dataset.state = state;
+    }
+  }
+
+  on(event, handler) {
+    this.socket.on(event, handler);
+    return this;
+  }
+
+  /** Emit with acknowledgement; resolves to the server's `{ok, ...}` answer. */
+  call(event, payload) {
+    const args = payload === undefined ? [] : [payload];
+    return this.socket.timeout(10000).emitWithAck(event, ...args).catch((err) => ({ ok: false, error: String(err.message || err) }));
+  }
+
+  /** Watch something: `event(payload)` is sent now if connected, and again after every reconnect. */
+  want(key, event, payload, onAck) {
+    const want = { event, payload, onAck };
+    this.wants.set(key, want);
+    if (this.socket.connected) this.send(want);
+  }
+
+  /** Stop watching `key`; `leaveEvent(payload)` tells the server. */
+  unwant(key, leaveEvent, payload) {
+    this.wants.delete(key);
+    if (leaveEvent && this.socket.connected) this.call(leaveEvent, payload);
+  }
+
+  async send(want) {
+    const ack = await this.call(want.event, want.payload);
+    if (want.onAck) want.onAck(ack);
+  }
+}
+
+/** Tasks of one project, applied idempotently: by id, the higher `version` wins, deletions are final. */
+export class TaskStore {
+  constructor(onChange) {
+    this.tasks = new Map();
+    this.deleted = new Set();
+    this.liveSinceJoin = new Set();
+    this.onChange = onChange || (() => {});
+  }
+
+  /** Call when (re)joining: events from now on are newer than the coming snapshot's read. */
+  joining() {
+    this.liveSinceJoin = new Set();
+  }
+
+  apply(task, { live = true } = {}) {
+    if (this.deleted.has(task.id)) return false;
+    if (live) this.liveSinceJoin.add(task.id);
+    const current = this.tasks.get(task.id);
+    if (current && current.version >= task.version) return false;
+    this.tasks.set(task.id, task);
+    this.onChange();
+    return true;
+  }
+
+  remove(taskId) {
+    this.deleted.add(taskId);
+    this.liveSinceJoin.add(taskId);
+    if (this.tasks.delete(taskId)) this.onChange();
+  }
+
+  /** `initial_tasks`: authoritative for everything not touched live since the join. */
+  snapshot(tasks) {
+    const present = new Set(tasks.map((t) => t.id));
+    for (const id of [...this.tasks.keys()]) {
+      if (!present.has(id) && !this.liveSinceJoin.has(id)) this.tasks.delete(id);
+    }
+    for (const task of tasks) this.apply(task, { live: false });
+    this.onChange();
+  }
+
+  /** Visible tasks of one status, in board order. */
+  column(status) {
+    return [...this.tasks.values()]
+      .filter((t) => t.status === status && !t.archived)
+      .sort((a, b) => a.task_order - b.task_order || a.created_at.localeCompare(b.created_at));
+  }
+}
+
+/** One operation's progress: status changes are taken, the percentage never moves backwards. */
+export class ProgressState {
+  constructor() {
+    this.state = null;
+  }
+
+  apply(update) {
+    const previous = this.state;
+    const percentage = Math.max(previous ? previous.percentage : 0, update.percentage ?? 0);
+    this.state = { ...previous, ...update, percentage };
+    return this.state;
+  }
+}
+
+function cookie(name) {
+  const match = document.cookie.split("; ").find((c) => c.startsWith(name + "="));
+  return match ? decodeURIComponent(match.split("=")[1]) : "";
+}
+
+/** JSON REST call with the session cookie and CSRF token; resolves to `{status, data}`. */
+export async function api(method, url, body) {
+  const response = await fetch(url, {
+    method,
+    credentials: "same-origin",
+    headers: { "Content-Type": "application/json", "X-CSRFToken": cookie("csrftoken") },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  let data = null;
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch {
+    data = { detail: text };
+  }
+  return { status: response.status, data };
+}
+
+/** A short readable reason from an API error answer. */
+export function reason(data) {
+  if (!data) return "request failed";
+  if (data.errors) return data.errors.map((e) => `${e.field}: ${e.message}`).join("; ");
+  return data.detail || JSON.stringify(data);
+}
