@@ -17,11 +17,7 @@ environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEBUG: bool = env.bool("DEBUG", default=True)
 # A development key only while DEBUG is on; in production env.str raises if unset.
-SECRET_KEY: str = (
-    env.str("SECRET_KEY", default="dev-insecure-key-change-me-0123456789abcdef")
-    if DEBUG
-    else env.str("SECRET_KEY")
-)
+SECRET_KEY: str = env.str("SECRET_KEY", default="dev-insecure-key-change-me-0123456789abcdef") if DEBUG else env.str("SECRET_KEY")
 ALLOWED_HOSTS: list[str] = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS: list[str] = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 

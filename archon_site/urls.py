@@ -14,4 +14,7 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/", api.urls),
     path("_realtime/publish", realtime_views.publish),
+    path("", include("projects.web_urls")),
+    path("crawls/", include("crawls.web_urls")),
+    path("chat/", include("chat.web_urls")),
 ]

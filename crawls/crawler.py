@@ -60,7 +60,15 @@ OnFetch = Callable[[str, Stats], Awaitable[None]]
 
 
 class Crawler:
-    def __init__(self, start_url: str, options: Options, *, on_page: OnPage, on_fetch: OnFetch | None = None, should_stop: Callable[[], bool] = lambda: False) -> None:
+    def __init__(
+        self,
+        start_url: str,
+        options: Options,
+        *,
+        on_page: OnPage,
+        on_fetch: OnFetch | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> None:
         start = urls.normalize(start_url)
         if start is None:
             raise ValueError(f"not an http(s) URL: {start_url!r}")
@@ -77,7 +85,9 @@ class Crawler:
     async def run(self) -> Stats:
         limits = httpx.Limits(max_connections=self.options.concurrency * 2)
         timeout = httpx.Timeout(self.options.timeout)
-        async with httpx.AsyncClient(headers={"User-Agent": USER_AGENT}, timeout=timeout, limits=limits, follow_redirects=False, trust_env=False) as self.client:
+        async with httpx.AsyncClient(
+            headers={"User-Agent": USER_AGENT}, timeout=timeout, limits=limits, follow_redirects=False, trust_env=False
+        ) as self.client:
             await self.queue.put((self.start, 0))
             workers = [asyncio.create_task(self._worker()) for _ in range(self.options.concurrency)]
             try:

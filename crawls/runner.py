@@ -12,6 +12,7 @@ row says ``cancelled``.
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -81,15 +82,15 @@ async def _queued(job_id: int) -> str:
         message = f"queued: waiting for a free crawl slot ({settings.CRAWL_MAX_CONCURRENT} running)"
         await sync_to_async(services.crawl_save_progress)(job_id=job_id, log=message)
         await broadcasts.broadcast_crawl_progress(job.progress_id, progress_json(job, log=message))
-    while True:  # wait for a slot, but notice a stop (or keep the heartbeat) meanwhile
-        try:
-            await asyncio.wait_for(slots.acquire(), timeout=POLL_SECONDS)
-            break
-        except TimeoutError:
-            job = await CrawlJob.objects.aget(pk=job_id)
-            if job.cancel_requested:
-                return await _finish(job, Stats(discovered=0), ProgressStream(lambda state: _send(job, state)), CrawlStatus.CANCELLED, "")
-            await sync_to_async(services.crawl_save_progress)(job_id=job_id)
+    # Wait for a slot, noticing a stop (and keeping the heartbeat) meanwhile. Polled rather than
+    # wait_for(acquire()): a timeout racing a grant could leak a slot on Python 3.11.
+    while slots.locked():
+        await asyncio.sleep(POLL_SECONDS)
+        job = await CrawlJob.objects.aget(pk=job_id)
+        if job.cancel_requested:
+            return await _finish(job, Stats(discovered=0), ProgressStream(partial(_send, job)), CrawlStatus.CANCELLED, "")
+        await sync_to_async(services.crawl_save_progress)(job_id=job_id)
+    await slots.acquire()  # free now, and no await since the check: this does not wait
     try:
         return await run(job_id)
     finally:
@@ -116,8 +117,14 @@ def current_state(progress_id: str) -> dict[str, Any] | None:
 
 async def _send(job: CrawlJob, state: dict[str, Any], me: Active | None = None) -> None:
     await sync_to_async(services.crawl_save_progress)(
-        job_id=job.pk, status=state["status"], percentage=state["percentage"], pages_done=state["pagesDone"],
-        pages_discovered=state["pagesDiscovered"], current_url=state["currentUrl"][:2000], log=state["log"][:500], error=state["error"],
+        job_id=job.pk,
+        status=state["status"],
+        percentage=state["percentage"],
+        pages_done=state["pagesDone"],
+        pages_discovered=state["pagesDiscovered"],
+        current_url=state["currentUrl"][:2000],
+        log=state["log"][:500],
+        error=state["error"],
     )
     if me is not None:
         me.state = state  # no await between this and the emit: a subscriber gets this or a newer one
@@ -136,8 +143,15 @@ async def _run(job: CrawlJob, me: Active, stream: ProgressStream) -> str:
     await stream.update(progress_json(job, pages_discovered=1, log=f"crawling {job.start_url}"))
 
     def state(stats: Stats, message: str) -> dict[str, Any]:
-        return progress_json(job, status=CrawlStatus.CRAWLING, percentage=_percentage(stats), pages_done=stats.done,
-                             pages_discovered=stats.discovered, current_url=stats.current_url, log=message)
+        return progress_json(
+            job,
+            status=CrawlStatus.CRAWLING,
+            percentage=_percentage(stats),
+            pages_done=stats.done,
+            pages_discovered=stats.discovered,
+            current_url=stats.current_url,
+            log=message,
+        )
 
     async def on_fetch(url: str, stats: Stats) -> None:
         await stream.update(state(stats, f"fetching {url}"))
@@ -147,9 +161,17 @@ async def _run(job: CrawlJob, me: Active, stream: ProgressStream) -> str:
         outcome = page.error or f"{page.status_code} {page.title!r}"
         await stream.update(state(stats, f"{page.url}: {outcome}"))
 
-    options = Options(max_pages=job.max_pages, max_depth=job.max_depth, same_site_only=job.same_site_only,
-                      include_patterns=job.include_patterns, exclude_patterns=job.exclude_patterns,
-                      concurrency=settings.CRAWL_CONCURRENCY, timeout=settings.CRAWL_TIMEOUT, delay=settings.CRAWL_DELAY, max_bytes=settings.CRAWL_MAX_BYTES)
+    options = Options(
+        max_pages=job.max_pages,
+        max_depth=job.max_depth,
+        same_site_only=job.same_site_only,
+        include_patterns=job.include_patterns,
+        exclude_patterns=job.exclude_patterns,
+        concurrency=settings.CRAWL_CONCURRENCY,
+        timeout=settings.CRAWL_TIMEOUT,
+        delay=settings.CRAWL_DELAY,
+        max_bytes=settings.CRAWL_MAX_BYTES,
+    )
     crawler = Crawler(job.start_url, options, on_page=on_page, on_fetch=on_fetch, should_stop=lambda: me.stop_requested)
     me.crawl = asyncio.create_task(crawler.run())
     if me.stop_requested:
@@ -172,13 +194,34 @@ async def _run(job: CrawlJob, me: Active, stream: ProgressStream) -> str:
 
 
 async def _finish(job: CrawlJob, stats: Stats, stream: ProgressStream, status: str, error: str) -> str:
-    messages = {CrawlStatus.COMPLETED: f"completed: {stats.done} pages", CrawlStatus.CANCELLED: f"cancelled after {stats.done} pages", CrawlStatus.FAILED: f"failed: {error}"}
+    messages = {
+        CrawlStatus.COMPLETED: f"completed: {stats.done} pages",
+        CrawlStatus.CANCELLED: f"cancelled after {stats.done} pages",
+        CrawlStatus.FAILED: f"failed: {error}",
+    }
     percentage = 100.0 if status == CrawlStatus.COMPLETED else _percentage(stats)
-    final = progress_json(job, status=status, percentage=percentage, pages_done=stats.done, pages_discovered=stats.discovered,
-                          current_url="", log=messages[status], error=error)
+    final = progress_json(
+        job,
+        status=status,
+        percentage=percentage,
+        pages_done=stats.done,
+        pages_discovered=stats.discovered,
+        current_url="",
+        log=messages[status],
+        error=error,
+    )
     # The row says how it ended before anyone is told: a late subscriber sees the same.
-    await sync_to_async(services.crawl_save_progress)(job_id=job.pk, finished_at=timezone.now(), status=status, percentage=final["percentage"],
-                                                      pages_done=stats.done, pages_discovered=stats.discovered, current_url="", log=final["log"], error=error)
+    await sync_to_async(services.crawl_save_progress)(
+        job_id=job.pk,
+        finished_at=timezone.now(),
+        status=status,
+        percentage=final["percentage"],
+        pages_done=stats.done,
+        pages_discovered=stats.discovered,
+        current_url="",
+        log=final["log"],
+        error=error,
+    )
     await stream.close(final)
     if status == CrawlStatus.CANCELLED:
         await broadcasts.broadcast_crawl_progress(job.progress_id, services.stopped_payload(job), event="crawl:stopped")

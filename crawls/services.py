@@ -26,13 +26,28 @@ def runner_id() -> str:
 
 
 @transaction.atomic
-def crawl_create(*, started_by: AbstractBaseUser | None, url: str, max_pages: int = 50, max_depth: int = 3, same_site_only: bool = True,
-                 include_patterns: list[str] | None = None, exclude_patterns: list[str] | None = None) -> CrawlJob:
+def crawl_create(
+    *,
+    started_by: AbstractBaseUser | None,
+    url: str,
+    max_pages: int = 50,
+    max_depth: int = 3,
+    same_site_only: bool = True,
+    include_patterns: list[str] | None = None,
+    exclude_patterns: list[str] | None = None,
+) -> CrawlJob:
     """A queued crawl job; nothing runs until ``runner`` takes it."""
     job = CrawlJob(
-        started_by=started_by, start_url=url, max_pages=max_pages, max_depth=max_depth, same_site_only=same_site_only,
-        include_patterns=include_patterns or [], exclude_patterns=exclude_patterns or [], runner=runner_id(),
-        heartbeat_at=timezone.now(), log="queued",
+        started_by=started_by,
+        start_url=url,
+        max_pages=max_pages,
+        max_depth=max_depth,
+        same_site_only=same_site_only,
+        include_patterns=include_patterns or [],
+        exclude_patterns=exclude_patterns or [],
+        runner=runner_id(),
+        heartbeat_at=timezone.now(),
+        log="queued",
     )
     job.full_clean()
     job.save()
@@ -67,9 +82,17 @@ def crawl_save_progress(*, job_id: int, **fields: Any) -> None:
 
 def crawl_record_page(*, job_id: int, page: Page) -> None:
     CrawledPage.objects.update_or_create(
-        job_id=job_id, url=page.url,
-        defaults={"final_url": page.final_url, "depth": page.depth, "status_code": page.status_code, "title": page.title,
-                  "content": page.text, "content_hash": page.content_hash, "error": page.error[:500]},
+        job_id=job_id,
+        url=page.url,
+        defaults={
+            "final_url": page.final_url,
+            "depth": page.depth,
+            "status_code": page.status_code,
+            "title": page.title,
+            "content": page.text,
+            "content_hash": page.content_hash,
+            "error": page.error[:500],
+        },
     )
 
 
@@ -82,7 +105,9 @@ def crawls_mark_interrupted() -> int:
         ours_and_dead = job_host == host and pid.isdigit() and not _alive(int(pid))
         if ours_and_dead or job.heartbeat_at is None or now - job.heartbeat_at > STALE_AFTER:
             dead.append(job.pk)
-    return CrawlJob.objects.filter(pk__in=dead).update(status=CrawlStatus.FAILED, error="interrupted", log="interrupted: its process ended", finished_at=now, updated_at=now)
+    return CrawlJob.objects.filter(pk__in=dead).update(
+        status=CrawlStatus.FAILED, error="interrupted", log="interrupted: its process ended", finished_at=now, updated_at=now
+    )
 
 
 def _alive(pid: int) -> bool:

@@ -113,8 +113,13 @@ def create_project(request: HttpRequest, payload: TrackedProjectIn) -> Any:
     if payload.template is None and payload.import_tasks is None:
         return Status(201, services.project_create(owner=request.user, **fields))
     spec = payload.import_tasks
-    record = services.project_import_create(started_by=request.user, project=fields, template=payload.template,
-                                            fmt=spec.format if spec else None, content=spec.content if spec else None)
+    record = services.project_import_create(
+        started_by=request.user,
+        project=fields,
+        template=payload.template,
+        fmt=spec.format if spec else None,
+        content=spec.content if spec else None,
+    )
     bus.submit(_launch_import(record.pk))  # onto the server's event loop
     return Status(202, {"progress_id": str(record.progress_id)})
 

@@ -10,8 +10,13 @@ MAX_TASKS = 5_000
 
 TEMPLATES: dict[str, list[tuple[str, str]]] = {
     "kanban": [("Collect ideas", "todo"), ("Prioritise the backlog", "todo"), ("Plan the first iteration", "todo")],
-    "software": [("Write the specification", "todo"), ("Set up CI", "todo"), ("Build the first feature", "todo"),
-                 ("Test it end to end", "todo"), ("Release", "todo")],
+    "software": [
+        ("Write the specification", "todo"),
+        ("Set up CI", "todo"),
+        ("Build the first feature", "todo"),
+        ("Test it end to end", "todo"),
+        ("Release", "todo"),
+    ],
     "research": [("Formulate the question", "todo"), ("Survey prior work", "todo"), ("Run experiments", "todo"), ("Write up", "todo")],
 }
 
@@ -60,7 +65,9 @@ def from_csv(text: str) -> list[TaskSpec]:
         status = row.get("status") or "todo"
         if status not in STATUSES:
             raise ImportFailure(f"line {line}: unknown status {status!r} (use {', '.join(sorted(STATUSES))})")
-        tasks.append(TaskSpec(row["title"][:255], status, row.get("description", ""), row.get("assignee") or "User", row.get("feature", "")[:255]))
+        tasks.append(
+            TaskSpec(row["title"][:255], status, row.get("description", ""), row.get("assignee") or "User", row.get("feature", "")[:255])
+        )
     if not tasks:
         raise ImportFailure("the CSV has no rows")
     return _bounded(tasks)

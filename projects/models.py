@@ -4,7 +4,6 @@ import uuid
 
 from django.conf import settings
 from django.db import models, transaction
-from django.db.models import F
 
 
 class Project(models.Model):
@@ -89,9 +88,7 @@ class Task(models.Model):
                 # Read under a row lock (SQLite: the IMMEDIATE write lock), not
                 # from this possibly stale instance, so two concurrent saves never
                 # share a version, and post_save receivers see the final number.
-                current = (
-                    type(self).objects.select_for_update().filter(pk=self.pk).values_list("version", flat=True).first()
-                )
+                current = type(self).objects.select_for_update().filter(pk=self.pk).values_list("version", flat=True).first()
                 self.version = (current or 0) + 1
             super().save(*args, **kwargs)
 

@@ -145,7 +145,15 @@ def progress_json(record: Any, **overrides: Any) -> dict[str, Any]:
     """A ``ProjectImport``'s progress as sent to clients."""
     from django.utils import timezone
 
-    data = {"progress_id": record.progress_id, "status": record.status, "percentage": record.percentage, "step": record.step,
-            "log": record.log, "timestamp": timezone.now(), "error": record.error or None,
-            "project": project_json(record.project) if record.project_id else None, **overrides}
+    data = {
+        "progress_id": record.progress_id,
+        "status": record.status,
+        "percentage": record.percentage,
+        "step": record.step,
+        "log": record.log,
+        "timestamp": timezone.now(),
+        "error": record.error or None,
+        "project": project_json(record.project) if record.project_id else None,
+        **overrides,
+    }
     return ProjectProgress.model_validate(data).model_dump(mode="json", by_alias=True, exclude_none=True)

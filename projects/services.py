@@ -135,8 +135,14 @@ def tasks_reorder(*, project: Project, task_ids: Sequence[UUID | str]) -> list[T
 
 
 @transaction.atomic
-def project_import_create(*, started_by: AbstractBaseUser, project: dict[str, Any], template: str | None = None,
-                          fmt: str | None = None, content: str | None = None) -> ProjectImport:
+def project_import_create(
+    *,
+    started_by: AbstractBaseUser,
+    project: dict[str, Any],
+    template: str | None = None,
+    fmt: str | None = None,
+    content: str | None = None,
+) -> ProjectImport:
     """Record a tracked creation; ``projects.tracked`` runs it and reports progress."""
     if template is None and content is None:
         raise ValidationError({"template": ["give a template or import_tasks"]})

@@ -35,7 +35,14 @@ async def run(import_id: int) -> None:
     progress_id = str(record.progress_id)
 
     async def send(state: dict[str, Any]) -> None:
-        await sync_to_async(_save)(import_id, status=state["status"], percentage=state["percentage"], step=state["step"], log=state["log"], error=state.get("error", ""))
+        await sync_to_async(_save)(
+            import_id,
+            status=state["status"],
+            percentage=state["percentage"],
+            step=state["step"],
+            log=state["log"],
+            error=state.get("error", ""),
+        )
         live[progress_id] = state  # no await between this and the emit
         await broadcasts.broadcast_progress_update(record.progress_id, state)
 
@@ -61,7 +68,9 @@ async def run(import_id: int) -> None:
     except imports.ImportFailure as failure:
         await stream.close(progress_json(record, status="error", step="error", log=str(failure), error=str(failure)))
     except Exception as error:  # noqa: BLE001  (reported to the watcher, not swallowed silently)
-        await stream.close(progress_json(record, status="error", step="error", log="internal error", error=f"{type(error).__name__}: {error}"))
+        await stream.close(
+            progress_json(record, status="error", step="error", log="internal error", error=f"{type(error).__name__}: {error}")
+        )
         raise
     finally:
         live.pop(progress_id, None)
@@ -71,5 +80,12 @@ async def run(import_id: int) -> None:
 def _create_tasks(project: Any, chunk: list[imports.TaskSpec], *, first_order: int) -> None:
     for offset, spec in enumerate(chunk):
         # Model.save (not bulk_create), so every task broadcasts like any other.
-        Task(project=project, title=spec.title, status=spec.status, description=spec.description, assignee=spec.assignee,
-             feature=spec.feature, task_order=first_order + offset).save()
+        Task(
+            project=project,
+            title=spec.title,
+            status=spec.status,
+            description=spec.description,
+            assignee=spec.assignee,
+            feature=spec.feature,
+            task_order=first_order + offset,
+        ).save()

@@ -14,7 +14,7 @@ is set, else a signed request to the server running on this machine.
 """
 
 import asyncio
-import concurrent.futures
+import contextvars
 import logging
 import threading
 from collections.abc import Coroutine
@@ -31,7 +31,7 @@ _server: socketio.AsyncServer | None = None
 _loop: asyncio.AbstractEventLoop | None = None
 _loop_thread: int | None = None
 # Strong references, so scheduled emits are not garbage-collected before they run.
-_pending: set[asyncio.Future[Any] | concurrent.futures.Future[Any]] = set()
+_pending: set[asyncio.Future[Any]] = set()
 
 
 def attach(server: socketio.AsyncServer) -> None:
@@ -96,12 +96,12 @@ async def deliver(message: dict[str, Any]) -> None:
         raise ValueError(f"unknown op {kind!r}")
 
 
-def _keep(future: asyncio.Future[Any] | concurrent.futures.Future[Any]) -> None:
+def _keep(future: asyncio.Future[Any]) -> None:
     _pending.add(future)
     future.add_done_callback(_done)
 
 
-def _done(future: asyncio.Future[Any] | concurrent.futures.Future[Any]) -> None:
+def _done(future: asyncio.Future[Any]) -> None:
     _pending.discard(future)
     if not future.cancelled() and future.exception() is not None:
         log.error("broadcast failed", exc_info=future.exception())
@@ -118,7 +118,9 @@ def submit(coro: Coroutine[Any, Any, Any]) -> None:
         if threading.get_ident() == _loop_thread:
             _keep(loop.create_task(coro))
         else:
-            _keep(asyncio.run_coroutine_threadsafe(coro, loop))
+            # A fresh context, not the caller's: a request thread's context (asgiref's
+            # per-request executor) must not leak into work that outlives the request.
+            loop.call_soon_threadsafe(lambda: _keep(loop.create_task(coro)), context=contextvars.Context())
         return
     try:
         running = asyncio.get_running_loop()

@@ -33,7 +33,9 @@ def task_saved(task: Task, *, created: bool) -> None:
     previous = getattr(task, "_loaded_project_id", None)
     if previous is not None and previous != task.project_id:
         # Moved to another project: the old room sees it leave.
-        on_commit(broadcasts.broadcast_task_update, "task_deleted", {"task_id": str(task.pk), "project_id": str(previous)}, project_id=previous)
+        on_commit(
+            broadcasts.broadcast_task_update, "task_deleted", {"task_id": str(task.pk), "project_id": str(previous)}, project_id=previous
+        )
     task._loaded_project_id = task.project_id
 
 

@@ -62,7 +62,7 @@ class ChannelsBridge:
                 await self.layer.group_discard(room, channel)
 
     async def close(self) -> None:
-        for channel, task in self.rooms.values():
+        for _, task in self.rooms.values():
             task.cancel()
         if self.sweeper:
             self.sweeper.cancel()

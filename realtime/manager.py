@@ -27,7 +27,9 @@ class RedisManager(socketio.AsyncRedisManager):
     async def publish_op(self, op: dict[str, Any]) -> None:
         """Apply a room operation here and on every other node."""
         await ops.apply(self.server, op)
-        await self._publish({"method": "emit", "event": ops.OP_EVENT, "data": [op], "namespace": "/", "room": None, "host_id": self.host_id})
+        await self._publish(
+            {"method": "emit", "event": ops.OP_EVENT, "data": [op], "namespace": "/", "room": None, "host_id": self.host_id}
+        )
 
     async def _handle_emit(self, message: dict[str, Any]) -> None:
         if message.get("event") == ops.OP_EVENT:

@@ -113,7 +113,11 @@ class Sender:
             except NoServer as error:
                 if not self.said_no_server:
                     self.said_no_server = True
-                    log.info("no realtime server at %s (%s): live events from this process are dropped; the database has the changes", settings.REALTIME_SERVER_URL, error)
+                    log.info(
+                        "no realtime server at %s (%s): live events from this process are dropped; the database has the changes",
+                        settings.REALTIME_SERVER_URL,
+                        error,
+                    )
                 return
             except Undeliverable as error:
                 if delay is None:

@@ -9,8 +9,8 @@ from django.conf import settings
 
 from . import bus, handlers, lifecycle, rooms  # noqa: F401  (handlers registers the client events)
 from .auth import Refused, authenticate
-from .events import Dispatcher
 from .channels_bridge import build_bridge
+from .events import Dispatcher
 from .manager import build_manager
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,9 @@ async def publish(request: HttpRequest) -> JsonResponse:
         assert isinstance(messages, list) and all(isinstance(m, dict) for m in messages)
     except (ValueError, KeyError, TypeError, AssertionError):
         return JsonResponse({"ok": False, "error": "malformed request"}, status=400)
-    reason = signing.refusal(request.body, request.headers.get(signing.TIMESTAMP_HEADER), request.headers.get(signing.SIGNATURE_HEADER), body.get("nonce"))
+    reason = signing.refusal(
+        request.body, request.headers.get(signing.TIMESTAMP_HEADER), request.headers.get(signing.SIGNATURE_HEADER), body.get("nonce")
+    )
     if reason:
         log.warning("refused internal publish: %s", reason)
         return JsonResponse({"ok": False, "error": reason}, status=403)

@@ -13,8 +13,8 @@ from tests.support import factories
 from tests.support.live_server import LiveServer
 from tests.support.node_client import NodeClient
 from tests.support.processes import RedisServer, ServerProcess
-from tests.support.test_site import TestSite
 from tests.support.py_client import PyClient
+from tests.support.test_site import TestSite
 
 db = sync_to_async  # ORM calls from async tests run in a worker thread
 
@@ -48,7 +48,15 @@ async def connect(server: LiveServer, client_kind: str) -> AsyncIterator[Connect
     """``await connect(user)``: a client of this test's kind, authenticated by token (or ``cookie=True``)."""
     made: list[Any] = []
 
-    async def factory(user: Any = None, *, kind: str | None = None, cookie: bool = False, auth: Any = None, headers: dict | None = None, transports: list[str] | None = None) -> Any:
+    async def factory(
+        user: Any = None,
+        *,
+        kind: str | None = None,
+        cookie: bool = False,
+        auth: Any = None,
+        headers: dict | None = None,
+        transports: list[str] | None = None,
+    ) -> Any:
         client = CLIENT_KINDS[kind or client_kind]()
         made.append(client)
         headers = dict(headers or {})

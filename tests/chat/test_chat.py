@@ -1,6 +1,5 @@
 """Chat rooms chat_{session_id}: history on join, live messages, participants only, posts by script."""
 
-
 from chat import services
 from tests.conftest import db
 from tests.support import factories as f
@@ -31,7 +30,10 @@ async def test_a_non_participant_can_neither_join_nor_post_nor_read(connect):
     alice, _, eve, session = await world()
     intruder = await connect(eve)
     assert await intruder.call("join_chat", {"session_id": str(session.pk)}) == {"ok": False, "error": "chat session not found"}
-    assert await intruder.call("chat_message", {"session_id": str(session.pk), "body": "let me in"}) == {"ok": False, "error": "chat session not found"}
+    assert await intruder.call("chat_message", {"session_id": str(session.pk), "body": "let me in"}) == {
+        "ok": False,
+        "error": "chat session not found",
+    }
     insider = await connect(alice)
     await insider.call("join_chat", {"session_id": str(session.pk)})
     await insider.call("chat_message", {"session_id": str(session.pk), "body": "secret"})
@@ -46,10 +48,14 @@ async def test_a_script_posts_with_a_token_and_it_arrives_live(connect, http):
     await client.call("join_chat", {"session_id": str(session.pk)})
     await client.wait_for("chat_history")
     token = await db(f.token_for)(bob)  # e.g. an agent acting for bob
-    response = await http.post(f"/api/chat/{session.pk}/messages/", json={"body": "from the agent"}, headers={"Authorization": f"Bearer {token}"})
+    response = await http.post(
+        f"/api/chat/{session.pk}/messages/", json={"body": "from the agent"}, headers={"Authorization": f"Bearer {token}"}
+    )
     assert response.status_code == 201
     assert await client.wait_for("chat_message") == response.json()
-    outsider = await http.post(f"/api/chat/{session.pk}/messages/", json={"body": "x"}, headers={"Authorization": f"Bearer {await db(f.token_for)(eve)}"})
+    outsider = await http.post(
+        f"/api/chat/{session.pk}/messages/", json={"body": "x"}, headers={"Authorization": f"Bearer {await db(f.token_for)(eve)}"}
+    )
     assert outsider.status_code == 404
     listing = await http.get(f"/api/chat/{session.pk}/messages/", headers={"Authorization": f"Bearer {token}"})
     assert [m["body"] for m in listing.json()] == ["earlier", "from the agent"]
@@ -73,7 +79,11 @@ async def test_a_removed_participant_leaves_the_room(connect):
 async def test_bad_chat_input_is_refused_with_a_reason(connect):
     alice, _, _, session = await world()
     client = await connect(alice)
-    for payload, needle in [({"session_id": "x"}, "session_id"), ({"session_id": str(session.pk), "body": ""}, "body"),
-                            ({"session_id": str(session.pk), "body": "x" * 5000}, "body"), ({"session_id": str(session.pk)}, "body")]:
+    for payload, needle in [
+        ({"session_id": "x"}, "session_id"),
+        ({"session_id": str(session.pk), "body": ""}, "body"),
+        ({"session_id": str(session.pk), "body": "x" * 5000}, "body"),
+        ({"session_id": str(session.pk)}, "body"),
+    ]:
         ack = await client.call("chat_message", payload)
         assert ack["ok"] is False and needle in ack["error"], ack

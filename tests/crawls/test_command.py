@@ -17,8 +17,17 @@ from tests.support.py_client import PyClient
 
 async def crawl_process(database_path, site, *args, **env):
     return await asyncio.create_subprocess_exec(
-        sys.executable, "manage.py", "crawl", site.url + "/", "--user", "alice", *args,
-        cwd=ROOT, env=django_env(database_path, **env), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "manage.py",
+        "crawl",
+        site.url + "/",
+        "--user",
+        "alice",
+        *args,
+        cwd=ROOT,
+        env=django_env(database_path, **env),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
 
 
@@ -38,7 +47,9 @@ async def test_a_browser_watches_a_command_crawl_live(spawn, database_path, site
     redis_url = request.getfixturevalue("redis_server").url if path == "redis" else None
     server = spawn(REDIS_URL=redis_url)
     alice = await db(f.make_user)("alice")
-    proc = await crawl_process(database_path, site, "--max-pages", "40", "--max-depth", "20", REDIS_URL=redis_url, REALTIME_SERVER_URL=server.url)
+    proc = await crawl_process(
+        database_path, site, "--max-pages", "40", "--max-depth", "20", REDIS_URL=redis_url, REALTIME_SERVER_URL=server.url
+    )
     progress_id = (await proc.stdout.readline()).decode().strip()  # printed first
     client = await watch(server, alice, progress_id)
     try:
@@ -57,7 +68,9 @@ async def test_a_browser_watches_a_command_crawl_live(spawn, database_path, site
 async def test_sigint_cancels_cleanly_and_says_stopped(spawn, database_path, site):
     server = spawn()
     alice = await db(f.make_user)("alice")
-    proc = await crawl_process(database_path, site, "--max-pages", "500", "--max-depth", "50", "--no-progress", REALTIME_SERVER_URL=server.url, CRAWL_DELAY="0.05")
+    proc = await crawl_process(
+        database_path, site, "--max-pages", "500", "--max-depth", "50", "--no-progress", REALTIME_SERVER_URL=server.url, CRAWL_DELAY="0.05"
+    )
     progress_id = (await proc.stdout.readline()).decode().strip()
     client = await watch(server, alice, progress_id)
     try:
@@ -80,7 +93,9 @@ async def test_sigint_cancels_cleanly_and_says_stopped(spawn, database_path, sit
 async def test_a_browser_stops_a_command_crawl_within_a_second(spawn, database_path, site):
     server = spawn()
     alice = await db(f.make_user)("alice")
-    proc = await crawl_process(database_path, site, "--max-pages", "500", "--max-depth", "50", "--no-progress", REALTIME_SERVER_URL=server.url, CRAWL_DELAY="0.05")
+    proc = await crawl_process(
+        database_path, site, "--max-pages", "500", "--max-depth", "50", "--no-progress", REALTIME_SERVER_URL=server.url, CRAWL_DELAY="0.05"
+    )
     progress_id = (await proc.stdout.readline()).decode().strip()
     client = await watch(server, alice, progress_id)
     try:
@@ -100,7 +115,16 @@ async def test_a_browser_stops_a_command_crawl_within_a_second(spawn, database_p
 
 
 async def test_a_bad_url_fails_the_command_clearly(database_path):
-    proc = await asyncio.create_subprocess_exec(sys.executable, "manage.py", "crawl", "not a url", cwd=ROOT, env=django_env(database_path), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "manage.py",
+        "crawl",
+        "not a url",
+        cwd=ROOT,
+        env=django_env(database_path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     _, stderr = await proc.communicate()
     assert proc.returncode != 0 and "Enter a valid URL" in stderr.decode()
 
@@ -108,10 +132,14 @@ async def test_a_bad_url_fails_the_command_clearly(database_path):
 async def test_server_start_marks_crawls_of_dead_processes_interrupted(spawn, database_path):
     alice = await db(f.make_user)("alice")
     host = socket.gethostname()
-    dead = await db(CrawlJob.objects.create)(start_url="http://127.0.0.1:9/", started_by=alice, status="crawling", runner=f"{host}:999999999")
+    dead = await db(CrawlJob.objects.create)(
+        start_url="http://127.0.0.1:9/", started_by=alice, status="crawling", runner=f"{host}:999999999"
+    )
     from django.utils import timezone
 
-    alive = await db(CrawlJob.objects.create)(start_url="http://127.0.0.1:9/", started_by=alice, status="crawling", runner="elsewhere:1", heartbeat_at=timezone.now())
+    alive = await db(CrawlJob.objects.create)(
+        start_url="http://127.0.0.1:9/", started_by=alice, status="crawling", runner="elsewhere:1", heartbeat_at=timezone.now()
+    )
     spawn()
     dead_job, alive_job = await db(CrawlJob.objects.get)(pk=dead.pk), await db(CrawlJob.objects.get)(pk=alive.pk)
     assert (dead_job.status, dead_job.error) == ("failed", "interrupted")

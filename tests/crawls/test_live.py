@@ -15,7 +15,9 @@ async def start(http, token, url, **options):
 
 
 async def until_final(client, progress_id, timeout=30):
-    return await client.wait_for("crawl_progress", lambda s: s["progressId"] == progress_id and s["status"] in ("completed", "cancelled", "failed"), timeout=timeout)
+    return await client.wait_for(
+        "crawl_progress", lambda s: s["progressId"] == progress_id and s["status"] in ("completed", "cancelled", "failed"), timeout=timeout
+    )
 
 
 def percentages(client, progress_id):
@@ -34,10 +36,23 @@ async def test_a_crawl_reports_exact_monotonic_progress_to_its_starter(connect, 
     received = percentages(client, progress_id)
     assert received == sorted(received) and all(0 <= p <= 100 for p in received)
     states = [s for s in client.received("crawl_progress") if s["progressId"] == progress_id]
-    assert set(states[0]) == {"progressId", "status", "percentage", "pagesDone", "pagesDiscovered", "currentUrl", "log", "error", "startUrl", "timestamp"}
+    assert set(states[0]) == {
+        "progressId",
+        "status",
+        "percentage",
+        "pagesDone",
+        "pagesDiscovered",
+        "currentUrl",
+        "log",
+        "error",
+        "startUrl",
+        "timestamp",
+    }
     assert states[-1]["timestamp"].endswith("Z")
     job = await db(CrawlJob.objects.get)(progress_id=progress_id)
-    stored = await db(lambda: sorted("/" + p.final_url.split("/", 3)[3] for p in CrawledPage.objects.filter(job=job, status_code=200, error="")))()
+    stored = await db(
+        lambda: sorted("/" + p.final_url.split("/", 3)[3] for p in CrawledPage.objects.filter(job=job, status_code=200, error=""))
+    )()
     assert stored == sorted(site.html_pages + [site.slow_path])
     assert final["pagesDone"] == job.pages_done == await db(CrawledPage.objects.filter(job=job).count)()
 

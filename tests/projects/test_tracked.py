@@ -72,7 +72,9 @@ async def test_csv_import_and_input_errors(connect, http):
     alice = await db(f.make_user)("alice")
     token = await db(f.token_for)(alice)
     client = await connect(alice)
-    progress_id = await begin(http, token, title="CSV", import_tasks={"format": "csv", "content": "title,status,assignee\nA,doing,bob\nB,done,\n"})
+    progress_id = await begin(
+        http, token, title="CSV", import_tasks={"format": "csv", "content": "title,status,assignee\nA,doing,bob\nB,done,\n"}
+    )
     await client.call("subscribe_progress", {"progress_id": progress_id})
     final = await client.wait_for("project_progress", done, timeout=20)
     rows = await db(lambda: list(Task.objects.filter(project_id=final["project"]["id"]).values_list("title", "status", "assignee")))()

@@ -26,7 +26,9 @@ def proxy(spawn, redis_server, tmp_path: Path):
     conf = conf.replace("127.0.0.1:8001", f"127.0.0.1:{a.port}").replace("127.0.0.1:8002", f"127.0.0.1:{b.port}")
     conf = conf.replace("listen 127.0.0.1:8080", f"listen 127.0.0.1:{port}").replace("/tmp/archon-nginx", str(tmp_path / "nginx"))
     (tmp_path / "nginx.conf").write_text(conf)
-    proc = subprocess.Popen([NGINX, "-c", str(tmp_path / "nginx.conf"), "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [NGINX, "-c", str(tmp_path / "nginx.conf"), "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     wait_for_port(port, proc=proc)
     yield f"http://127.0.0.1:{port}", a, b
     proc.terminate()

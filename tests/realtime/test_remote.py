@@ -37,7 +37,9 @@ async def test_embedded_a_command_reaches_a_client_of_the_running_server(spawn, 
     alice, project, task = await setup_project()
     client = await watcher(server, alice, project, client_kind)
     try:
-        result = await db(manage)(database_path, "shell", "-c", RENAME.format(pk=task.pk, title="from a command"), REALTIME_SERVER_URL=server.url)
+        result = await db(manage)(
+            database_path, "shell", "-c", RENAME.format(pk=task.pk, title="from a command"), REALTIME_SERVER_URL=server.url
+        )
         assert result.returncode == 0, result.stderr
         update = await client.wait_for("task_updated")
         assert (update["title"], update["version"]) == ("from a command", 2)
@@ -47,7 +49,9 @@ async def test_embedded_a_command_reaches_a_client_of_the_running_server(spawn, 
 
 async def test_embedded_without_a_server_the_command_still_works(database_path):
     _, _, task = await setup_project()
-    result = await db(manage)(database_path, "shell", "-c", RENAME.format(pk=task.pk, title="nobody listening"), REALTIME_SERVER_URL="http://127.0.0.1:9")
+    result = await db(manage)(
+        database_path, "shell", "-c", RENAME.format(pk=task.pk, title="nobody listening"), REALTIME_SERVER_URL="http://127.0.0.1:9"
+    )
     assert result.returncode == 0
     assert "Traceback" not in result.stderr
     assert result.stderr.count("no realtime server at http://127.0.0.1:9") == 1, result.stderr
@@ -59,7 +63,11 @@ def _signed(body: bytes, *, timestamp: int | None = None, secret: str = SECRET) 
 
     with override_settings(SECRET_KEY=secret):
         timestamp = int(time.time()) if timestamp is None else timestamp
-        return {signing.TIMESTAMP_HEADER: str(timestamp), signing.SIGNATURE_HEADER: signing.sign(body, timestamp), "Content-Type": "application/json"}
+        return {
+            signing.TIMESTAMP_HEADER: str(timestamp),
+            signing.SIGNATURE_HEADER: signing.sign(body, timestamp),
+            "Content-Type": "application/json",
+        }
 
 
 async def test_forged_unsigned_stale_and_replayed_internal_requests_are_refused(spawn):
@@ -82,7 +90,13 @@ async def test_forged_unsigned_stale_and_replayed_internal_requests_are_refused(
                 "tampered": await http.post(url, content=batch("a" * 32, "tampered"), headers=_signed(forged)),
                 "malformed": await http.post(url, content=b"{not json", headers=_signed(b"{not json")),
             }
-            assert {name: r.status_code for name, r in refusals.items()} == {"unsigned": 403, "wrong key": 403, "stale": 403, "tampered": 403, "malformed": 400}
+            assert {name: r.status_code for name, r in refusals.items()} == {
+                "unsigned": 403,
+                "wrong key": 403,
+                "stale": 403,
+                "tampered": 403,
+                "malformed": 400,
+            }
             assert refusals["unsigned"].json()["error"] == "unsigned request"
             assert refusals["stale"].json()["error"] == "stale request"
 
@@ -118,7 +132,9 @@ async def test_redis_two_servers_share_rooms_writes_and_revocations(spawn, redis
             assert await on_b.wait_for("task_updated") == response.json()
 
             # A management command with REDIS_URL reaches clients on both nodes.
-            result = await db(manage)(database_path, "shell", "-c", RENAME.format(pk=task.pk, title="via redis"), REDIS_URL=redis_server.url)
+            result = await db(manage)(
+                database_path, "shell", "-c", RENAME.format(pk=task.pk, title="via redis"), REDIS_URL=redis_server.url
+            )
             assert result.returncode == 0, result.stderr
             for client in (on_a, on_b):
                 assert (await client.wait_for("task_updated"))["title"] == "via redis"
@@ -150,7 +166,9 @@ async def test_redis_outage_local_delivery_continues_and_cross_node_resumes(spaw
             assert response.status_code == 200
             assert (await on_a.wait_for("task_updated"))["title"] == "during outage"
             # A command's write is kept, and the failed delivery is reported clearly.
-            result = await db(manage)(database_path, "shell", "-c", RENAME.format(pk=task.pk, title="command during outage"), REDIS_URL=redis_server.url)
+            result = await db(manage)(
+                database_path, "shell", "-c", RENAME.format(pk=task.pk, title="command during outage"), REDIS_URL=redis_server.url
+            )
             assert result.returncode == 0 and "Traceback" not in result.stderr
             assert "could not deliver" in result.stderr and "Redis unreachable" in result.stderr
             assert await db(lambda: Task.objects.get(pk=task.pk).title)() == "command during outage"

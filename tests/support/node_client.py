@@ -17,8 +17,9 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .clients import ConnectionRefused
 
@@ -89,16 +90,11 @@ class NodeClient:
             }
         )
         try:
-            await self._wait_until(
-                lambda: self._connect_result is not None or self._eof, CONNECT_TIMEOUT
-            )
+            await self._wait_until(lambda: self._connect_result is not None or self._eof, CONNECT_TIMEOUT)
         except TimeoutError:
             # Stop the attempt so a late success does not surprise the test.
             await self._command({"op": "disconnect"}, missing_ok=True)
-            raise TimeoutError(
-                f"socket.io-client did not connect to {url} within {CONNECT_TIMEOUT}s"
-                f"{self._stderr_hint()}"
-            ) from None
+            raise TimeoutError(f"socket.io-client did not connect to {url} within {CONNECT_TIMEOUT}s{self._stderr_hint()}") from None
         result = self._connect_result
         if result is None:
             raise ConnectionError(f"node driver exited while connecting{self._stderr_hint()}")
@@ -146,9 +142,7 @@ class NodeClient:
                     return self._pending.pop(idx)[1]
         except TimeoutError:
             seen = [name for name, _ in self._pending]
-            raise TimeoutError(
-                f"event {event!r} not received within {timeout}s (pending: {seen})"
-            ) from None
+            raise TimeoutError(f"event {event!r} not received within {timeout}s (pending: {seen})") from None
 
     def received(self, event: str) -> list:
         return list(self._received.get(event, ()))
@@ -198,7 +192,7 @@ class NodeClient:
     async def close(self) -> None:
         await self.disconnect()
 
-    async def __aenter__(self) -> "NodeClient":
+    async def __aenter__(self) -> NodeClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -236,9 +230,7 @@ class NodeClient:
             try:
                 await self._wait_until(lambda: self._ready or self._eof, STARTUP_TIMEOUT)
             except TimeoutError:
-                raise TimeoutError(
-                    f"node driver did not start within {STARTUP_TIMEOUT}s{self._stderr_hint()}"
-                ) from None
+                raise TimeoutError(f"node driver did not start within {STARTUP_TIMEOUT}s{self._stderr_hint()}") from None
             if not self._ready:
                 raise RuntimeError(f"node driver exited on startup{self._stderr_hint()}")
         except BaseException:

@@ -32,7 +32,13 @@ def wait_for_port(port: int, timeout: float = 20, proc: subprocess.Popen | None 
 def django_env(database_path: str, **extra: str | None) -> dict[str, str]:
     """The environment of a project process sharing this test run's database."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_URL", "CHANNEL_LAYER", "REALTIME_"))}
-    env.update(DJANGO_SETTINGS_MODULE="archon_site.settings", DATABASE_URL=f"sqlite:///{database_path}", SECRET_KEY=SECRET, DEBUG="true", PYTHONUNBUFFERED="1")
+    env.update(
+        DJANGO_SETTINGS_MODULE="archon_site.settings",
+        DATABASE_URL=f"sqlite:///{database_path}",
+        SECRET_KEY=SECRET,
+        DEBUG="true",
+        PYTHONUNBUFFERED="1",
+    )
     env.update({k: v for k, v in extra.items() if v is not None})
     return env
 
@@ -45,7 +51,11 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        self.proc = subprocess.Popen([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_for_port(self.port, proc=self.proc)
         return self
 
@@ -67,8 +77,22 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         self.log = open(ROOT / f".test-server-{self.port}.log", "w")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "archon_site.asgi:application", "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
-            cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "archon_site.asgi:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         wait_for_port(self.port, proc=self.proc)
         return self
@@ -91,4 +115,11 @@ class ServerProcess:
 
 def manage(database_path: str, *args: str, timeout: float = 60, **env: str | None) -> subprocess.CompletedProcess:
     """Run ``manage.py`` with ``args`` to completion in its own process."""
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=django_env(database_path, **env), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=django_env(database_path, **env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -39,7 +39,9 @@ class PyClient:
     def connected(self) -> bool:
         return self._sio.connected
 
-    async def connect(self, url: str, *, auth: dict | None = None, headers: dict | None = None, transports: list[str] | None = None) -> None:
+    async def connect(
+        self, url: str, *, auth: dict | None = None, headers: dict | None = None, transports: list[str] | None = None
+    ) -> None:
         try:
             await self._sio.connect(url, auth=auth, headers=headers or {}, transports=transports, wait_timeout=10)
         except socketio.exceptions.ConnectionError as error:

@@ -25,7 +25,9 @@ class Command(BaseCommand):
         parser.add_argument("--user", help="Username the crawl belongs to (who may watch and stop it besides staff).")
         parser.add_argument("--no-progress", action="store_true", help="No terminal progress bar.")
 
-    def handle(self, *args: object, url: str, max_pages: int, max_depth: int, user: str | None, no_progress: bool, **options: object) -> None:
+    def handle(
+        self, *args: object, url: str, max_pages: int, max_depth: int, user: str | None, no_progress: bool, **options: object
+    ) -> None:
         owner = None
         if user:
             try:
@@ -74,6 +76,7 @@ class Command(BaseCommand):
             await asyncio.sleep(0.2)
             current = await CrawlJob.objects.aget(pk=job.pk)
             filled = int(width * current.percentage / 100)
-            line = f"\r[{'#' * filled}{'.' * (width - filled)}] {current.percentage:5.1f}% {current.pages_done}/{current.pages_discovered} {current.current_url[:60]:<60}"
+            bar = "#" * filled + "." * (width - filled)
+            line = f"\r[{bar}] {current.percentage:5.1f}% {current.pages_done}/{current.pages_discovered} {current.current_url[:60]:<60}"
             self.stderr.write(line, ending="")
             self.stderr.flush()

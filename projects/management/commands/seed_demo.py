@@ -32,7 +32,9 @@ class Command(BaseCommand):
             teammate.set_password(password)
             teammate.save()
         if not Project.objects.filter(title="Demo project", owner=demo).exists():
-            project = services.project_create(owner=demo, title="Demo project", description="Live tasks over Socket.IO.", member_usernames=["teammate"])
+            project = services.project_create(
+                owner=demo, title="Demo project", description="Live tasks over Socket.IO.", member_usernames=["teammate"]
+            )
             for order, (title, status) in enumerate(DEMO_TASKS):
                 services.task_create(project=project, title=title, status=status, task_order=order)
         self.stdout.write(
