@@ -17,7 +17,7 @@ run: migrate
 	@exec .venv/bin/uvicorn archon_site.asgi:application --host 127.0.0.1 --port $(PORT)
 
 test: setup
-	@scripts/bootstrap.sh redis nginx
+	@scripts/bootstrap.sh redis nginx chromium
 	@$(PY) -m pytest
 
 lint: setup

@@ -56,6 +56,11 @@ def _bad_input(request: HttpRequest, exc: NinjaValidationError) -> HttpResponse:
     return api.create_response(request, {"detail": "invalid input", "errors": errors}, status=400)
 
 
+@api.exception_handler(Http404)
+def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
+    return api.create_response(request, {"detail": str(exc) or "not found"}, status=404)
+
+
 @api.exception_handler(HttpError)
 def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     body: dict[str, Any] = {"detail": str(exc)}

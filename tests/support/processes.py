@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -75,7 +76,8 @@ class ServerProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> ServerProcess:
-        self.log = open(ROOT / f".test-server-{self.port}.log", "w")  # noqa: SIM115
+        self.log_path = Path(tempfile.gettempdir()) / f"archon-test-server-{self.port}.log"
+        self.log = open(self.log_path, "w")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -99,7 +101,7 @@ class ServerProcess:
 
     def output(self) -> str:
         self.log.flush()
-        return (ROOT / f".test-server-{self.port}.log").read_text()
+        return self.log_path.read_text()
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -110,7 +112,7 @@ class ServerProcess:
                 self.proc.kill()
                 self.proc.wait(10)
         self.log.close()
-        (ROOT / f".test-server-{self.port}.log").unlink(missing_ok=True)
+        self.log_path.unlink(missing_ok=True)
 
 
 def manage(database_path: str, *args: str, timeout: float = 60, **env: str | None) -> subprocess.CompletedProcess:

@@ -15,7 +15,10 @@ export class Live {
     this.indicator = indicator;
     this.wants = new Map(); // key -> {event, payload, onAck}
     // Long-polling first, then upgrade: works whether the server allows polling or websocket only.
-    this.socket = window.io({ withCredentials: true });
+    // A page (or a test) may pin the transports first: window.LIVE_TRANSPORTS = ["websocket"].
+    const options = { withCredentials: true };
+    if (Array.isArray(window.LIVE_TRANSPORTS)) options.transports = window.LIVE_TRANSPORTS;
+    this.socket = window.io(options);
     this.socket.on("connect", () => {
       this.setState("connected");
       for (const want of this.wants.values()) this.send(want);

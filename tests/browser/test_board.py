@@ -1,0 +1,205 @@
+"""The board in real browsers: live between users, from the admin, across a server restart, and refused to outsiders."""
+
+from __future__ import annotations
+
+import re
+
+from django.db import connection
+from playwright.async_api import expect
+
+from projects import services
+from projects.models import Project, Task
+from tests.conftest import db
+from tests.support import factories as f
+from tests.support.live_server import free_port
+
+from .conftest import NOT_CONNECTED, card, column, live, screenshot_path
+
+
+async def test_two_users_see_each_others_changes_without_reload(server, open_page):
+    alice, bob = await db(f.make_user)("alice"), await db(f.make_user)("bob")
+    project = await db(f.make_project)(alice, title="Launch plan", members=(bob,))
+    board = f"/projects/{project.id}/"
+    alice_page = await open_page(server.url, "alice", path=board)
+    # Bob's browser may only use the websocket transport: the board must go live all the same.
+    bob_page = await open_page(server.url, "bob", path=board, init_script="window.LIVE_TRANSPORTS = ['websocket']")
+    await live(alice_page)
+    await live(bob_page)
+    assert await bob_page.evaluate("window.__live.socket.io.engine.transport.name") == "websocket"
+
+    # Created by Alice: appears for Bob in "todo".
+    await alice_page.get_by_test_id("new-task-title").fill("Write the announcement")
+    await alice_page.get_by_test_id("new-task-submit").click()
+    mine = column(alice_page, "todo").get_by_test_id("task").filter(has_text="Write the announcement")
+    await expect(mine).to_have_count(1)
+    task = await db(Task.objects.get)(pk=await mine.get_attribute("data-task-id"))
+    created = card(bob_page, task.id)
+    await expect(column(bob_page, "todo").locator(f"[data-task-id='{task.id}']")).to_be_visible()
+    await expect(created.get_by_test_id("task-title")).to_have_text("Write the announcement")
+    await expect(created).to_have_attribute("data-version", "1")
+    await expect(alice_page.get_by_test_id("new-task-title")).to_have_value("")
+
+    # Moved by Alice: moves for Bob.
+    await card(alice_page, task.id).get_by_test_id("task-move").select_option("doing")
+    await expect(column(bob_page, "doing").locator(f"[data-task-id='{task.id}']")).to_be_visible()
+    await expect(created).to_have_attribute("data-status", "doing")
+    await expect(created).to_have_attribute("data-version", "2")
+    await expect(column(bob_page, "todo").get_by_test_id("task")).to_have_count(0)
+    await expect(card(alice_page, task.id)).to_have_attribute("data-status", "doing")
+
+    # Renamed by Bob (inline input, Enter): renamed for Alice.
+    await created.get_by_test_id("task-rename").click()
+    await created.get_by_test_id("task-rename-input").fill("Write and send the announcement")
+    await created.get_by_test_id("task-rename-input").press("Enter")
+    await expect(card(alice_page, task.id).get_by_test_id("task-title")).to_have_text("Write and send the announcement")
+    await expect(created.get_by_test_id("task-rename-input")).to_have_count(0)
+    await expect(card(alice_page, task.id)).to_have_attribute("data-version", "3")
+
+    # Escape leaves the rename without saving.
+    await created.get_by_test_id("task-rename").click()
+    await created.get_by_test_id("task-rename-input").fill("Not this")
+    await created.get_by_test_id("task-rename-input").press("Escape")
+    await expect(created.get_by_test_id("task-title")).to_have_text("Write and send the announcement")
+    await expect(created.get_by_test_id("task-rename-input")).to_have_count(0)
+    await expect(bob_page.get_by_test_id("board-error")).to_be_hidden()
+
+    # Deleted by Alice: disappears for Bob.
+    await card(alice_page, task.id).get_by_test_id("task-delete").click()
+    await expect(card(bob_page, task.id)).to_have_count(0)
+    await expect(card(alice_page, task.id)).to_have_count(0)
+    assert not await db(Task.objects.filter(pk=task.id).exists)()
+
+    # A few tasks in several columns, made through the ORM (they broadcast too), for the screenshot.
+    seeded = {
+        "todo": ["Draft the press release", "Book the venue", "Order the stickers"],
+        "doing": ["Record the demo video", "Polish the landing page"],
+        "review": ["Pricing page copy"],
+        "done": ["Pick the launch date", "Set up the mailing list"],
+    }
+
+    def seed() -> None:
+        for status, titles in seeded.items():
+            for order, title in enumerate(titles):
+                f.make_task(project, title=title, status=status, task_order=order, assignee="alice" if order % 2 else "bob")
+
+    await db(seed)()
+    for status, titles in seeded.items():
+        await expect(column(bob_page, status).get_by_test_id("task-title")).to_have_text(titles)
+        await expect(column(alice_page, status).get_by_test_id("task-title")).to_have_text(titles)
+    await alice_page.screenshot(path=screenshot_path("board.png"), full_page=True)
+
+
+async def test_rest_errors_show_in_the_error_line(server, open_page):
+    alice = await db(f.make_user)("alice")
+    project = await db(f.make_project)(alice, title="Errors")
+    task = await db(f.make_task)(project, title="Doomed")
+    page = await open_page(server.url, "alice", path=f"/projects/{project.id}/")
+    await live(page)
+    await expect(card(page, task.id)).to_be_visible()
+
+    def delete_silently() -> None:  # gone behind the page's back: raw SQL sends no signal, so no event
+        with connection.cursor() as cursor:
+            cursor.execute(f"DELETE FROM {Task._meta.db_table} WHERE id = %s", [Task._meta.pk.get_db_prep_value(task.id, connection)])
+
+    await db(delete_silently)()
+    await card(page, task.id).get_by_test_id("task-move").select_option("done")
+    await expect(page.get_by_test_id("board-error")).to_have_text(re.compile("task not found"))
+    await expect(card(page, task.id)).to_have_attribute("data-status", "todo")  # the page moved nothing by itself
+
+
+async def test_a_change_saved_in_the_admin_shows_on_an_open_board(server, open_page):
+    alice = await db(f.make_user)("alice")
+    await db(f.make_user)("root", superuser=True)
+    project = await db(f.make_project)(alice, title="Admin-driven")
+    task = await db(f.make_task)(project, title="Old title")
+    board = await open_page(server.url, "alice", path=f"/projects/{project.id}/")
+    await live(board)
+    await expect(card(board, task.id).get_by_test_id("task-title")).to_have_text("Old title")
+
+    admin = await open_page(server.url, path="/admin/login/?next=/admin/")
+    await admin.fill("#id_username", "root")
+    await admin.fill("#id_password", f.PASSWORD)
+    await admin.click("input[type=submit]")
+    await admin.wait_for_url(re.compile(r"/admin/$"))
+    await admin.goto(f"/admin/projects/task/{task.id}/change/")
+    await admin.fill("#id_title", "Edited in the admin")
+    await admin.select_option("#id_status", "review")
+    await admin.click("input[name=_save]")
+    await admin.wait_for_url(re.compile(r"/admin/projects/task/$"))
+
+    moved = column(board, "review").locator(f"[data-task-id='{task.id}']")
+    await expect(moved).to_be_visible()
+    await expect(moved.get_by_test_id("task-title")).to_have_text("Edited in the admin")
+    await expect(moved).to_have_attribute("data-version", "2")
+    await expect(column(board, "todo").get_by_test_id("task")).to_have_count(0)
+
+
+async def test_the_board_comes_back_by_itself_after_a_server_restart(fixed_port_server, open_page):
+    alice = await db(f.make_user)("alice")
+    project = await db(f.make_project)(alice, title="Restart")
+    task = await db(f.make_task)(project, title="Before the restart")
+    port = free_port()
+    process = fixed_port_server(port)
+    page = await open_page(process.url, "alice", path=f"/projects/{project.id}/")
+    await live(page)
+    await expect(card(page, task.id).get_by_test_id("task-title")).to_have_text("Before the restart")
+
+    process.stop()
+    await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", NOT_CONNECTED)
+    await expect(page.get_by_test_id("connection")).to_have_text(NOT_CONNECTED)
+
+    def change_meanwhile() -> None:  # nobody is listening: the page must reload its snapshot
+        services.task_update(task=Task.objects.get(pk=task.id), title="Changed while the server was down", status="done")
+        f.make_task(Project.objects.get(pk=project.id), title="Added while the server was down")
+
+    await db(change_meanwhile)()
+    restarted = fixed_port_server(port)
+    assert restarted.url == process.url
+
+    await live(page)  # reconnected by itself, no reload
+    changed = column(page, "done").locator(f"[data-task-id='{task.id}']")
+    await expect(changed.get_by_test_id("task-title")).to_have_text("Changed while the server was down")
+    await expect(changed).to_have_attribute("data-version", "2")
+    await expect(column(page, "todo").get_by_test_id("task-title")).to_have_text(["Added while the server was down"])
+    # And it is live again: a change now arrives as an event.
+    await page.get_by_test_id("new-task-title").fill("After the restart")
+    await page.get_by_test_id("new-task-submit").click()
+    await expect(column(page, "todo").get_by_test_id("task-title")).to_have_text(["Added while the server was down", "After the restart"])
+
+
+async def test_an_outsider_can_neither_see_nor_join_a_project(server, open_page):
+    alice, mallory = await db(f.make_user)("alice"), await db(f.make_user)("mallory")
+    secret = await db(f.make_project)(alice, title="Secret plans")
+    await db(f.make_task)(secret, title="Hidden task")
+    own = await db(f.make_project)(mallory, title="Mallory's own")
+
+    page = await open_page(server.url, "mallory", path="/")
+    await live(page)
+    items = page.get_by_test_id("project-list").get_by_test_id("project-item")
+    await expect(items).to_have_count(1)  # the list has loaded: her own project only
+    await expect(page.locator(f"[data-testid=project-item][data-project-id='{own.id}']")).to_be_visible()
+    await expect(page.locator(f"[data-testid=project-item][data-project-id='{secret.id}']")).to_have_count(0)
+    await expect(page.get_by_test_id("project-list")).not_to_contain_text("Secret plans")
+
+    # A hand-written join is refused, and no snapshot arrives (it would come before the answer).
+    outcome = await page.evaluate(
+        """async (projectId) => {
+            const socket = window.__live.socket;
+            const snapshots = [];
+            socket.on("initial_tasks", (data) => snapshots.push(data));
+            const ack = await new Promise((resolve) => socket.emit("join_project", { project_id: projectId }, resolve));
+            // One more round trip: anything the server sent for the join has arrived by now.
+            await new Promise((resolve) => socket.emit("subscribe_projects", resolve));
+            return { ack, snapshots };
+        }""",
+        str(secret.id),
+    )
+    assert outcome == {"ack": {"ok": False, "error": "project not found"}, "snapshots": []}
+
+    response = await page.goto(f"/projects/{secret.id}/")
+    assert response is not None and response.status == 404
+    await expect(page.locator("body")).not_to_contain_text("Hidden task")
+    # Her own board works.
+    response = await page.goto(f"/projects/{own.id}/")
+    assert response is not None and response.status == 200
+    await live(page)
