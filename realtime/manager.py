@@ -12,6 +12,8 @@ from typing import Any
 
 import socketio
 from django.conf import settings
+from engineio import packet as eio_packet
+from socketio import packet as sio_packet
 
 from . import ops
 
@@ -19,7 +21,39 @@ log = logging.getLogger(__name__)
 MAX_BACKOFF = 5.0
 
 
-class RedisManager(socketio.AsyncRedisManager):
+class FastManager(socketio.AsyncManager):
+    """python-socketio's manager with a broadcast that costs one encoding, not one task per recipient.
+
+    The stock ``emit`` creates an asyncio task (and awaits it) for every recipient. Here the
+    packet is encoded once and put straight on each connection's outgoing queue (what
+    engine.io's ``socket.send`` does, minus the task); its writer sends it as usual. Emits
+    with an acknowledgement callback (one recipient) take the stock path.
+    """
+
+    async def emit(self, event: str, data: Any, namespace: str, room: Any = None, skip_sid: Any = None, callback: Any = None,
+                   to: Any = None, **kwargs: Any) -> None:  # fmt: skip
+        if callback is not None:
+            return await super().emit(event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, to=to, **kwargs)
+        room = to or room
+        if namespace not in self.rooms:
+            return None
+        args = list(data) if isinstance(data, tuple) else ([] if data is None else [data])
+        encoded = self.server.packet_class(sio_packet.EVENT, namespace=namespace, data=[event, *args]).encode()
+        packets = [eio_packet.Packet(eio_packet.MESSAGE, p) for p in (encoded if isinstance(encoded, list) else [encoded])]
+        skip = set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
+        sockets = self.server.eio.sockets
+        for sid, eio_sid in self.get_participants(namespace, room):
+            if sid in skip:
+                continue
+            socket = sockets.get(eio_sid)
+            if socket is None or socket.closed:
+                continue
+            for pkt in packets:  # engine.io packets cache their encoding: shared by every recipient
+                socket.queue.put_nowait(pkt)
+        return None
+
+
+class RedisManager(socketio.AsyncRedisManager, FastManager):
     def __init__(self, url: str, channel: str) -> None:
         super().__init__(url, channel=channel)
         self._outage = False
@@ -84,4 +118,4 @@ def build_manager() -> socketio.AsyncManager:
     """Redis between nodes when ``REDIS_URL`` is set, else in memory (one process)."""
     if settings.REDIS_URL:
         return RedisManager(settings.REDIS_URL, channel=settings.REALTIME_REDIS_CHANNEL)
-    return socketio.AsyncManager()
+    return FastManager()

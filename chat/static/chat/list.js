@@ -1,27 +1,14 @@
 // Chat sessions: the user's sessions (REST) and a form to start one.
 import { Live, api, reason } from "../realtime/live.js";
+import { $, el, say } from "../realtime/dom.js";
 
 const live = new Live(); // the connection indicator, like every page
 window.__live = live;
 
-const $ = (selector, root = document) => root.querySelector(selector);
 const list = $("[data-testid=chat-list]");
 const errorLine = $("[data-testid=chat-error]");
 
-function showError(message) {
-  errorLine.textContent = message || "";
-  errorLine.hidden = !message;
-}
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(attrs)) {
-    if (name === "class") node.className = value;
-    else node.setAttribute(name, value);
-  }
-  for (const child of children) node.append(child);
-  return node;
-}
+const showError = (message) => say(errorLine, message);
 
 async function load() {
   const { status, data } = await api("GET", "/api/chat/");

@@ -1,10 +1,10 @@
 // One chat room: history on (re)join, new messages live, sending over Socket.IO.
 import { Live } from "../realtime/live.js";
+import { $, say } from "../realtime/dom.js";
 
 const live = new Live();
 window.__live = live;
 
-const $ = (selector, root = document) => root.querySelector(selector);
 const room = $("[data-testid=chat-room]");
 const sessionId = room.dataset.sessionId;
 const me = room.dataset.username;
@@ -13,10 +13,7 @@ const empty = $("[data-role=empty]");
 const input = $("[data-testid=chat-input]");
 const errorLine = $("[data-testid=chat-error]");
 
-function showError(message) {
-  errorLine.textContent = message || "";
-  errorLine.hidden = !message;
-}
+const showError = (message) => say(errorLine, message);
 
 const messages = new Map(); // id -> message
 const timeFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });

@@ -1,11 +1,11 @@
 // Crawl console: start a crawl over REST, follow it over Socket.IO (crawl_progress, crawl:stopping,
 // crawl:stopped), stop it, and browse past crawls and their pages over REST.
 import { Live, ProgressState, api, reason } from "../realtime/live.js";
+import { $, el, say } from "../realtime/dom.js";
 
 const live = new Live();
 window.__live = live;
 
-const $ = (selector, root = document) => root.querySelector(selector);
 const FINAL = new Set(["completed", "cancelled", "failed"]);
 const RUNNING = new Set(["queued", "crawling"]);
 const LOG_LINES = 500;
@@ -28,20 +28,7 @@ const historyEmpty = $("[data-role=history-empty]");
 const pageList = $("[data-testid=crawl-page-list]");
 const pagesOf = $("[data-testid=crawl-pages-of]");
 
-function showError(message) {
-  errorLine.textContent = message || "";
-  errorLine.hidden = !message;
-}
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(attrs)) {
-    if (name === "class") node.className = value;
-    else node.setAttribute(name, value);
-  }
-  for (const child of children) node.append(child);
-  return node;
-}
+const showError = (message) => say(errorLine, message);
 
 // --- The active crawl -------------------------------------------------------------------------
 

@@ -1,19 +1,16 @@
 // Board: one project's tasks in four columns, kept live through a TaskStore.
 // The DOM is only ever drawn from the store; REST answers go through the store too (idempotent by version).
 import { Live, TaskStore, api, reason } from "../realtime/live.js";
+import { $, say } from "../realtime/dom.js";
 
 const STATUSES = ["todo", "doing", "review", "done"];
 const LABELS = { todo: "To do", doing: "Doing", review: "Review", done: "Done" };
 
-const $ = (selector, root = document) => root.querySelector(selector);
 const board = $("[data-testid=board]");
 const projectId = board.dataset.projectId;
 const errorLine = $("[data-testid=board-error]");
 
-function showError(message) {
-  errorLine.textContent = message || "";
-  errorLine.hidden = !message;
-}
+const showError = (message) => say(errorLine, message);
 
 // --- Rendering ------------------------------------------------------------------------------
 

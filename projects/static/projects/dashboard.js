@@ -1,30 +1,15 @@
 // Dashboard: the live project list (projects_update), creating a project, and a tracked import
 // followed through project_progress.
 import { Live, ProgressState, api, reason } from "../realtime/live.js";
+import { $, el, say } from "../realtime/dom.js";
 
 const live = new Live();
 window.__live = live;
 
-const $ = (selector, root = document) => root.querySelector(selector);
 const list = $("[data-testid=project-list]");
 const dashboardError = $("[data-testid=dashboard-error]");
 const importError = $("[data-testid=import-error]");
 
-function showError(node, message) {
-  node.textContent = message || "";
-  node.hidden = !message;
-}
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(attrs)) {
-    if (name === "class") node.className = value;
-    else if (name === "dataset") Object.assign(node.dataset, value);
-    else node.setAttribute(name, value);
-  }
-  for (const child of children) node.append(child);
-  return node;
-}
 
 const boardUrl = (id) => `/projects/${id}/`;
 
@@ -47,7 +32,7 @@ function renderProjects(projects) {
 
 live.on("projects_update", (data) => renderProjects(data.projects || []));
 live.want("projects", "subscribe_projects", undefined, (ack) => {
-  if (!ack.ok) showError(dashboardError, `Could not load the projects: ${ack.error}`);
+  if (!ack.ok) say(dashboardError, `Could not load the projects: ${ack.error}`);
 });
 
 // --- New project ------------------------------------------------------------------------------
@@ -60,9 +45,9 @@ $("form[data-role=new-project]").addEventListener("submit", async (event) => {
   const { status, data } = await api("POST", "/api/projects/", { title });
   if (status === 201) {
     newTitle.value = "";
-    showError(dashboardError, "");
+    say(dashboardError, "");
   } else {
-    showError(dashboardError, reason(data));
+    say(dashboardError, reason(data));
   }
 });
 
@@ -120,7 +105,7 @@ function follow(progressId) {
   result.hidden = true;
   renderProgress(current.progress.apply({ progressId, status: "queued", percentage: 0, step: "waiting to start", log: "" }));
   live.want(`progress:${progressId}`, "subscribe_progress", { progress_id: progressId }, (ack) => {
-    if (!ack.ok) showError(importError, `Could not follow the import: ${ack.error}`);
+    if (!ack.ok) say(importError, `Could not follow the import: ${ack.error}`);
   });
 }
 
@@ -134,10 +119,10 @@ $("form[data-role=import]").addEventListener("submit", async (event) => {
   try {
     const { status, data } = await api("POST", "/api/projects/", { title, import_tasks: { format, content } });
     if (status === 202) {
-      showError(importError, "");
+      say(importError, "");
       follow(data.progress_id);
     } else {
-      showError(importError, reason(data));
+      say(importError, reason(data));
     }
   } finally {
     submit.disabled = false;

@@ -1,0 +1,319 @@
+"""``make bench``: this project beside the reference servers, driven by one lean load generator.
+
+Prints one table (each figure with its ratio to the reference measured in the same run) and
+writes the results, with the machine and date, to ``bench/results/``. ``--quick`` runs small sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+import httpx
+
+from bench.servers import PY, ROOT, Server, free_port, make
+from tests.support.processes import wait_for_port
+
+RESULTS = ROOT / "bench" / "results"
+
+
+class LoadGen:
+    """bench/loadgen.mjs: N raw Socket.IO (or plain websocket) clients in one Node process."""
+
+    def __init__(self, url: str, *, clients: int, rooms: list[str], kind: str = "socketio", auth: dict | None = None,
+                 event: str = "task_updated", id_key: str = "seq", join: bool = True) -> None:  # fmt: skip
+        self.config = {"url": url, "kind": kind, "clients": clients, "rooms": rooms, "auth": auth, "event": event, "idKey": id_key,
+                       "join": {"event": "join_project", "key": "project_id"} if join and kind == "socketio" else None,
+                       "connectConcurrency": 100}  # fmt: skip
+
+    async def __aenter__(self) -> LoadGen:
+        self.proc = await asyncio.create_subprocess_exec("node", str(ROOT / "bench" / "loadgen.mjs"), json.dumps(self.config), cwd=ROOT,
+                                                         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 26)  # fmt: skip
+        self.ready = json.loads(await asyncio.wait_for(self.proc.stdout.readline(), 600))
+        if self.ready["failed"]:
+            raise RuntimeError(f"{self.ready['failed']} of {self.config['clients']} clients failed to connect or join")
+        return self
+
+    async def command(self, op: str) -> dict:
+        self.proc.stdin.write((json.dumps({"op": op}) + "\n").encode())
+        await self.proc.stdin.drain()
+        return json.loads(await self.proc.stdout.readline())
+
+    async def wait_for(self, total: int, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            result = await self.command("collect")
+            if result["received"] >= total or time.monotonic() > deadline:
+                return result
+            await asyncio.sleep(0.05)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.proc.stdin.write(b'{"op":"exit"}\n')
+        await self.proc.stdin.drain()
+        await self.proc.wait()
+
+
+class Django:
+    """A bench database with a user, a token and projects with one task each."""
+
+    def __init__(self, redis_url: str) -> None:
+        self.dir = tempfile.mkdtemp(prefix="archon-bench-")
+        self.env = {"DATABASE_URL": f"sqlite:///{self.dir}/bench.sqlite3", "DEBUG": "false", "SECRET_KEY": "bench-secret",
+                    "ALLOWED_HOSTS": "127.0.0.1,localhost", "REALTIME_LOG_LEVEL": "WARNING", "REDIS_URL": ""}  # fmt: skip
+        self.redis_url = redis_url
+
+    def manage(self, *args: str, **env: str) -> str:
+        return subprocess.run([PY, "manage.py", *args], cwd=ROOT, env={**os.environ, **self.env, **env}, check=True,
+                              capture_output=True, text=True).stdout  # fmt: skip
+
+    def seed(self, projects: int) -> None:
+        self.manage("migrate", "--noinput", "-v", "0")
+        code = (
+            "import json; from django.contrib.auth import get_user_model; from projects.models import Project, Task; "
+            "from realtime.models import ApiToken; "
+            "u = get_user_model().objects.create_user('bench', is_staff=True); "
+            f"ps = [Project.objects.create(owner=u, title=f'p{{i}}') for i in range({projects})]; "
+            "ts = [Task.objects.create(project=p, title='t') for p in ps]; "
+            "print(json.dumps({'token': ApiToken.issue(user=u)[1], 'projects': [str(p.pk) for p in ps], 'tasks': [str(t.pk) for t in ts]}))"
+        )
+        data = json.loads(self.manage("shell", "-c", code).strip().splitlines()[-1])
+        self.token, self.projects, self.tasks = data["token"], data["projects"], data["tasks"]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))] if ordered else float("nan")
+
+
+async def fanout(server: Server, django: Django | None, clients: int, broadcasts: int) -> dict:
+    """N clients in one room, K broadcasts: deliveries per second."""
+    room = django.projects[0] if django else "room-0"
+    auth = {"token": django.token} if django else None
+    kind = "ws" if server.name == "channels" else "socketio"
+    async with LoadGen(server.url, clients=clients, rooms=[room], kind=kind, auth=auth, id_key="version" if django else "seq") as gen:
+        async with httpx.AsyncClient(timeout=60) as http:
+            start = time.time() * 1000
+            if django:
+                headers = {"Authorization": f"Bearer {django.token}"}
+                for i in range(broadcasts):  # the full Django path, one save after another
+                    r = await http.patch(f"{server.url}/api/tasks/{django.tasks[0]}/", json={"title": f"b{i}"}, headers=headers)
+                    r.raise_for_status()
+            else:
+                (await http.post(f"{server.url}/emit", params={"room": room, "n": broadcasts})).raise_for_status()
+            result = await gen.wait_for(clients * broadcasts, timeout=120)
+    last = max(v[2] for v in result["perId"].values())
+    return {"clients": clients, "broadcasts": broadcasts, "received": result["received"], "expected": clients * broadcasts,
+            "seconds": (last - start) / 1000, "deliveries_per_s": result["received"] / max((last - start) / 1000, 1e-9),
+            "loadgen_cpu_s": result["cpuMs"] / 1000}  # fmt: skip
+
+
+async def save_to_screen(server: Server, django: Django, clients: int, rate: float, seconds: float) -> dict:
+    """N watchers while saves go through REST at `rate`/s: from request sent to the last client receiving it."""
+    async with LoadGen(server.url, clients=clients, rooms=[django.projects[0]], auth={"token": django.token}, id_key="title") as gen:
+        sent: dict[str, float] = {}
+        headers = {"Authorization": f"Bearer {django.token}"}
+        async with httpx.AsyncClient(timeout=30, headers=headers) as http:
+
+            async def save(i: int) -> None:
+                title = f"s{i}"
+                sent[title] = time.time() * 1000
+                (await http.patch(f"{server.url}/api/tasks/{django.tasks[0]}/", json={"title": title})).raise_for_status()
+
+            tasks, begin = [], time.monotonic()
+            for i in range(int(rate * seconds)):
+                await asyncio.sleep(max(0.0, begin + i / rate - time.monotonic()))
+                tasks.append(asyncio.create_task(save(i)))
+            await asyncio.gather(*tasks)
+        result = await gen.wait_for(clients * len(sent), timeout=60)
+    latencies = [result["perId"][t][2] - sent[t] for t in sent if t in result["perId"]]
+    complete = sum(1 for t in sent if result["perId"].get(t, [0])[0] == clients)
+    return {"clients": clients, "saves": len(sent), "complete": complete, "p50_ms": percentile(latencies, 50),
+            "p99_ms": percentile(latencies, 99), "max_ms": max(latencies), "loadgen_cpu_s": result["cpuMs"] / 1000}  # fmt: skip
+
+
+async def emit_to_screen(server: Server, clients: int, rate: float, seconds: float) -> dict:
+    """The reference's counterpart of save-to-screen: an HTTP-triggered emit to N watchers."""
+    async with LoadGen(server.url, clients=clients, rooms=["room-0"], id_key="t") as gen:
+        async with httpx.AsyncClient(timeout=30) as http:
+            begin, count = time.monotonic(), int(rate * seconds)
+            for i in range(count):
+                await asyncio.sleep(max(0.0, begin + i / rate - time.monotonic()))
+                (await http.post(f"{server.url}/emit", params={"room": "room-0", "n": 1})).raise_for_status()
+        result = await gen.wait_for(clients * count, timeout=60)
+    latencies = [v[2] - float(t) for t, v in result["perId"].items()]
+    return {"clients": clients, "saves": count, "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99), "max_ms": max(latencies)}
+
+
+async def many_rooms(server: Server, django: Django | None, clients: int, rooms: int, updates: int) -> dict:
+    names = django.projects[:rooms] if django else [f"room-{i}" for i in range(rooms)]
+    auth = {"token": django.token} if django else None
+    async with LoadGen(server.url, clients=clients, rooms=names, auth=auth, id_key="version" if django else "seq") as gen:
+        async with httpx.AsyncClient(timeout=60) as http:
+            start = time.time() * 1000
+            for i in range(updates):
+                if django:
+                    r = await http.patch(f"{server.url}/api/tasks/{django.tasks[i % rooms]}/", json={"title": f"u{i}"},
+                                         headers={"Authorization": f"Bearer {django.token}"})  # fmt: skip
+                else:
+                    r = await http.post(f"{server.url}/emit", params={"room": names[i % rooms], "n": 1})
+                r.raise_for_status()
+            expected = updates * (clients // rooms)
+            result = await gen.wait_for(expected, timeout=120)
+    last = max(v[2] for v in result["perId"].values())
+    return {"clients": clients, "rooms": rooms, "updates": updates, "received": result["received"], "expected": expected,
+            "deliveries_per_s": result["received"] / max((last - start) / 1000, 1e-9)}  # fmt: skip
+
+
+async def connections(server: Server, django: Django | None, clients: int) -> dict:
+    """Memory per idle connection (server RSS delta / connections) and connections per second."""
+    before = server.rss()
+    auth = {"token": django.token} if django else None
+    async with LoadGen(server.url, clients=clients, rooms=[], auth=auth, join=False) as gen:
+        await asyncio.sleep(1.0)
+        after = server.rss()
+        alive = server.proc.poll() is None
+        seconds = gen.ready["connectSeconds"]
+    return {"clients": clients, "rss_before_mb": before, "rss_after_mb": after, "kb_per_connection": (after - before) * 1024 / clients,
+            "connections_per_s": clients / seconds, "errors": 0 if alive else 1}  # fmt: skip
+
+
+async def cross_process(server: Server, django: Django, path: str, messages: int) -> dict:
+    """A separate process's emit reaching a client: embedded (signed HTTP) or Redis."""
+    async with LoadGen(server.url, clients=1, rooms=[django.projects[0]], auth={"token": django.token}, event="bench_ping", id_key="seq") as gen:
+        code = (
+            "import json, time; from realtime import bus, broadcasts, remote; sent = {}\n"
+            f"for i in range({messages}):\n"
+            "    sent[i] = time.time() * 1000\n"
+            f"    bus.submit(broadcasts.bus.emit('bench_ping', {{'seq': i}}, room='{django.projects[0]}'))\n"
+            "    time.sleep(0.01)\n"
+            "remote.flush(10); print(json.dumps(sent))"
+        )
+        env = {"REDIS_URL": django.redis_url} if path == "redis" else {"REALTIME_SERVER_URL": server.url}
+        sent = json.loads(await asyncio.to_thread(lambda: django.manage("shell", "-c", code, **env).strip().splitlines()[-1]))
+        result = await gen.wait_for(messages, timeout=30)
+    latencies = [result["perId"][str(i)][2] - t for i, t in ((int(k), v) for k, v in sent.items()) if str(i) in result["perId"]]
+    return {"path": path, "messages": messages, "received": result["received"], "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99)}
+
+
+def redis_server() -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    wait_for_port(port, proc=proc)
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+async def main(quick: bool) -> dict:
+    sizes = {"fanout": [100, 1000] if quick else [100, 1000, 5000], "broadcasts": 20 if quick else 50, "save_seconds": 5 if quick else 30,
+             "rooms_clients": 400 if quick else 2000, "rooms": 40 if quick else 200, "idle": 1000 if quick else 10000, "cross": 100 if quick else 500}  # fmt: skip
+    redis_proc, redis_url = redis_server()
+    django = Django(redis_url)
+    django.seed(projects=sizes["rooms"])
+    results: dict = {"sizes": sizes}
+
+    async def with_server(name: str, work, **extra_env: str):  # type: ignore[no-untyped-def]
+        server = make(name, django_env={**django.env, **extra_env}, redis_url=redis_url).start()
+        try:
+            return await work(server)
+        finally:
+            server.stop()
+
+    print("fan-out…", flush=True)
+    for name in ("node", "django-uvicorn", "django-granian", "bare-uvicorn", "bare-uvicorn-stock", "bare-granian", "channels"):
+        for clients in sizes["fanout"]:
+            broadcasts = sizes["broadcasts"] if clients <= 1000 else max(10, sizes["broadcasts"] // 5)
+            dj = django if name.startswith("django") else None
+            key = f"fanout/{clients}/{name}"
+            try:
+                results[key] = await with_server(name, lambda s, c=clients, b=broadcasts, d=dj: fanout(s, d, c, b))
+            except Exception as error:  # a server that cannot take the load is a result too
+                results[key] = {"error": f"{type(error).__name__}: {error}"}
+            print(f"  {key}: {results[key]}", flush=True)
+
+    print("save-to-screen…", flush=True)
+    for name in ("django-uvicorn", "django-granian"):
+        results[f"save/{name}"] = await with_server(name, lambda s: save_to_screen(s, django, 1000, 20, sizes["save_seconds"]))
+        print(f"  save/{name}: {results[f'save/{name}']}", flush=True)
+    results["save/node"] = await with_server("node", lambda s: emit_to_screen(s, 1000, 20, sizes["save_seconds"]))
+    print(f"  save/node: {results['save/node']}", flush=True)
+
+    print("many rooms…", flush=True)
+    for name in ("node", "django-uvicorn", "django-granian", "bare-uvicorn"):
+        dj = django if name.startswith("django") else None
+        results[f"rooms/{name}"] = await with_server(name, lambda s, d=dj: many_rooms(s, d, sizes["rooms_clients"], sizes["rooms"], sizes["rooms"] * 5))
+        print(f"  rooms/{name}: {results[f'rooms/{name}']}", flush=True)
+
+    print("connections…", flush=True)
+    for name in ("node", "django-uvicorn", "django-granian"):
+        dj = django if name.startswith("django") else None
+        try:
+            results[f"idle/{name}"] = await with_server(name, lambda s, d=dj: connections(s, d, sizes["idle"]))
+        except Exception as error:
+            results[f"idle/{name}"] = {"error": f"{type(error).__name__}: {error}"}
+        print(f"  idle/{name}: {results[f'idle/{name}']}", flush=True)
+
+    print("cross-process…", flush=True)
+    results["cross/embedded"] = await with_server("django-uvicorn", lambda s: cross_process(s, django, "embedded", sizes["cross"]))
+    results["cross/redis"] = await with_server("django-uvicorn", lambda s: cross_process(s, django, "redis", sizes["cross"]), REDIS_URL=redis_url)
+    print(f"  cross: {results['cross/embedded']} {results['cross/redis']}", flush=True)
+    redis_proc.kill()
+    return results
+
+
+def table(results: dict) -> str:
+    def ratio(value: float, reference: float, higher_is_better: bool = True) -> str:
+        if not reference or value != value:
+            return "—"
+        return f"{(value / reference if higher_is_better else reference / value):.2f}×"
+
+    rows = ["| scenario | server | figure | ratio to reference |", "|---|---|---|---|"]
+    for clients in results["sizes"]["fanout"]:
+        ref = results.get(f"fanout/{clients}/node", {}).get("deliveries_per_s", 0)
+        for name in ("node", "django-uvicorn", "django-granian", "bare-uvicorn", "bare-uvicorn-stock", "bare-granian", "channels"):
+            r = results.get(f"fanout/{clients}/{name}", {})
+            figure = f"{r['deliveries_per_s']:,.0f} deliveries/s" if "deliveries_per_s" in r else r.get("error", "—")
+            rows.append(f"| fan-out, {clients} clients | {name} | {figure} | {ratio(r.get('deliveries_per_s', float('nan')), ref)} |")
+    for name in ("node", "django-uvicorn", "django-granian"):
+        r = results[f"save/{name}"]
+        rows.append(f"| save-to-screen, 1000 watchers, 20/s | {name} | p50 {r['p50_ms']:.1f} / p99 {r['p99_ms']:.1f} / max {r['max_ms']:.1f} ms | "
+                    f"{ratio(r['p99_ms'], results['save/node']['p99_ms'], higher_is_better=False)} (p99) |")  # fmt: skip
+    ref = results["rooms/node"]["deliveries_per_s"]
+    for name in ("node", "django-uvicorn", "django-granian", "bare-uvicorn"):
+        r = results[f"rooms/{name}"]
+        rows.append(f"| many rooms ({r['clients']} clients, {r['rooms']} rooms) | {name} | {r['deliveries_per_s']:,.0f} deliveries/s | {ratio(r['deliveries_per_s'], ref)} |")
+    ref_idle = results.get("idle/node", {})
+    for name in ("node", "django-uvicorn", "django-granian"):
+        r = results.get(f"idle/{name}", {})
+        if "kb_per_connection" in r:
+            rows.append(f"| idle connections ({r['clients']}) | {name} | {r['kb_per_connection']:.1f} KB each, {r['connections_per_s']:,.0f} conn/s | "
+                        f"{ratio(r['kb_per_connection'], ref_idle.get('kb_per_connection', 0), higher_is_better=False)} (memory) |")  # fmt: skip
+        else:
+            rows.append(f"| idle connections | {name} | {r.get('error', '—')} | — |")
+    for path in ("embedded", "redis"):
+        r = results[f"cross/{path}"]
+        rows.append(f"| cross-process emit ({path}) | django-uvicorn | p50 {r['p50_ms']:.2f} / p99 {r['p99_ms']:.2f} ms | — |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    args = parser.parse_args()
+    results = asyncio.run(main(args.quick))
+    machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0],
+               "node": subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip(),
+               "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}  # fmt: skip
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y-%m-%d")
+    out = RESULTS / (f"{stamp}-quick.json" if args.quick else f"{stamp}.json")
+    out.write_text(json.dumps({"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine, "results": results}, indent=2))
+    text = table(results)
+    (RESULTS / ("latest-quick.md" if args.quick else "latest.md")).write_text(text + "\n")
+    print(text)
+    print(f"\nwritten: {out}")

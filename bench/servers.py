@@ -1,0 +1,93 @@
+"""The servers the bench compares, each started as its own process on a free port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.support.live_server import free_port  # noqa: F401  (re-exported for bench.run)
+from tests.support.processes import wait_for_port
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants (granian runs workers in children)."""
+    total = 0
+    pids = [pid]
+    while pids:
+        current = pids.pop()
+        try:
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+            pids.extend(int(c) for c in children)
+        except FileNotFoundError:
+            continue
+    return total / 1024
+
+
+def uvicorn(app: str, port: int) -> list[str]:
+    return [PY, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log",
+            "--ws-per-message-deflate", "false", "--lifespan", "auto"]  # fmt: skip
+
+
+def granian(app: str, port: int) -> list[str]:
+    return [PY, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+            "--ws", app]  # fmt: skip
+
+
+@dataclass
+class Server:
+    name: str
+    command: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Server:
+        env = {**os.environ, **self.env, "PYTHONPATH": str(ROOT)}
+        self.proc = subprocess.Popen(self.command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_for_port(self.port, proc=self.proc)
+        time.sleep(0.3)  # let workers finish starting before measuring memory
+        return self
+
+    def rss(self) -> float:
+        return rss_mb(self.proc.pid) if self.proc else 0.0
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def make(name: str, *, django_env: dict[str, str], redis_url: str) -> Server:
+    port = free_port()
+    django_app = "archon_site.asgi:application"
+    servers = {
+        "django-uvicorn": lambda: Server(name, uvicorn(django_app, port), django_env),
+        "django-granian": lambda: Server(name, granian(django_app, port), django_env),
+        "bare-uvicorn": lambda: Server(name, uvicorn("bench.bare_sio:app", port)),
+        "bare-uvicorn-stock": lambda: Server(name, uvicorn("bench.bare_sio:app", port), {"BENCH_MANAGER": "stock"}),
+        "bare-granian": lambda: Server(name, granian("bench.bare_sio:app", port)),
+        "node": lambda: Server(name, ["node", "bench/node_server.mjs", str(port)]),
+        "channels": lambda: Server(name, uvicorn("bench.channels_ref.asgi:application", port), {"BENCH_REDIS_URL": redis_url}),
+    }
+    server = servers[name]()
+    server.port = port
+    return server
