@@ -14,11 +14,15 @@ migrate: setup
 run: migrate
 	@$(PY) manage.py seed_demo
 	@echo "Serving on http://127.0.0.1:$(PORT)  (Ctrl-C stops)"
-	@exec .venv/bin/uvicorn archon_site.asgi:application --host 127.0.0.1 --port $(PORT)
+	@exec .venv/bin/uvicorn archon_site.asgi:application --host 127.0.0.1 --port $(PORT) --ws-per-message-deflate false
 
 test: setup
 	@scripts/bootstrap.sh redis nginx chromium
 	@$(PY) -m pytest
+
+bench: setup
+	@scripts/bootstrap.sh redis
+	@$(PY) -m bench.run $(BENCH_ARGS)
 
 lint: setup
 	@.venv/bin/ruff check .

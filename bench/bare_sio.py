@@ -11,9 +11,13 @@ from urllib.parse import parse_qs
 
 import socketio
 
+from realtime import direct_write
 from realtime.manager import FastManager
 
-manager = socketio.AsyncManager() if os.environ.get("BENCH_MANAGER") == "stock" else FastManager()
+stock = os.environ.get("BENCH_MANAGER") == "stock"
+if not stock:
+    direct_write.install()
+manager = socketio.AsyncManager() if stock else FastManager()
 sio = socketio.AsyncServer(async_mode="asgi", client_manager=manager, cors_allowed_origins=None, logger=False, engineio_logger=False)
 
 

@@ -79,9 +79,13 @@ async function connectAll() {
     while (next < cfg.clients) {
       const i = next++;
       const room = cfg.rooms.length ? cfg.rooms[i % cfg.rooms.length] : null;
-      const { ws, ok } = await make(room);
-      sockets.push(ws);
-      if (!ok) failed += 1;
+      let result = await make(room);
+      for (let attempt = 1; !result.ok && attempt < 3; attempt++) {
+        result.ws.terminate(); // a refused connect under a burst (full backlog): try again
+        result = await make(room);
+      }
+      sockets.push(result.ws);
+      if (!result.ok) failed += 1;
     }
   }
   await Promise.all(Array.from({ length: cfg.connectConcurrency || 50 }, worker));

@@ -15,7 +15,7 @@ from django.conf import settings
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
-from . import ops
+from . import direct_write, ops
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = 5.0
@@ -25,9 +25,10 @@ class FastManager(socketio.AsyncManager):
     """python-socketio's manager with a broadcast that costs one encoding, not one task per recipient.
 
     The stock ``emit`` creates an asyncio task (and awaits it) for every recipient. Here the
-    packet is encoded once and put straight on each connection's outgoing queue (what
-    engine.io's ``socket.send`` does, minus the task); its writer sends it as usual. Emits
-    with an acknowledgement callback (one recipient) take the stock path.
+    packet is encoded once and, for each connection, either written straight to its websocket
+    (uvicorn, see ``direct_write``) or put on its outgoing queue (what engine.io's ``socket.send``
+    does, minus the task), whose writer sends it as usual. Emits with an acknowledgement
+    callback (one recipient) take the stock path.
     """
 
     async def emit(self, event: str, data: Any, namespace: str, room: Any = None, skip_sid: Any = None, callback: Any = None,
@@ -42,11 +43,17 @@ class FastManager(socketio.AsyncManager):
         packets = [eio_packet.Packet(eio_packet.MESSAGE, p) for p in (encoded if isinstance(encoded, list) else [encoded])]
         skip = set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
         sockets = self.server.eio.sockets
+        frame: bytes | None = None
         for sid, eio_sid in self.get_participants(namespace, room):
             if sid in skip:
                 continue
             socket = sockets.get(eio_sid)
             if socket is None or socket.closed:
+                continue
+            transport = direct_write.transport_for(socket) if len(packets) == 1 else None
+            if transport is not None:
+                frame = frame or direct_write.text_frame(packets[0].encode())
+                transport.write(frame)
                 continue
             for pkt in packets:  # engine.io packets cache their encoding: shared by every recipient
                 socket.queue.put_nowait(pkt)

@@ -7,7 +7,7 @@ import socketio
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from . import bus, handlers, lifecycle, rooms  # noqa: F401  (handlers registers the client events)
+from . import bus, direct_write, handlers, lifecycle, rooms  # noqa: F401  (handlers registers the client events)
 from .auth import Refused, authenticate
 from .channels_bridge import build_bridge
 from .events import Dispatcher
@@ -42,6 +42,7 @@ class Realtime(Dispatcher):
 
 
 def build_server() -> socketio.AsyncServer:
+    direct_write.install()
     server = socketio.AsyncServer(
         async_mode="asgi",
         # None = same origin only (engine.io compares Origin with Host); never "*" by default.
