@@ -4,15 +4,20 @@ With python-socketio every recipient has an engine.io writer task: a broadcast w
 per connection, each of which frames the same text again and writes it. Measured with 1,000
 watchers (``make bench``), that per-recipient work is what limits the full Django path. A frame
 from server to client is never masked, so it is the same bytes for every recipient: here it is
-built once and written directly, when — and only when — that cannot reorder or lose anything:
+built once and written directly.
 
-* the connection is an established websocket served by uvicorn's default websockets protocol;
-* nothing is waiting in its engine.io queue (so nothing sent earlier can be overtaken);
-* its transport is writable (not paused by back-pressure) and not closing.
+Order is what must not change, so a connection takes one path for its whole life:
 
-Otherwise (long-polling, an upgrade in progress, a slow client, granian or another server) the
-packet goes through engine.io's queue as usual. ``install()`` makes engine.io remember each
-socket's websocket, which python-socketio does not expose.
+* opened as a websocket (no long-polling first) on uvicorn's default websockets protocol: every
+  broadcast is written directly, in call order (a slow client's data waits in its transport's
+  buffer, as it would have waited in engine.io's queue);
+* anything else (long-polling, upgraded from long-polling, granian or another server): every
+  broadcast goes through engine.io's queue as usual. Mixing the two on one connection could let
+  a direct write overtake a packet the writer task has already taken from the queue.
+
+Pings and acknowledgements still go through the queue; their order relative to events carries no
+meaning. ``install()`` makes engine.io remember each websocket-born socket's websocket, which
+python-socketio does not expose.
 """
 
 from typing import Any
@@ -30,7 +35,8 @@ def install() -> None:
     original = async_socket.AsyncSocket._websocket_handler
 
     async def remembering(self: Any, ws: Any) -> Any:
-        self.realtime_ws = ws
+        if not self.connected:  # born a websocket; an upgrade from long-polling keeps the queue
+            self.realtime_ws = ws
         return await original(self, ws)
 
     async_socket.AsyncSocket._websocket_handler = remembering
@@ -48,14 +54,16 @@ def text_frame(text: str) -> bytes:
     return bytes((0x81, 127)) + size.to_bytes(8, "big") + data
 
 
-def transport_for(socket: Any) -> Any | None:
-    """The transport to write a frame to directly, or None when the queue must be used."""
+def protocol_for(socket: Any) -> Any | None:
+    """The uvicorn websocket protocol to write to directly, or None when this connection uses the queue."""
     ws = getattr(socket, "realtime_ws", None)
-    if ws is None or not socket.upgraded or socket.upgrading or not socket.queue.empty():
-        return None
     protocol = getattr(getattr(ws, "asgi_send", None), "__self__", None)
-    if type(protocol).__name__ != "WebSocketsSansIOProtocol":
+    if type(protocol).__name__ != "WebSocketsSansIOProtocol" or not protocol.handshake_complete:
         return None
-    if not protocol.handshake_complete or protocol.close_sent or not protocol.writable.is_set() or protocol.transport.is_closing():
-        return None
-    return protocol.transport
+    return protocol
+
+
+def send(protocol: Any, frame: bytes) -> None:
+    """Write the frame, unless the connection is closing (then it is dropped, as engine.io would)."""
+    if not protocol.close_sent and not protocol.transport.is_closing():
+        protocol.transport.write(frame)

@@ -4,6 +4,13 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 
+from chat import schemas as chat_schemas
+from chat import selectors as chat_selectors
+from chat import services as chat_services
+from chat.models import ChatSession
+from crawls import runner as crawl_runner
+from crawls import selectors as crawl_selectors
+from crawls import services as crawl_services
 from projects import selectors
 from projects.schemas import project_json, task_json
 
@@ -99,32 +106,25 @@ on("crawl_unsubscribe", ProgressRef)(_unsubscribe)
 
 @on("crawl_stop", ProgressRef)
 async def crawl_stop(ns: Dispatcher, sid: str, user: Any, payload: ProgressRef) -> Ack:
-    from crawls import runner, selectors, services
-
     progress_id = str(payload.progress_id)
-    job = await sync_to_async(selectors.crawl_by_progress_id)(progress_id)
+    job = await sync_to_async(crawl_selectors.crawl_by_progress_id)(progress_id)
     if job is None or (job.started_by_id != user.pk and not user.is_staff):
         raise Reject("unknown progress id")
     try:
-        await sync_to_async(services.crawl_request_stop)(job=job)  # says crawl:stopping at once
-    except services.CrawlError as error:
+        await sync_to_async(crawl_services.crawl_request_stop)(job=job)  # says crawl:stopping at once
+    except crawl_services.CrawlError as error:
         raise Reject(str(error)) from None
-    runner.stop_local(progress_id)  # runs here? cancel now; elsewhere its runner sees the flag
+    crawl_runner.stop_local(progress_id)  # runs here? cancel now; elsewhere its runner sees the flag
     return {"progress_id": progress_id, "status": "stopping"}
 
 
 def _chat_history(session_id: str) -> list[dict[str, Any]]:
-    from chat import schemas, selectors
-
-    return [schemas.message_json(m) for m in selectors.history(session_id=session_id)]
+    return [chat_schemas.message_json(m) for m in chat_selectors.history(session_id=session_id)]
 
 
 def _chat_session(user: Any, session_id: str) -> Any:
-    from chat import selectors
-    from chat.models import ChatSession
-
     try:
-        return selectors.session_for(user=user, session_id=session_id)
+        return chat_selectors.session_for(user=user, session_id=session_id)
     except ChatSession.DoesNotExist:
         raise Reject("chat session not found") from None  # the same answer for unknown and not a participant
 
@@ -148,10 +148,8 @@ async def leave_chat(ns: Dispatcher, sid: str, user: Any, payload: ChatRef) -> A
 @on("chat_message", ChatPost)
 async def chat_message(ns: Dispatcher, sid: str, user: Any, payload: ChatPost) -> Ack:
     """Post into a session (participants only); everyone in its room, the sender included, gets ``chat_message``."""
-    from chat import services
-
     def post() -> Any:
-        return services.chat_message_post(session=_chat_session(user, str(payload.session_id)), author=user, body=payload.body)
+        return chat_services.chat_message_post(session=_chat_session(user, str(payload.session_id)), author=user, body=payload.body)
 
     message = await sync_to_async(post)()
     return {"session_id": str(payload.session_id), "message_id": str(message.pk)}

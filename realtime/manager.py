@@ -50,10 +50,10 @@ class FastManager(socketio.AsyncManager):
             socket = sockets.get(eio_sid)
             if socket is None or socket.closed:
                 continue
-            transport = direct_write.transport_for(socket) if len(packets) == 1 else None
-            if transport is not None:
+            protocol = direct_write.protocol_for(socket) if len(packets) == 1 else None
+            if protocol is not None:  # a websocket-born connection: always direct, so always in order
                 frame = frame or direct_write.text_frame(packets[0].encode())
-                transport.write(frame)
+                direct_write.send(protocol, frame)
                 continue
             for pkt in packets:  # engine.io packets cache their encoding: shared by every recipient
                 socket.queue.put_nowait(pkt)

@@ -20,11 +20,13 @@ async def test_two_users_see_each_others_changes_without_reload(server, open_pag
     alice, bob = await db(f.make_user)("alice"), await db(f.make_user)("bob")
     project = await db(f.make_project)(alice, title="Launch plan", members=(bob,))
     board = f"/projects/{project.id}/"
-    alice_page = await open_page(server.url, "alice", path=board)
-    # Bob's browser may only use the websocket transport: the board must go live all the same.
+    # Alice's browser may only long-poll, Bob's only use websockets: both boards go live all the same
+    # (and between them cover both of the server's delivery paths: queue and direct write).
+    alice_page = await open_page(server.url, "alice", path=board, init_script="window.LIVE_TRANSPORTS = ['polling']")
     bob_page = await open_page(server.url, "bob", path=board, init_script="window.LIVE_TRANSPORTS = ['websocket']")
     await live(alice_page)
     await live(bob_page)
+    assert await alice_page.evaluate("window.__live.socket.io.engine.transport.name") == "polling"
     assert await bob_page.evaluate("window.__live.socket.io.engine.transport.name") == "websocket"
 
     # Created by Alice: appears for Bob in "todo".

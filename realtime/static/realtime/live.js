@@ -14,10 +14,11 @@ export class Live {
   constructor({ indicator = document.querySelector("[data-testid=connection]") } = {}) {
     this.indicator = indicator;
     this.wants = new Map(); // key -> {event, payload, onAck}
-    // Long-polling first, then upgrade: works whether the server allows polling or websocket only.
-    // A page (or a test) may pin the transports first: window.LIVE_TRANSPORTS = ["websocket"].
-    const options = { withCredentials: true };
-    if (Array.isArray(window.LIVE_TRANSPORTS)) options.transports = window.LIVE_TRANSPORTS;
+    // WebSocket first (a websocket-born connection gets the server's fast broadcast path), falling
+    // back to long-polling where websockets are blocked. A page (or a test) may pin the transports:
+    // window.LIVE_TRANSPORTS = ["polling"].
+    const transports = Array.isArray(window.LIVE_TRANSPORTS) ? window.LIVE_TRANSPORTS : ["websocket", "polling"];
+    const options = { withCredentials: true, transports, tryAllTransports: true };
     this.socket = window.io(options);
     this.socket.on("connect", () => {
       this.setState("connected");
