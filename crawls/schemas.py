@@ -7,19 +7,15 @@ from uuid import UUID
 from django.utils import timezone
 from ninja import Field, Schema
 from pydantic import ConfigDict, HttpUrl, field_validator
+from pydantic.alias_generators import to_camel
 
 from .models import CrawledPage, CrawlJob
-
-
-def camel(name: str) -> str:
-    first, *rest = name.split("_")
-    return first + "".join(word.title() for word in rest)
 
 
 class CrawlProgress(Schema):
     """``crawl_progress``: also the state a late subscriber gets and what ``GET /api/crawls/<id>/`` returns."""
 
-    model_config = ConfigDict(alias_generator=camel, populate_by_name=True)
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
     progress_id: UUID
     status: str
     percentage: float

@@ -6,6 +6,7 @@ from uuid import UUID
 
 from ninja import Field, Schema
 from pydantic import ConfigDict
+from pydantic.alias_generators import to_camel
 
 from .models import Project, Task
 
@@ -122,15 +123,10 @@ class TrackedProjectIn(ProjectIn):
     import_tasks: ImportSpec | None = None
 
 
-def _camel(name: str) -> str:
-    first, *rest = name.split("_")
-    return first + "".join(word.title() for word in rest)
-
-
 class ProjectProgress(Schema):
     """``project_progress``: camelCase like every progress event."""
 
-    model_config = ConfigDict(alias_generator=_camel, populate_by_name=True)
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
     progress_id: UUID
     status: str
     percentage: float

@@ -12,7 +12,9 @@ from tests.support import factories as f
 async def test_stop_crawl_action_stops_a_running_crawl(admin, connect, http, site):  # noqa: F811
     alice = await db(f.make_user)("alice")
     token = await db(f.token_for)(alice)
-    response = await http.post("/api/crawls/", json={"url": site.url + "/", "max_pages": 500, "max_depth": 50}, headers={"Authorization": f"Bearer {token}"})
+    response = await http.post(
+        "/api/crawls/", json={"url": site.url + "/", "max_pages": 500, "max_depth": 50}, headers={"Authorization": f"Bearer {token}"}
+    )
     progress_id = response.json()["progress_id"]
     client = await connect(alice)
     assert (await client.call("crawl_subscribe", {"progress_id": progress_id}))["ok"]
@@ -21,7 +23,9 @@ async def test_stop_crawl_action_stops_a_running_crawl(admin, connect, http, sit
 
     fields = await admin.form("/admin/crawls/crawljob/", "form#changelist-form")
     csrf = dict(fields)["csrfmiddlewaretoken"]
-    await admin.post("/admin/crawls/crawljob/", [("csrfmiddlewaretoken", csrf), ("action", "stop_crawls"), ("_selected_action", str(job.pk))])
+    await admin.post(
+        "/admin/crawls/crawljob/", [("csrfmiddlewaretoken", csrf), ("action", "stop_crawls"), ("_selected_action", str(job.pk))]
+    )
 
     await client.wait_for("crawl:stopping", timeout=2)
     await client.wait_for("crawl:stopped", timeout=3)

@@ -65,7 +65,8 @@ async def test_a_browser_watches_a_command_crawl_live(spawn, database_path, site
         await client.close()
 
 
-async def test_sigint_cancels_cleanly_and_says_stopped(spawn, database_path, site):
+async def long_crawl_watched(spawn, database_path, site):
+    """A command crawl slow enough to stop mid-way, and a client watching it once it has fetched a few pages."""
     server = spawn()
     alice = await db(f.make_user)("alice")
     proc = await crawl_process(
@@ -73,8 +74,13 @@ async def test_sigint_cancels_cleanly_and_says_stopped(spawn, database_path, sit
     )
     progress_id = (await proc.stdout.readline()).decode().strip()
     client = await watch(server, alice, progress_id)
+    await client.wait_for("crawl_progress", lambda s: s["pagesDone"] >= 3, timeout=20)
+    return proc, progress_id, client
+
+
+async def test_sigint_cancels_cleanly_and_says_stopped(spawn, database_path, site):
+    proc, progress_id, client = await long_crawl_watched(spawn, database_path, site)
     try:
-        await client.wait_for("crawl_progress", lambda s: s["pagesDone"] >= 3, timeout=20)
         proc.send_signal(signal.SIGINT)
         await client.wait_for("crawl:stopping", timeout=5)
         stopped = await client.wait_for("crawl:stopped", timeout=5)
@@ -91,15 +97,8 @@ async def test_sigint_cancels_cleanly_and_says_stopped(spawn, database_path, sit
 
 
 async def test_a_browser_stops_a_command_crawl_within_a_second(spawn, database_path, site):
-    server = spawn()
-    alice = await db(f.make_user)("alice")
-    proc = await crawl_process(
-        database_path, site, "--max-pages", "500", "--max-depth", "50", "--no-progress", REALTIME_SERVER_URL=server.url, CRAWL_DELAY="0.05"
-    )
-    progress_id = (await proc.stdout.readline()).decode().strip()
-    client = await watch(server, alice, progress_id)
+    proc, progress_id, client = await long_crawl_watched(spawn, database_path, site)
     try:
-        await client.wait_for("crawl_progress", lambda s: s["pagesDone"] >= 3, timeout=20)
         asked = time.monotonic()
         assert (await client.call("crawl_stop", {"progress_id": progress_id}))["ok"]
         await client.wait_for("crawl:stopping", timeout=2)
