@@ -23,7 +23,6 @@ from typing import Any
 import socketio
 
 from . import ops, remote
-from .manager import RedisManager
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +68,8 @@ async def _operate(op: dict[str, Any]) -> None:
     server = local_server()
     if server is None:
         await remote.publish(op)
-    elif isinstance(server.manager, RedisManager):
-        await server.manager.publish_op(op)
     else:
-        await ops.apply(server, op)
+        await server.manager.publish_op(op)  # this node, and with Redis every other one
 
 
 async def leave(*, members_of: str, room: str) -> None:

@@ -12,6 +12,7 @@ from uuid import UUID
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
+from chat.schemas import message_json
 from projects import selectors
 from projects.models import Project, Task
 from projects.schemas import project_json, task_json
@@ -113,18 +114,29 @@ def project_deleted(project: Project) -> None:
 
 def members_changed(instance: Project | AbstractBaseUser, *, action: str, reverse: bool, pk_set: set[Any] | None) -> None:
     """``Project.members`` changed from either side (``project.members`` or ``user.projects``)."""
-    if action == "pre_clear":
-        # Clearing reports no pk_set afterwards: remember who is being removed.
-        related = instance.projects.all() if reverse else instance.members.all()
-        instance._realtime_cleared = set(related.values_list("pk", flat=True))
+    changed = _m2m_ids(instance, action=action, pk_set=pk_set, related="projects" if reverse else "members")
+    if changed is None:
         return
-    if action not in ("post_add", "post_remove", "post_clear"):
-        return
-    changed = pk_set if action != "post_clear" else getattr(instance, "_realtime_cleared", set())
     if reverse:  # instance is a user, changed holds project ids
         access_changed(project_ids=changed, user_ids={instance.pk})
     else:  # instance is a project, changed holds user ids
         access_changed(project_ids=[instance.pk], user_ids=changed)
+
+
+def _m2m_ids(instance: Any, *, action: str, pk_set: set[Any] | None, related: str) -> set[Any] | None:
+    """The ids on the other side that an ``m2m_changed`` add, remove or clear touched; None for other actions.
+
+    ``related`` names the instance's accessor for the other side: a clear reports no ids
+    afterwards, so they are remembered at ``pre_clear``.
+    """
+    if action == "pre_clear":
+        instance._realtime_cleared = set(getattr(instance, related).values_list("pk", flat=True))
+        return None
+    if action == "post_clear":
+        return getattr(instance, "_realtime_cleared", set())
+    if action in ("post_add", "post_remove"):
+        return set(pk_set or ())
+    return None
 
 
 def token_revoked(token_id: int) -> None:
@@ -143,19 +155,13 @@ def user_saved(user: AbstractBaseUser, *, update_fields: Iterable[str] | None) -
 
 def chat_message_saved(message: Any, *, created: bool) -> None:
     if created:
-        from chat.schemas import message_json
-
         on_commit(broadcasts.broadcast_chat_message, message.session_id, message_json(message))
 
 
 def chat_participants_changed(instance: Any, *, action: str, reverse: bool, pk_set: set[Any] | None) -> None:
     """A participant removed (from either side) leaves the session's room at once."""
-    if action == "pre_clear":
-        related = instance.chat_sessions.all() if reverse else instance.participants.all()
-        instance._realtime_cleared = set(related.values_list("pk", flat=True))
+    changed = _m2m_ids(instance, action=action, pk_set=pk_set, related="chat_sessions" if reverse else "participants")
+    if changed is None or action == "post_add":
         return
-    if action not in ("post_remove", "post_clear"):
-        return
-    changed = pk_set if action == "post_remove" else getattr(instance, "_realtime_cleared", set())
     pairs = [(instance.pk, rooms.chat(s)) for s in changed] if reverse else [(u, rooms.chat(instance.pk)) for u in changed]
     on_commit(broadcasts.revoke_rooms, pairs)

@@ -59,6 +59,10 @@ class FastManager(socketio.AsyncManager):
                 socket.queue.put_nowait(pkt)
         return None
 
+    async def publish_op(self, op: dict[str, Any]) -> None:
+        """Apply a room operation (see ``ops``) on every node: here, the only one."""
+        await ops.apply(self.server, op)
+
 
 class RedisManager(socketio.AsyncRedisManager, FastManager):
     def __init__(self, url: str, channel: str) -> None:
@@ -67,7 +71,7 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
 
     async def publish_op(self, op: dict[str, Any]) -> None:
         """Apply a room operation here and on every other node."""
-        await ops.apply(self.server, op)
+        await super().publish_op(op)
         await self._publish(
             {"method": "emit", "event": ops.OP_EVENT, "data": [op], "namespace": "/", "room": None, "host_id": self.host_id}
         )
