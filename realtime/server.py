@@ -67,6 +67,7 @@ async def on_startup() -> None:
     bus.attach(sio)
     for hook in lifecycle.startup_hooks:
         await hook()
+    lifecycle.tune_gc()
 
 
 async def on_shutdown() -> None:

@@ -1,0 +1,20 @@
+"""A serving process tunes the garbage collector once it has started (see realtime.lifecycle.tune_gc)."""
+
+import gc
+
+from realtime import lifecycle
+
+
+def test_server_startup_freezes_startup_objects_and_raises_the_young_threshold(server) -> None:
+    # `server` ran the ASGI lifespan startup of a real uvicorn in this process.
+    assert gc.get_threshold() == lifecycle.GC_THRESHOLDS
+    assert gc.get_freeze_count() > 0
+
+
+def test_tuning_happens_once_per_process(server) -> None:
+    created_since_startup = [object() for _ in range(100)] + [[] for _ in range(1000)]
+    frozen = gc.get_freeze_count()
+    lifecycle.tune_gc()
+    # A second freeze would have taken in at least the lists above; frozen objects can only be freed.
+    assert gc.get_freeze_count() <= frozen
+    assert created_since_startup
