@@ -148,6 +148,7 @@ async def leave_chat(ns: Dispatcher, sid: str, user: Any, payload: ChatRef) -> A
 @on("chat_message", ChatPost)
 async def chat_message(ns: Dispatcher, sid: str, user: Any, payload: ChatPost) -> Ack:
     """Post into a session (participants only); everyone in its room, the sender included, gets ``chat_message``."""
+
     def post() -> Any:
         return chat_services.chat_message_post(session=_chat_session(user, str(payload.session_id)), author=user, body=payload.body)
 
