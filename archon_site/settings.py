@@ -112,6 +112,8 @@ REALTIME_PING_TIMEOUT: int = env.int("REALTIME_PING_TIMEOUT", default=60)
 REALTIME_MAX_MESSAGE_BYTES: int = env.int("REALTIME_MAX_MESSAGE_BYTES", default=1_000_000)
 # Client -> server control events are small; anything bigger is refused with a reason.
 REALTIME_MAX_EVENT_PAYLOAD_BYTES: int = env.int("REALTIME_MAX_EVENT_PAYLOAD_BYTES", default=16_384)
+# A serving process freezes its startup objects out of garbage collection (see realtime.lifecycle).
+REALTIME_GC_TUNING: bool = env.bool("REALTIME_GC_TUNING", default=True)
 
 # --- The bus between processes (see realtime/remote.py) -----------------------
 # Set: every server node uses python-socketio's Redis manager, and every other

@@ -67,7 +67,8 @@ async def on_startup() -> None:
     bus.attach(sio)
     for hook in lifecycle.startup_hooks:
         await hook()
-    lifecycle.tune_gc()
+    if settings.REALTIME_GC_TUNING:
+        lifecycle.tune_gc()
 
 
 async def on_shutdown() -> None:
