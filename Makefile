@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 PORT ?= 8000
 
-.PHONY: run test setup migrate lint bench
+.PHONY: run test setup migrate lint bench profile
 
 setup:
 	@scripts/bootstrap.sh python node
@@ -23,6 +23,9 @@ test: setup
 bench: setup
 	@scripts/bootstrap.sh redis
 	@$(PY) -m bench.run $(BENCH_ARGS)
+
+profile: setup
+	@$(PY) -m bench.profile $(BENCH_ARGS)
 
 lint: setup
 	@.venv/bin/ruff check .

@@ -126,7 +126,7 @@ async def save_to_screen(server: Server, django: Django, clients: int, rate: flo
                 sent[title] = time.time() * 1000
                 (await http.patch(f"{server.url}/api/tasks/{django.tasks[0]}/", json={"title": title})).raise_for_status()
 
-            tasks, begin = [], time.monotonic()
+            tasks, begin, began_at = [], time.monotonic(), time.time()
             for i in range(int(rate * seconds)):
                 await asyncio.sleep(max(0.0, begin + i / rate - time.monotonic()))
                 tasks.append(asyncio.create_task(save(i)))
@@ -134,7 +134,7 @@ async def save_to_screen(server: Server, django: Django, clients: int, rate: flo
         result = await gen.wait_for(clients * len(sent), timeout=60)
     latencies = [result["perId"][t][2] - sent[t] for t in sent if t in result["perId"]]
     complete = sum(1 for t in sent if result["perId"].get(t, [0])[0] == clients)
-    return {"clients": clients, "saves": len(sent), "complete": complete, "p50_ms": percentile(latencies, 50),
+    return {"clients": clients, "saves": len(sent), "complete": complete, "began_at": began_at, "p50_ms": percentile(latencies, 50),
             "p99_ms": percentile(latencies, 99), "max_ms": max(latencies), "loadgen_cpu_s": result["cpuMs"] / 1000}  # fmt: skip
 
 
@@ -148,7 +148,13 @@ async def emit_to_screen(server: Server, clients: int, rate: float, seconds: flo
                 (await http.post(f"{server.url}/emit", params={"room": "room-0", "n": 1})).raise_for_status()
         result = await gen.wait_for(clients * count, timeout=60)
     latencies = [v[2] - float(t) for t, v in result["perId"].items()]
-    return {"clients": clients, "saves": count, "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99), "max_ms": max(latencies)}
+    return {
+        "clients": clients,
+        "saves": count,
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+        "max_ms": max(latencies),
+    }
 
 
 async def many_rooms(server: Server, django: Django | None, clients: int, rooms: int, updates: int) -> dict:
@@ -186,7 +192,9 @@ async def connections(server: Server, django: Django | None, clients: int) -> di
 
 async def cross_process(server: Server, django: Django, path: str, messages: int) -> dict:
     """A separate process's emit reaching a client: embedded (signed HTTP) or Redis."""
-    async with LoadGen(server.url, clients=1, rooms=[django.projects[0]], auth={"token": django.token}, event="bench_ping", id_key="seq") as gen:
+    async with LoadGen(
+        server.url, clients=1, rooms=[django.projects[0]], auth={"token": django.token}, event="bench_ping", id_key="seq"
+    ) as gen:
         code = (
             "import json, time; from realtime import bus, broadcasts, remote; sent = {}\n"
             f"for i in range({messages}):\n"
@@ -199,7 +207,13 @@ async def cross_process(server: Server, django: Django, path: str, messages: int
         sent = json.loads(await asyncio.to_thread(lambda: django.manage("shell", "-c", code, **env).strip().splitlines()[-1]))
         result = await gen.wait_for(messages, timeout=30)
     latencies = [result["perId"][str(i)][2] - t for i, t in ((int(k), v) for k, v in sent.items()) if str(i) in result["perId"]]
-    return {"path": path, "messages": messages, "received": result["received"], "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99)}
+    return {
+        "path": path,
+        "messages": messages,
+        "received": result["received"],
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+    }
 
 
 def redis_server() -> tuple[subprocess.Popen, str]:
@@ -246,7 +260,9 @@ async def main(quick: bool) -> dict:
     print("many rooms…", flush=True)
     for name in ("node", "django-uvicorn", "django-granian", "bare-uvicorn"):
         dj = django if name.startswith("django") else None
-        results[f"rooms/{name}"] = await with_server(name, lambda s, d=dj: many_rooms(s, d, sizes["rooms_clients"], sizes["rooms"], sizes["rooms"] * 5))
+        results[f"rooms/{name}"] = await with_server(
+            name, lambda s, d=dj: many_rooms(s, d, sizes["rooms_clients"], sizes["rooms"], sizes["rooms"] * 5)
+        )
         print(f"  rooms/{name}: {results[f'rooms/{name}']}", flush=True)
 
     print("connections…", flush=True)
@@ -260,7 +276,9 @@ async def main(quick: bool) -> dict:
 
     print("cross-process…", flush=True)
     results["cross/embedded"] = await with_server("django-uvicorn", lambda s: cross_process(s, django, "embedded", sizes["cross"]))
-    results["cross/redis"] = await with_server("django-uvicorn", lambda s: cross_process(s, django, "redis", sizes["cross"]), REDIS_URL=redis_url)
+    results["cross/redis"] = await with_server(
+        "django-uvicorn", lambda s: cross_process(s, django, "redis", sizes["cross"]), REDIS_URL=redis_url
+    )
     print(f"  cross: {results['cross/embedded']} {results['cross/redis']}", flush=True)
     redis_proc.kill()
     return results
@@ -286,7 +304,9 @@ def table(results: dict) -> str:
     ref = results["rooms/node"]["deliveries_per_s"]
     for name in ("node", "django-uvicorn", "django-granian", "bare-uvicorn"):
         r = results[f"rooms/{name}"]
-        rows.append(f"| many rooms ({r['clients']} clients, {r['rooms']} rooms) | {name} | {r['deliveries_per_s']:,.0f} deliveries/s | {ratio(r['deliveries_per_s'], ref)} |")
+        rows.append(
+            f"| many rooms ({r['clients']} clients, {r['rooms']} rooms) | {name} | {r['deliveries_per_s']:,.0f} deliveries/s | {ratio(r['deliveries_per_s'], ref)} |"
+        )
     ref_idle = results.get("idle/node", {})
     for name in ("node", "django-uvicorn", "django-granian"):
         r = results.get(f"idle/{name}", {})
@@ -312,7 +332,9 @@ if __name__ == "__main__":
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y-%m-%d")
     out = RESULTS / (f"{stamp}-quick.json" if args.quick else f"{stamp}.json")
-    out.write_text(json.dumps({"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine, "results": results}, indent=2))
+    out.write_text(
+        json.dumps({"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine, "results": results}, indent=2)
+    )
     text = table(results)
     (RESULTS / ("latest-quick.md" if args.quick else "latest.md")).write_text(text + "\n")
     print(text)
