@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 Hook = Callable[[], Awaitable[None]]
 startup_hooks: list[Hook] = []
 
-# Generation-0 threshold (CPython's default is 700); see tune_gc.
+# CPython's defaults are (700, 10, 10): only the young generation's threshold is raised; see tune_gc.
 GC_THRESHOLDS = (10_000, 10, 10)
 _gc_tuned = False
 

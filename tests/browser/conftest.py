@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,10 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 VIEWPORT = {"width": 1280, "height": 800}
+# Screenshots go to docs/ only when asked (SCREENSHOTS_TO_DOCS=1): a test run leaves the checkout clean.
 DOCS = Path(__file__).resolve().parents[2] / "docs"
+if not os.environ.get("SCREENSHOTS_TO_DOCS"):
+    DOCS = Path(tempfile.gettempdir()) / "archon-screenshots"
 
 expect.set_options(timeout=15_000)  # live updates arrive in milliseconds; reconnects take a few seconds
 
@@ -94,7 +98,7 @@ NOT_CONNECTED = re.compile(r"^(reconnecting|offline)$")
 
 
 def screenshot_path(name: str) -> str:
-    DOCS.mkdir(exist_ok=True)
+    DOCS.mkdir(parents=True, exist_ok=True)
     return str(DOCS / name)
 
 
