@@ -18,8 +18,8 @@ import time
 
 import httpx
 
-from bench.servers import PY, ROOT, Server, free_port, make
-from tests.support.processes import wait_for_port
+from bench.servers import PY, ROOT, Server, make
+from tests.support.processes import RedisServer
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -216,17 +216,11 @@ async def cross_process(server: Server, django: Django, path: str, messages: int
     }
 
 
-def redis_server() -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    wait_for_port(port, proc=proc)
-    return proc, f"redis://127.0.0.1:{port}/0"
-
-
 async def main(quick: bool) -> dict:
     sizes = {"fanout": [100, 1000] if quick else [100, 1000, 5000], "broadcasts": 20 if quick else 50, "save_seconds": 5 if quick else 30,
              "rooms_clients": 400 if quick else 2000, "rooms": 40 if quick else 200, "idle": 1000 if quick else 10000, "cross": 100 if quick else 500}  # fmt: skip
-    redis_proc, redis_url = redis_server()
+    redis = RedisServer().start()
+    redis_url = redis.url
     django = Django(redis_url)
     django.seed(projects=sizes["rooms"])
     results: dict = {"sizes": sizes}
@@ -280,7 +274,7 @@ async def main(quick: bool) -> dict:
         "django-uvicorn", lambda s: cross_process(s, django, "redis", sizes["cross"]), REDIS_URL=redis_url
     )
     print(f"  cross: {results['cross/embedded']} {results['cross/redis']}", flush=True)
-    redis_proc.kill()
+    redis.stop()
     return results
 
 

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support.live_server import free_port  # noqa: F401  (re-exported for bench.run)
-from tests.support.processes import wait_for_port
+from tests.support.live_server import free_port
+from tests.support.processes import interrupt, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -67,13 +66,7 @@ class Server:
         return rss_mb(self.proc.pid) if self.proc else 0.0
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        interrupt(self.proc)
 
 
 def make(name: str, *, django_env: dict[str, str], redis_url: str) -> Server:

@@ -30,6 +30,17 @@ def wait_for_port(port: int, timeout: float = 20, proc: subprocess.Popen | None 
     raise TimeoutError(f"nothing listening on {port} after {timeout}s")
 
 
+def interrupt(proc: subprocess.Popen | None) -> None:
+    """Stop a process as Ctrl-C would (a clean shutdown); kill it if it is not gone within 10 s."""
+    if proc and proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
 def django_env(database_path: str, **extra: str | None) -> dict[str, str]:
     """The environment of a project process sharing this test run's database."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_URL", "CHANNEL_LAYER", "REALTIME_"))}
@@ -104,13 +115,7 @@ class ServerProcess:
         return self.log_path.read_text()
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        interrupt(self.proc)
         self.log.close()
         self.log_path.unlink(missing_ok=True)
 
