@@ -8,9 +8,12 @@ PORT ?= 8000
 setup:
 	@scripts/bootstrap.sh python node
 
+migrate: export DEBUG ?= true
 migrate: setup
 	@$(PY) manage.py migrate --noinput -v 0
 
+# make run is development: DEBUG=true turns it on explicitly (production is the default).
+run: export DEBUG ?= true
 run: migrate
 	@$(PY) manage.py seed_demo
 	@echo "Serving on http://127.0.0.1:$(PORT)  (Ctrl-C stops)"

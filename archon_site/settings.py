@@ -1,10 +1,12 @@
 """Django settings, all read through one django-environ ``env``.
 
-Development works with no configuration at all; production sets ``DEBUG=false``
-and must then provide ``SECRET_KEY`` (there is deliberately no default for it).
+Production is the default: ``DEBUG`` is off and ``SECRET_KEY`` is required (the
+process refuses to start without one). Development is asked for explicitly with
+``DEBUG=true`` (``make run`` and the tests do), which also supplies a development key.
 """
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -15,9 +17,11 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
-DEBUG: bool = env.bool("DEBUG", default=True)
-# A development key only while DEBUG is on; in production env.str raises if unset.
-SECRET_KEY: str = env.str("SECRET_KEY", default="dev-insecure-key-change-me-0123456789abcdef") if DEBUG else env.str("SECRET_KEY")
+DEBUG: bool = env.bool("DEBUG", default=False)
+# A public development key only in development: with it, anyone could sign bus requests.
+SECRET_KEY: str = env.str("SECRET_KEY", default="dev-insecure-key-change-me-0123456789abcdef" if DEBUG else "")
+if not SECRET_KEY:
+    sys.exit("SECRET_KEY is not set: set SECRET_KEY (production), or DEBUG=true for development (make run does)")
 ALLOWED_HOSTS: list[str] = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS: list[str] = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -115,6 +119,28 @@ REALTIME_MAX_EVENT_PAYLOAD_BYTES: int = env.int("REALTIME_MAX_EVENT_PAYLOAD_BYTE
 # A serving process freezes its startup objects out of garbage collection (see realtime.lifecycle).
 REALTIME_GC_TUNING: bool = env.bool("REALTIME_GC_TUNING", default=True)
 
+# --- Abuse limits (README: "Limits and security") ------------------------------
+# Client events per connection: a token bucket of REALTIME_EVENT_BURST refilled at
+# REALTIME_EVENT_RATE per second; over it: {ok: false, error: "rate limited"}. A connection
+# refused this way REALTIME_EVENT_ABUSE_DISCONNECT times in a row is disconnected.
+REALTIME_EVENT_RATE: float = env.float("REALTIME_EVENT_RATE", default=20.0)
+REALTIME_EVENT_BURST: int = env.int("REALTIME_EVENT_BURST", default=40)
+REALTIME_EVENT_ABUSE_DISCONNECT: int = env.int("REALTIME_EVENT_ABUSE_DISCONNECT", default=100)
+REALTIME_MAX_ROOMS_PER_CONNECTION: int = env.int("REALTIME_MAX_ROOMS_PER_CONNECTION", default=100)
+REALTIME_MAX_CONNECTIONS_PER_USER: int = env.int("REALTIME_MAX_CONNECTIONS_PER_USER", default=50)  # per server process
+# Failed-authentication connects per client address per minute; beyond, refused without checking.
+REALTIME_AUTH_FAILURES_PER_MINUTE: int = env.int("REALTIME_AUTH_FAILURES_PER_MINUTE", default=30)
+# Bytes sent to a connection but not yet written out (a watcher that stopped reading);
+# over this the connection is closed with a logged reason, so it cannot hold the server's memory.
+REALTIME_MAX_BUFFERED_BYTES: int = env.int("REALTIME_MAX_BUFFERED_BYTES", default=4_000_000)
+# A snapshot (initial_tasks, projects_update) is sent in frames of about this many bytes at most.
+REALTIME_SNAPSHOT_FRAME_BYTES: int = env.int("REALTIME_SNAPSHOT_FRAME_BYTES", default=256_000)
+# Signed bus requests (/_realtime/publish): body size cap.
+REALTIME_PUBLISH_MAX_BYTES: int = env.int("REALTIME_PUBLISH_MAX_BYTES", default=4_000_000)
+# Failed logins per username and per client address within the window; then refused until it passes.
+LOGIN_FAILURE_LIMIT: int = env.int("LOGIN_FAILURE_LIMIT", default=10)
+LOGIN_FAILURE_WINDOW: int = env.int("LOGIN_FAILURE_WINDOW", default=900)  # seconds
+
 # --- The bus between processes (see realtime/remote.py) -----------------------
 # Set: every server node uses python-socketio's Redis manager, and every other
 # process publishes through Redis. Unset: one machine; commands reach the server
@@ -133,6 +159,13 @@ CRAWL_CONCURRENCY: int = env.int("CRAWL_CONCURRENCY", default=4)  # requests at 
 CRAWL_TIMEOUT: float = env.float("CRAWL_TIMEOUT", default=10.0)  # seconds per request
 CRAWL_DELAY: float = env.float("CRAWL_DELAY", default=0.0)  # seconds between requests to one host
 CRAWL_MAX_BYTES: int = env.int("CRAWL_MAX_BYTES", default=2_000_000)  # per page
+CRAWL_ROBOTS_MAX_BYTES: int = env.int("CRAWL_ROBOTS_MAX_BYTES", default=500_000)  # robots.txt
+CRAWL_FETCH_DEADLINE: float = env.float("CRAWL_FETCH_DEADLINE", default=30.0)  # seconds per page in all (slow drip included)
+CRAWL_DEADLINE: float = env.float("CRAWL_DEADLINE", default=1800.0)  # seconds per crawl; then it ends as failed
+CRAWL_MAX_PER_USER: int = env.int("CRAWL_MAX_PER_USER", default=3)  # queued or running crawls per user
+# Loopback, private (RFC 1918, unique-local), link-local and other non-public addresses are
+# refused by default (SSRF); tests and intranet deployments turn this on.
+CRAWL_ALLOW_PRIVATE_NETWORKS: bool = env.bool("CRAWL_ALLOW_PRIVATE_NETWORKS", default=False)
 
 LOGGING = {
     "version": 1,

@@ -131,9 +131,15 @@ def _chat_session(user: Any, session_id: str) -> Any:
 
 @on("join_chat", ChatRef)
 async def join_chat(ns: Dispatcher, sid: str, user: Any, payload: ChatRef) -> Ack:
-    session_id = str(payload.session_id)
+    session_id, room = str(payload.session_id), rooms.chat(payload.session_id)
     await sync_to_async(_chat_session)(user, session_id)
-    await ns.enter_room(sid, rooms.chat(session_id))
+    await ns.enter_room(sid, room)
+    # Checked again inside the room, as join_project does: a removal committed in between is not missed.
+    try:
+        await sync_to_async(_chat_session)(user, session_id)
+    except Reject:
+        await ns.leave_room(sid, room)
+        raise
     messages = await sync_to_async(_chat_history)(session_id)  # subscribed first, history second
     await ns.emit("chat_history", {"session_id": session_id, "messages": messages}, to=sid)
     return {"session_id": session_id}

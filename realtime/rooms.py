@@ -32,6 +32,16 @@ def token(token_id: int) -> str:
     return f"token_{token_id}"
 
 
+def session(session_key_hash: str) -> str:
+    """Connections authenticated with one browser session (by a hash of its key): logout closes them."""
+    return f"session_{session_key_hash}"
+
+
+def user_cookies(user_id: int) -> str:
+    """A user's connections authenticated by session cookie: a password change closes them."""
+    return f"cookies_{user_id}"
+
+
 def is_internal(room: str) -> bool:
     """Rooms the server uses to address connections, not rooms clients watch."""
-    return room.startswith(("user_", "token_", f"{PROJECT_LIST}_user_"))
+    return room.startswith(("user_", "token_", f"{PROJECT_LIST}_user_", "session_", "cookies_"))

@@ -49,6 +49,7 @@ def django_env(database_path: str, **extra: str | None) -> dict[str, str]:
         DATABASE_URL=f"sqlite:///{database_path}",
         SECRET_KEY=SECRET,
         DEBUG="true",
+        CRAWL_ALLOW_PRIVATE_NETWORKS="true",  # the test site is on 127.0.0.1
         PYTHONUNBUFFERED="1",
     )
     env.update({k: v for k, v in extra.items() if v is not None})
