@@ -1,5 +1,6 @@
 """Room names: the only place they are spelled."""
 
+import hashlib
 from uuid import UUID
 
 PROJECT_LIST = "project_list"
@@ -32,9 +33,12 @@ def token(token_id: int) -> str:
     return f"token_{token_id}"
 
 
-def session(session_key_hash: str) -> str:
-    """Connections authenticated with one browser session (by a hash of its key): logout closes them."""
-    return f"session_{session_key_hash}"
+def session(session_key: str) -> str:
+    """Connections authenticated with one browser session: logout closes them.
+
+    Named by a hash of the key, so the secret key never appears in room listings or logs.
+    """
+    return "session_" + hashlib.sha256(session_key.encode()).hexdigest()[:32]
 
 
 def user_cookies(user_id: int) -> str:
