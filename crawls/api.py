@@ -29,8 +29,14 @@ def _job(request: HttpRequest, progress_id: UUID) -> CrawlJob:
 
 @router.post("/", response={202: dict})
 def start_crawl(request: HttpRequest, payload: CrawlIn) -> Any:
-    """Queue a crawl and run it in the background of this server; follow it with ``crawl_subscribe``."""
-    job = services.crawl_create(started_by=request.user, **{**payload.dict(), "url": str(payload.url)})
+    """Queue a crawl and run it in the background of this server; follow it with ``crawl_subscribe``.
+
+    400 for a start URL on a non-public address or a pattern RE2 refuses; 429 past ``CRAWL_MAX_PER_USER``.
+    """
+    try:
+        job = services.crawl_create(started_by=request.user, **{**payload.dict(), "url": str(payload.url)})
+    except services.CrawlLimitReached as error:
+        raise HttpError(429, str(error)) from None
     bus.submit(_launch(job.pk))  # onto the server's event loop
     return Status(202, {"progress_id": str(job.progress_id)})
 

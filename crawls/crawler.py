@@ -2,24 +2,37 @@
 
 Breadth-first from the start URL with bounded concurrency. Each URL is fetched
 at most once (normalised, de-duplicated, redirects followed only within the
-site). A failing page is reported, never fatal. Cancelling the task running
+site). A failing page is reported, never fatal: whatever goes wrong with one
+page (an invalid or un-encodable URL, a refused address, a slow drip) becomes
+that page's ``error`` and the crawl goes on. Cancelling the task running
 ``Crawler.run`` cancels in-flight requests at once.
+
+Bounded work: every fetch (robots.txt included) has a total deadline besides the
+per-read timeout, bodies have byte caps, and the CPU work of a page — HTML
+parsing, link extraction, pattern and robots.txt matching — runs in a worker
+thread (``asyncio.to_thread``), never on the event loop. Connections go through
+``netguard`` (public addresses only, unless private networks are allowed).
 """
 
 import asyncio
 import hashlib
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.robotparser import RobotFileParser
 
+import httpcore
 import httpx
 from selectolax.lexbor import LexborHTMLParser
 
-from . import urls
+from . import netguard, urls
+
+log = logging.getLogger(__name__)
 
 USER_AGENT = "ArchonCrawler/1.0 (+https://github.com/; live Django over Socket.IO)"
 MAX_REDIRECTS = 5
+REDIRECT_STATUSES = {301, 302, 303, 307, 308}
 
 
 @dataclass(frozen=True)
@@ -30,9 +43,12 @@ class Options:
     include_patterns: list[str] = field(default_factory=list)
     exclude_patterns: list[str] = field(default_factory=list)
     concurrency: int = 4
-    timeout: float = 10.0
+    timeout: float = 10.0  # per read / connect
     delay: float = 0.0  # per-host pause between requests
     max_bytes: int = 2_000_000
+    fetch_deadline: float = 30.0  # one request and its whole body, however slowly it drips
+    robots_max_bytes: int = 500_000
+    allow_private: bool = False  # loopback, RFC 1918, link-local… (SSRF guard off)
 
 
 @dataclass
@@ -57,6 +73,11 @@ class Stats:
 
 OnPage = Callable[[Page, Stats], Awaitable[None]]
 OnFetch = Callable[[str, Stats], Awaitable[None]]
+OnNote = Callable[[str], Awaitable[None]]
+
+
+def _origin(url: str) -> str:
+    return "/".join(url.split("/", 3)[:3])  # URLs here are normalised: scheme://host[:port]
 
 
 class Crawler:
@@ -67,26 +88,39 @@ class Crawler:
         *,
         on_page: OnPage,
         on_fetch: OnFetch | None = None,
+        on_note: OnNote | None = None,
         should_stop: Callable[[], bool] = lambda: False,
+        network_backend: httpcore.AsyncNetworkBackend | None = None,
     ) -> None:
+        """``ValueError`` for a start URL that is not http(s) or a pattern RE2 refuses."""
         start = urls.normalize(start_url)
         if start is None:
             raise ValueError(f"not an http(s) URL: {start_url!r}")
         self.start, self.options = start, options
-        self.on_page, self.on_fetch, self.should_stop = on_page, on_fetch, should_stop
+        self.patterns = urls.Patterns.compile(options.include_patterns, options.exclude_patterns)  # once per crawl
+        self.on_page, self.on_fetch, self.on_note, self.should_stop = on_page, on_fetch, on_note, should_stop
+        self.network_backend = network_backend
         self.stats = Stats()
         self.seen: set[str] = {start}
         self.queue: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
         self.robots: dict[str, RobotFileParser] = {}
+        self.robots_locks: dict[str, asyncio.Lock] = {}
         self.host_locks: dict[str, asyncio.Lock] = {}
         self.host_last: dict[str, float] = {}
         self.claimed = 0  # fetches started: never more than max_pages
 
     async def run(self) -> Stats:
-        limits = httpx.Limits(max_connections=self.options.concurrency * 2)
-        timeout = httpx.Timeout(self.options.timeout)
+        transport = netguard.GuardedTransport(
+            allow_private=self.options.allow_private,
+            inner=self.network_backend,
+            limits=httpx.Limits(max_connections=self.options.concurrency * 2),
+        )
         async with httpx.AsyncClient(
-            headers={"User-Agent": USER_AGENT}, timeout=timeout, limits=limits, follow_redirects=False, trust_env=False
+            headers={"User-Agent": USER_AGENT},
+            timeout=httpx.Timeout(self.options.timeout),
+            transport=transport,
+            follow_redirects=False,
+            trust_env=False,
         ) as self.client:
             await self.queue.put((self.start, 0))
             workers = [asyncio.create_task(self._worker()) for _ in range(self.options.concurrency)]
@@ -105,6 +139,10 @@ class Crawler:
                 if self.claimed < self.options.max_pages and not self.should_stop():
                     self.claimed += 1
                     await self._visit(url, depth)
+            except Exception:
+                # Never let one page end a worker: with every worker gone the queue never drains
+                # and the crawl would hang holding its slot.
+                log.exception("crawl worker: %s", url)
             finally:
                 self.queue.task_done()
 
@@ -115,14 +153,27 @@ class Crawler:
         page = await self._fetch(url, depth)
         self.stats.done += 1
         if page.links and depth < self.options.max_depth:
-            for link in page.links:
-                if link not in self.seen and self.stats.discovered < self._discovery_cap():
-                    self.seen.add(link)
-                    if not await self._allowed(link):
-                        continue  # robots.txt forbids it: not a page of this crawl
-                    self.stats.discovered += 1
-                    await self.queue.put((link, depth + 1))
+            try:
+                await self._discover(page.links, depth + 1)
+            except Exception as error:
+                page.error = page.error or f"following its links: {type(error).__name__}: {error}"
         await self.on_page(page, self.stats)
+
+    async def _discover(self, links: list[str], depth: int) -> None:
+        """Queue the page's new links that robots.txt allows, up to the discovery cap."""
+        fresh = [link for link in links if link not in self.seen]
+        if not fresh or self.stats.discovered >= self._discovery_cap():
+            return
+        allowed = await self._allowed_many(fresh)
+        for link, ok in zip(fresh, allowed, strict=True):
+            if self.stats.discovered >= self._discovery_cap():
+                break
+            if link in self.seen:
+                continue  # another worker queued it meanwhile
+            self.seen.add(link)
+            if ok:  # robots.txt forbids the others: not pages of this crawl
+                self.stats.discovered += 1
+                await self.queue.put((link, depth))
 
     def _discovery_cap(self) -> int:
         # Discovering far beyond max_pages only inflates the denominator of the percentage.
@@ -131,20 +182,41 @@ class Crawler:
     def _in_scope(self, url: str) -> bool:
         if self.options.same_site_only and not urls.same_site(url, self.start):
             return False
-        return urls.allowed_by_patterns(url, self.options.include_patterns, self.options.exclude_patterns) or url == self.start
+        return url == self.start or self.patterns.allow(url)
 
-    async def _allowed(self, url: str) -> bool:
-        origin = url.split("/", 3)[:3]
-        key = "/".join(origin)
-        if key not in self.robots:
-            parser = RobotFileParser()
-            try:
-                response = await self.client.get(key + "/robots.txt")
-                parser.parse(response.text.splitlines() if response.status_code == 200 else [])
-            except httpx.HTTPError:
-                parser.parse([])  # unreachable robots.txt: nothing is forbidden
-            self.robots[key] = parser
-        return self.robots[key].can_fetch(USER_AGENT, url)
+    # -- robots.txt ----------------------------------------------------------------------------
+
+    async def _allowed_many(self, targets: list[str]) -> list[bool]:
+        """robots.txt's verdict for each URL (matching in a thread: a robots.txt may hold many rules)."""
+        for origin in dict.fromkeys(map(_origin, targets)):
+            lock = self.robots_locks.setdefault(origin, asyncio.Lock())
+            async with lock:  # one fetch per origin, however many workers ask at once
+                if origin not in self.robots:
+                    self.robots[origin] = await self._load_robots(origin)
+        robots = self.robots
+        return await asyncio.to_thread(lambda: [robots[_origin(url)].can_fetch(USER_AGENT, url) for url in targets])
+
+    async def _load_robots(self, origin: str) -> RobotFileParser:
+        text, note = "", ""
+        try:
+            async with asyncio.timeout(self.options.fetch_deadline):
+                async with self.client.stream("GET", origin + "/robots.txt") as response:
+                    if response.status_code == 200:
+                        body, complete = await self._read_capped(response, self.options.robots_max_bytes)
+                        if not complete:
+                            # As RFC 9309 allows: the rules within the first N bytes apply, the rest is ignored.
+                            body = body[: body.rfind(b"\n") + 1]
+                            note = f"{origin}/robots.txt is over {self.options.robots_max_bytes} bytes: only its first lines apply"
+                        text = body.decode("utf-8", errors="replace")
+        except Exception as error:  # unreachable, refused, too slow, invalid host: nothing is forbidden
+            log.debug("robots.txt of %s unavailable: %s: %s", origin, type(error).__name__, error)
+        parser = RobotFileParser()
+        await asyncio.to_thread(parser.parse, text.splitlines())
+        if note and self.on_note:
+            await self.on_note(note)
+        return parser
+
+    # -- fetching ------------------------------------------------------------------------------
 
     async def _polite(self, url: str) -> None:
         if self.options.delay <= 0:
@@ -157,47 +229,78 @@ class Crawler:
                 await asyncio.sleep(wait)
             self.host_last[host] = time.monotonic()
 
-    async def _fetch(self, url: str, depth: int) -> Page:
-        page = Page(url=url, depth=depth, final_url=url)
-        try:
-            for _ in range(MAX_REDIRECTS + 1):
-                if not await self._allowed(page.final_url):
-                    page.error = "disallowed by robots.txt"
-                    return page
-                await self._polite(page.final_url)
-                async with self.client.stream("GET", page.final_url) as response:
-                    page.status_code = response.status_code
-                    if response.is_redirect:
-                        target = urls.normalize(response.headers.get("location", ""), page.final_url)
-                        if target is None or not urls.same_site(target, self.start):
-                            page.error = f"redirect off the site to {target}"
-                            return page
-                        page.final_url = target
-                        self.seen.add(target)
-                        continue
-                    return await self._read(page, response)
-            page.error = "too many redirects"
-        except httpx.TimeoutException:
-            page.error = f"timed out after {self.options.timeout:g} s"
-        except httpx.HTTPError as error:
-            page.error = f"{type(error).__name__}: {error}"
-        return page
-
-    async def _read(self, page: Page, response: httpx.Response) -> Page:
-        if response.status_code >= 400:
-            page.error = f"HTTP {response.status_code}"
-            return page
-        kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
-        if kind not in ("text/html", "application/xhtml+xml"):
-            page.error = f"not HTML ({kind or 'no content type'})"
-            return page
+    @staticmethod
+    async def _read_capped(response: httpx.Response, cap: int) -> tuple[bytes, bool]:
+        """The body, streamed, up to ``cap`` bytes; False when there was more (the rest is never read)."""
         body = bytearray()
         async for chunk in response.aiter_bytes():
             body += chunk
-            if len(body) > self.options.max_bytes:
-                page.error = f"larger than {self.options.max_bytes} bytes"
-                return page
-        html = bytes(body).decode(response.encoding or "utf-8", errors="replace")
+            if len(body) > cap:
+                return bytes(body[:cap]), False
+        return bytes(body), True
+
+    async def _fetch(self, url: str, depth: int) -> Page:
+        """Fetch and parse one page; every failure is the page's ``error``, never an exception."""
+        page = Page(url=url, depth=depth, final_url=url)
+        deadline = self.options.fetch_deadline
+        try:
+            for _ in range(MAX_REDIRECTS + 1):
+                if not (await self._allowed_many([page.final_url]))[0]:
+                    page.error = "disallowed by robots.txt"
+                    return page
+                await self._polite(page.final_url)
+                target, body, encoding = None, b"", None
+                async with asyncio.timeout(deadline):  # the request and its whole body, however it drips
+                    async with self.client.stream("GET", page.final_url) as response:
+                        page.status_code = response.status_code
+                        if response.status_code in REDIRECT_STATUSES and "location" in response.headers:
+                            target = urls.normalize(response.headers["location"], page.final_url)
+                        elif reason := self._unreadable(response):
+                            page.error = reason
+                            return page
+                        else:
+                            declared = response.headers.get("content-length", "")
+                            if declared.isdigit() and int(declared) > self.options.max_bytes:
+                                body, complete = b"", False  # said so up front: not a byte read
+                            else:
+                                body, complete = await self._read_capped(response, self.options.max_bytes)
+                            if not complete:
+                                page.error = f"larger than {self.options.max_bytes} bytes"
+                                return page
+                            encoding = response.encoding or "utf-8"
+                if encoding is not None:
+                    return await asyncio.to_thread(self._parse, page, body, encoding)
+                if target is None or not urls.same_site(target, self.start):
+                    page.error = f"redirect off the site to {target}"
+                    return page
+                page.final_url = target
+                self.seen.add(target)
+            page.error = "too many redirects"
+        except TimeoutError:
+            page.error = f"fetch deadline: not fetched within {deadline:g} s"
+        except httpx.TimeoutException:
+            page.error = f"timed out after {self.options.timeout:g} s"
+        except netguard.Refused as refused:
+            page.error = str(refused)
+        except Exception as error:  # an HTTP error, an invalid URL or host name (IDNA), …: this page's, never the crawl's
+            page.error = f"{type(error).__name__}: {error}"
+        return page
+
+    @staticmethod
+    def _unreadable(response: httpx.Response) -> str:
+        if response.status_code >= 400:
+            return f"HTTP {response.status_code}"
+        kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind not in ("text/html", "application/xhtml+xml"):
+            return f"not HTML ({kind or 'no content type'})"
+        return ""
+
+    def _parse(self, page: Page, body: bytes, encoding: str) -> Page:
+        """Title, text and in-scope links of an HTML body. CPU-bound: runs in a worker thread."""
+        try:
+            html = body.decode(encoding, errors="replace")
+        except LookupError:  # an unknown charset in Content-Type
+            html = body.decode("utf-8", errors="replace")
         page.content_hash = hashlib.sha256(body).hexdigest()
         tree = LexborHTMLParser(html)
         title = tree.css_first("title")
@@ -207,8 +310,10 @@ class Crawler:
             for node in body_node.css("script, style, noscript"):
                 node.decompose()
             page.text = body_node.text(separator=" ", strip=True)
+        links: dict[str, None] = {}
         for anchor in tree.css("a[href]"):
             link = urls.normalize(anchor.attributes.get("href") or "", page.final_url)
-            if link is not None and self._in_scope(link):
-                page.links.append(link)
+            if link is not None and link not in links and self._in_scope(link):
+                links[link] = None
+        page.links = list(links)
         return page

@@ -11,6 +11,7 @@ row says ``cancelled``.
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -161,6 +162,12 @@ async def _run(job: CrawlJob, me: Active, stream: ProgressStream) -> str:
         outcome = page.error or f"{page.status_code} {page.title!r}"
         await stream.update(state(stats, f"{page.url}: {outcome}"))
 
+    notes: list[str] = []
+
+    async def on_note(note: str) -> None:
+        notes.append(note)  # also in the final log: a note may be overtaken by the next progress at once
+        await stream.update(state(crawler.stats, note), force=True)
+
     options = Options(
         max_pages=job.max_pages,
         max_depth=job.max_depth,
@@ -171,16 +178,27 @@ async def _run(job: CrawlJob, me: Active, stream: ProgressStream) -> str:
         timeout=settings.CRAWL_TIMEOUT,
         delay=settings.CRAWL_DELAY,
         max_bytes=settings.CRAWL_MAX_BYTES,
+        fetch_deadline=settings.CRAWL_FETCH_DEADLINE,
+        robots_max_bytes=settings.CRAWL_ROBOTS_MAX_BYTES,
+        allow_private=settings.CRAWL_ALLOW_PRIVATE_NETWORKS,
     )
-    crawler = Crawler(job.start_url, options, on_page=on_page, on_fetch=on_fetch, should_stop=lambda: me.stop_requested)
+    try:
+        crawler = Crawler(
+            job.start_url, options, on_page=on_page, on_fetch=on_fetch, on_note=on_note, should_stop=lambda: me.stop_requested
+        )
+    except ValueError as exc:  # e.g. a pattern stored before RE2 was required: the job ends, it never hangs
+        return await _finish(job, Stats(discovered=0), stream, CrawlStatus.FAILED, str(exc))
     me.crawl = asyncio.create_task(crawler.run())
     if me.stop_requested:
         me.crawl.cancel()
     watcher = asyncio.create_task(_watch_flag(job.pk, me))
     error = ""
     try:
-        await me.crawl
+        async with asyncio.timeout(settings.CRAWL_DEADLINE):  # on expiry the crawl task is cancelled with us
+            await me.crawl
         status = CrawlStatus.CANCELLED if me.stop_requested else CrawlStatus.COMPLETED
+    except TimeoutError:
+        status, error = CrawlStatus.FAILED, "deadline exceeded"
     except asyncio.CancelledError:
         if not me.stop_requested:
             raise  # the process itself is shutting down
@@ -190,15 +208,16 @@ async def _run(job: CrawlJob, me: Active, stream: ProgressStream) -> str:
         status, error = CrawlStatus.FAILED, f"{type(exc).__name__}: {exc}"
     finally:
         watcher.cancel()
-    return await _finish(job, crawler.stats, stream, status, error)
+    return await _finish(job, crawler.stats, stream, status, error, notes=notes)
 
 
-async def _finish(job: CrawlJob, stats: Stats, stream: ProgressStream, status: str, error: str) -> str:
+async def _finish(job: CrawlJob, stats: Stats, stream: ProgressStream, status: str, error: str, *, notes: Sequence[str] = ()) -> str:
     messages = {
         CrawlStatus.COMPLETED: f"completed: {stats.done} pages",
         CrawlStatus.CANCELLED: f"cancelled after {stats.done} pages",
         CrawlStatus.FAILED: f"failed: {error}",
     }
+    message = "; ".join([messages[status], *notes])[:500]
     percentage = 100.0 if status == CrawlStatus.COMPLETED else _percentage(stats)
     final = progress_json(
         job,
@@ -207,7 +226,7 @@ async def _finish(job: CrawlJob, stats: Stats, stream: ProgressStream, status: s
         pages_done=stats.done,
         pages_discovered=stats.discovered,
         current_url="",
-        log=messages[status],
+        log=message,
         error=error,
     )
     # The row says how it ended before anyone is told: a late subscriber sees the same.

@@ -9,6 +9,7 @@ from ninja import Field, Schema
 from pydantic import ConfigDict, HttpUrl, field_validator
 from pydantic.alias_generators import to_camel
 
+from . import urls
 from .models import CrawledPage, CrawlJob
 
 
@@ -51,13 +52,8 @@ class CrawlIn(Schema):
     @field_validator("include_patterns", "exclude_patterns")
     @classmethod
     def _regexes(cls, patterns: list[str]) -> list[str]:
-        import re
-
         for pattern in patterns:
-            try:
-                re.compile(pattern)
-            except re.error as error:
-                raise ValueError(f"not a regular expression: {pattern!r} ({error})") from None
+            urls.compile_pattern(pattern)  # RE2 (linear time), length-capped: a ValueError naming the pattern
         return patterns
 
 

@@ -5,12 +5,16 @@ import socket
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
 from realtime import broadcasts, bus
 
+from . import netguard, urls
 from .crawler import Page
 from .models import FINISHED, CrawledPage, CrawlJob, CrawlStatus
 
@@ -25,7 +29,10 @@ def runner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-@transaction.atomic
+class CrawlLimitReached(CrawlError):
+    """The user already has ``CRAWL_MAX_PER_USER`` crawls queued or running."""
+
+
 def crawl_create(
     *,
     started_by: AbstractBaseUser | None,
@@ -36,18 +43,56 @@ def crawl_create(
     include_patterns: list[str] | None = None,
     exclude_patterns: list[str] | None = None,
 ) -> CrawlJob:
-    """A queued crawl job; nothing runs until ``runner`` takes it."""
-    job = CrawlJob(
+    """A queued crawl job; nothing runs until ``runner`` takes it.
+
+    ``ValidationError`` for a pattern RE2 refuses or a start URL on a non-public address (unless
+    ``CRAWL_ALLOW_PRIVATE_NETWORKS``); ``CrawlLimitReached`` past ``CRAWL_MAX_PER_USER``.
+    Blocking (the address is resolved): call it from a thread, not the event loop.
+    """
+    errors: dict[str, list[str]] = {}
+    for name, patterns in (("include_patterns", include_patterns or []), ("exclude_patterns", exclude_patterns or [])):
+        for pattern in patterns:
+            try:
+                urls.compile_pattern(pattern)
+            except ValueError as error:
+                errors.setdefault(name, []).append(str(error))
+    if not settings.CRAWL_ALLOW_PRIVATE_NETWORKS:
+        try:
+            netguard.check_url(url)  # resolved here, outside the transaction; every connection is checked again
+        except netguard.Refused as refused:
+            errors["url"] = [str(refused)]
+    if errors:
+        raise ValidationError(errors)
+    return _crawl_insert(
         started_by=started_by,
-        start_url=url,
+        url=url,
         max_pages=max_pages,
         max_depth=max_depth,
         same_site_only=same_site_only,
         include_patterns=include_patterns or [],
         exclude_patterns=exclude_patterns or [],
+    )
+
+
+@transaction.atomic
+def _crawl_insert(*, started_by: AbstractBaseUser | None, url: str, **fields: Any) -> CrawlJob:
+    if started_by is not None:
+        # Counted in the database under the user's row lock, so the limit holds across processes
+        # (on SQLite the IMMEDIATE transaction serialises writers the same way).
+        get_user_model().objects.select_for_update().filter(pk=started_by.pk).first()
+        running = CrawlJob.objects.filter(started_by=started_by, status__in=[CrawlStatus.QUEUED, CrawlStatus.CRAWLING]).count()
+        if running >= settings.CRAWL_MAX_PER_USER:
+            raise CrawlLimitReached(
+                f"too many crawls: {running} queued or running (at most {settings.CRAWL_MAX_PER_USER} per user); "
+                "wait for one to end or stop one"
+            )
+    job = CrawlJob(
+        started_by=started_by,
+        start_url=url,
         runner=runner_id(),
         heartbeat_at=timezone.now(),
         log="queued",
+        **fields,
     )
     job.full_clean()
     job.save()

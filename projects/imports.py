@@ -1,4 +1,9 @@
-"""Task lists to import: project templates, Markdown checklists and CSV files."""
+"""Task lists to import: project templates, Markdown checklists and CSV files.
+
+Everything here is linear in the input (no backtracking regular expressions, no per-row work
+that grows with the header) and stops as soon as the input is known to be too large.
+CPU-bound: callers run ``parse`` in a worker thread, never on the event loop.
+"""
 
 import csv
 import io
@@ -20,7 +25,8 @@ TEMPLATES: dict[str, list[tuple[str, str]]] = {
     "research": [("Formulate the question", "todo"), ("Survey prior work", "todo"), ("Run experiments", "todo"), ("Write up", "todo")],
 }
 
-CHECKBOX = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+\[( |x|X)\]\s+(.+?)\s*$")
+COLUMNS = ("title", "status", "description", "assignee", "feature")
+_DIGITS = re.compile(r"\d*")  # a single greedy run, nothing after it: linear, no backtracking
 
 
 class ImportFailure(Exception):
@@ -42,35 +48,75 @@ def from_template(name: str) -> list[TaskSpec]:
     return [TaskSpec(title, status) for title, status in TEMPLATES[name]]
 
 
+def checklist_item(line: str) -> tuple[bool, str] | None:
+    """``(done, title)`` for ``- [ ] title``, ``* [x] title``, ``+ [X] title``, ``1. [ ] title`` or ``1) [ ] title``; else None.
+
+    String operations only, each a single pass: a regular expression like ``(.+?)\\s*$`` backtracks
+    quadratically on a long line of spaces.
+    """
+    rest = line.lstrip()
+    if rest[:1] in ("-", "*", "+"):
+        rest = rest[1:]
+    else:
+        number = _DIGITS.match(rest).end()  # type: ignore[union-attr]  # \d* always matches
+        if number == 0 or rest[number : number + 1] not in (".", ")"):
+            return None
+        rest = rest[number + 1 :]
+    if not rest[:1].isspace():
+        return None
+    rest = rest.lstrip()
+    if len(rest) < 4 or rest[0] != "[" or rest[2] != "]" or rest[1] not in " xX" or not rest[3].isspace():
+        return None
+    title = rest[3:].strip()
+    return (rest[1] in "xX", title) if title else None
+
+
 def from_markdown(text: str) -> list[TaskSpec]:
     """``- [ ] title`` (to do) and ``- [x] title`` (done) lines; other lines are ignored."""
     tasks = []
-    for match in filter(None, map(CHECKBOX.match, text.splitlines())):
-        tasks.append(TaskSpec(match.group(2)[:255], "done" if match.group(1).lower() == "x" else "todo"))
+    for line in text.splitlines():
+        item = checklist_item(line)
+        if item is not None:
+            tasks.append(TaskSpec(item[1][:255], "done" if item[0] else "todo"))
+            _bounded(tasks)  # stop at once, not after the whole input
     if not tasks:
         raise ImportFailure("no checklist items found (expected lines like '- [ ] a task')")
-    return _bounded(tasks)
+    return tasks
 
 
 def from_csv(text: str) -> list[TaskSpec]:
-    """A header row with ``title`` (required) and optionally status, description, assignee, feature."""
-    reader = csv.DictReader(io.StringIO(text))
-    if not reader.fieldnames or "title" not in [f.strip().lower() for f in reader.fieldnames]:
-        raise ImportFailure("the CSV needs a header row with a 'title' column")
+    """A header row with ``title`` (required) and optionally status, description, assignee, feature.
+
+    Fields are limited to ``csv.field_size_limit()`` characters (131,072 by default); a larger one is
+    refused with its line number. Unknown columns are ignored.
+    """
+    reader = csv.reader(io.StringIO(text))
     tasks = []
-    for line, row in enumerate(reader, start=2):
-        row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
-        if not row.get("title"):
-            raise ImportFailure(f"line {line}: empty title")
-        status = row.get("status") or "todo"
-        if status not in STATUSES:
-            raise ImportFailure(f"line {line}: unknown status {status!r} (use {', '.join(sorted(STATUSES))})")
-        tasks.append(
-            TaskSpec(row["title"][:255], status, row.get("description", ""), row.get("assignee") or "User", row.get("feature", "")[:255])
-        )
+    try:
+        header = next(reader, None)
+        names = [name.strip().lower() for name in header or []]
+        if "title" not in names:
+            raise ImportFailure("the CSV needs a header row with a 'title' column")
+        # Only the known columns are read: a header of a million columns costs one pass, not one per row.
+        where = {name: index for index, name in enumerate(names) if name in COLUMNS}
+        for row in reader:
+            if not row:
+                continue  # a blank line
+            line = reader.line_num
+            field = {name: row[index].strip() for name, index in where.items() if index < len(row)}
+            if not field.get("title"):
+                raise ImportFailure(f"line {line}: empty title")
+            status = field.get("status") or "todo"
+            if status not in STATUSES:
+                raise ImportFailure(f"line {line}: unknown status {status!r} (use {', '.join(sorted(STATUSES))})")
+            title, feature = field["title"][:255], field.get("feature", "")[:255]
+            tasks.append(TaskSpec(title, status, field.get("description", ""), field.get("assignee") or "User", feature))
+            _bounded(tasks)
+    except csv.Error as error:  # e.g. "field larger than field limit (131072)", a NUL byte
+        raise ImportFailure(f"line {reader.line_num}: {error}") from None
     if not tasks:
         raise ImportFailure("the CSV has no rows")
-    return _bounded(tasks)
+    return tasks
 
 
 def _bounded(tasks: list[TaskSpec]) -> list[TaskSpec]:

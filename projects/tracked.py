@@ -3,13 +3,24 @@
 Runs as a background task of the server process; each step goes to the progress
 room as ``project_progress`` (coalesced, percentage never backwards) and is
 stored, so ``subscribe_progress`` gets the current state at once.
+
+Parsing is CPU work on user input: it runs in a worker thread of its own
+(``asyncio.to_thread``), never on the event loop nor in the thread the ORM calls
+share. The record names its runner ("host:pid") and keeps a heartbeat
+(``updated_at``), so a server starting after a crash marks an import it left
+unfinished as failed ("interrupted"): ``services.project_imports_mark_interrupted``.
 """
 
 import asyncio
+import contextlib
+import os
+import socket
+from datetime import timedelta
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.db import transaction
+from django.utils import timezone
 
 from realtime import broadcasts
 from realtime.coalesce import ProgressStream
@@ -19,7 +30,29 @@ from .models import ProjectImport, Task
 from .schemas import progress_json
 
 CHUNK = 50  # tasks per transaction
+HEARTBEAT = timedelta(seconds=10)
+STALE_AFTER = timedelta(seconds=60)  # an unfinished import not heard of for this long is dead
 live: dict[str, dict[str, Any]] = {}  # last state sent, per running import of this process
+
+
+def runner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def runner_gone(runner: str) -> bool:
+    """True if ``runner`` ("host:pid") is a process of this host that no longer runs (or is this one, just started)."""
+    host, _, pid = runner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another machine's: only its heartbeat can tell
+    if int(pid) == os.getpid():
+        return True  # at our start, a record "run" by our pid was left by an earlier process with the same pid
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def launch(import_id: int) -> asyncio.Task[None]:
@@ -27,7 +60,14 @@ def launch(import_id: int) -> asyncio.Task[None]:
 
 
 def _save(import_id: int, **fields: Any) -> None:
-    ProjectImport.objects.filter(pk=import_id).update(**fields)
+    # update() skips auto_now: updated_at is set here, as the heartbeat.
+    ProjectImport.objects.filter(pk=import_id).update(updated_at=timezone.now(), **fields)
+
+
+async def _heartbeat(import_id: int) -> None:
+    while True:
+        await asyncio.sleep(HEARTBEAT.total_seconds())
+        await sync_to_async(_save)(import_id)
 
 
 async def run(import_id: int) -> None:
@@ -47,6 +87,8 @@ async def run(import_id: int) -> None:
         await broadcasts.broadcast_progress_update(record.progress_id, state)
 
     stream = ProgressStream(send)
+    await sync_to_async(_save)(import_id, request={**record.request, "runner": runner_id()})
+    heartbeat = asyncio.create_task(_heartbeat(import_id))
 
     async def step(status: str, percentage: float, step: str, log: str) -> None:
         await stream.update(progress_json(record, status=status, percentage=percentage, step=step, log=log))
@@ -54,7 +96,7 @@ async def run(import_id: int) -> None:
     try:
         await step("validating", 0, "validating", "checking the request")
         spec = record.request
-        tasks = await sync_to_async(imports.parse)(template=spec.get("template"), fmt=spec.get("format"), content=spec.get("content"))
+        tasks = await asyncio.to_thread(imports.parse, template=spec.get("template"), fmt=spec.get("format"), content=spec.get("content"))
         await step("creating", 5, "creating project", f"creating {spec['project']['title']!r}")
         project = await sync_to_async(services.project_create)(owner=record.started_by, **spec["project"])
         await sync_to_async(_save)(import_id, project=project)
@@ -73,6 +115,9 @@ async def run(import_id: int) -> None:
         )
         raise
     finally:
+        heartbeat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await heartbeat
         live.pop(progress_id, None)
 
 

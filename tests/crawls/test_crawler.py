@@ -20,7 +20,9 @@ async def crawl(site, **options):
     async def on_page(page, stats):
         pages.append(page)
 
-    crawler = Crawler(site.url + "/", Options(**{"max_pages": 100, "max_depth": 50, "timeout": 5, **options}), on_page=on_page)
+    crawler = Crawler(
+        site.url + "/", Options(**{"max_pages": 100, "max_depth": 50, "timeout": 5, "allow_private": True, **options}), on_page=on_page
+    )
     stats = await crawler.run()
     return pages, stats
 
@@ -74,7 +76,7 @@ async def test_cancelling_stops_at_once_with_no_further_requests(site):
         if stats.done >= 3:
             started.set()
 
-    crawler = Crawler(site.url + "/", Options(max_pages=100, max_depth=50, delay=0.05), on_page=on_page)
+    crawler = Crawler(site.url + "/", Options(max_pages=100, max_depth=50, delay=0.05, allow_private=True), on_page=on_page)
     task = asyncio.create_task(crawler.run())
     await started.wait()
     task.cancel()

@@ -1,8 +1,16 @@
 """Tracked project creation: templates and imports with live ``project_progress``."""
 
-from projects.models import Project, Task
+import asyncio
+import socket
+import time
+from datetime import timedelta
+
+from django.utils import timezone
+
+from projects.models import Project, ProjectImport, Task
 from tests.conftest import db
 from tests.support import factories as f
+from tests.support.py_client import PyClient
 
 
 async def begin(http, token, **body):
@@ -89,3 +97,58 @@ async def test_someone_else_cannot_watch(connect, http):
     progress_id = await begin(http, await db(f.token_for)(alice), title="Mine", template="kanban")
     intruder = await connect(mallory)
     assert await intruder.call("subscribe_progress", {"progress_id": progress_id}) == {"ok": False, "error": "unknown progress id"}
+
+
+async def test_a_pathological_two_megabyte_import_leaves_the_api_responsive(connect, http):
+    alice = await db(f.make_user)("alice")
+    token = await db(f.token_for)(alice)
+    headers = {"Authorization": f"Bearer {token}"}
+    client = await connect(alice)
+    # One line built to make the old pattern (.+?)\s*$ backtrack quadratically, plus a real item.
+    content = "- [ ] a" + " " * 1_990_000 + "a\n- [x] the real one\n"
+    worst = 0.0
+    progress_id = await begin(http, token, title="Hostile", import_tasks={"format": "markdown", "content": content})
+    assert (await client.call("subscribe_progress", {"progress_id": progress_id}))["ok"]
+    final = None
+    while final is None:
+        began = time.perf_counter()
+        assert (await http.get("/api/projects/", headers=headers)).status_code == 200
+        worst = max(worst, time.perf_counter() - began)
+        final = next((s for s in client.received("project_progress") if s["progressId"] == progress_id and done(s)), None)
+        await asyncio.sleep(0.02)
+    assert final["status"] == "completed", final
+    titles = await db(lambda: sorted(Task.objects.filter(project_id=final["project"]["id"]).values_list("title", flat=True)))()
+    assert titles[1] == "the real one" and titles[0].startswith("a ") and len(titles[0]) == 255
+    print(f"\n2 MB pathological checklist line: worst API latency during the import {1000 * worst:.1f} ms")
+
+
+async def test_a_csv_field_over_the_limit_ends_in_error_with_its_line(connect, http):
+    alice = await db(f.make_user)("alice")
+    client = await connect(alice)
+    content = "title,description\nok,fine\nbig," + "x" * 200_000 + "\n"
+    progress_id = await begin(http, await db(f.token_for)(alice), title="Big field", import_tasks={"format": "csv", "content": content})
+    await client.call("subscribe_progress", {"progress_id": progress_id})
+    final = await client.wait_for("project_progress", done, timeout=20)
+    assert final["status"] == "error" and final["error"] == "line 3: field larger than field limit (131072)"
+
+
+async def test_an_import_left_running_by_a_dead_server_is_failed_at_the_next_start(spawn):
+    alice = await db(f.make_user)("alice")
+    request = {"project": {"title": "Half"}, "template": None, "format": "markdown", "content": "- [ ] a"}
+    dead = await db(ProjectImport.objects.create)(
+        started_by=alice, status="importing", request={**request, "runner": f"{socket.gethostname()}:999999999"}
+    )
+    stale = await db(ProjectImport.objects.create)(started_by=alice, status="creating", request={**request, "runner": "elsewhere:1"})
+    await db(ProjectImport.objects.filter(pk=stale.pk).update)(updated_at=timezone.now() - timedelta(minutes=5))
+    alive = await db(ProjectImport.objects.create)(started_by=alice, status="importing", request={**request, "runner": "elsewhere:2"})
+    server = spawn()
+    client = PyClient()
+    await client.connect(server.url, auth={"token": await db(f.token_for)(alice)})
+    try:
+        for record in (dead, stale):
+            assert (await client.call("subscribe_progress", {"progress_id": str(record.progress_id)}))["ok"]
+            state = await client.wait_for("project_progress", lambda s, r=record: s["progressId"] == str(r.progress_id))
+            assert (state["status"], state["error"]) == ("error", "interrupted")
+    finally:
+        await client.close()
+    assert (await db(ProjectImport.objects.get)(pk=alive.pk)).status == "importing"  # another machine's, heard of recently

@@ -22,6 +22,16 @@ Site map (``pages`` = N, at least 3)::
     /files/report.pdf   application/pdf
     /private/secret, /private/other   HTML (forbidden by robots.txt)
 
+Pages for abuse tests, linked from nowhere (start a crawl there)::
+
+    /drip               HTML that drips one byte every ``drip_interval`` s, for ever (until stop())
+    /bad-links          links whose hosts are invalid or fail IDNA (``BAD_LINKS``), and /page/1
+    /aaa                links /aaa/<``long_a`` × "a">b<k> (k = 1..5), each an HTML page linking back
+    /links?to=URL&to=…  links to the given URLs (e.g. loopback spellings for SSRF tests)
+
+``robots_bytes`` (0 = the small default) makes robots.txt that many bytes: the real rules,
+then comment lines, written in chunks.
+
 ``depths`` (an extra beyond the core API) maps every same-site, robots-allowed
 path a correct crawler reaches (HTML pages, /slow, /big, /missing, the PDF) to
 its link depth from "/"; /old-page appears as its target /new-page, at the depth
@@ -41,7 +51,7 @@ import threading
 import time
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import parse_qsl, urljoin, urlsplit
 
 HTML_TYPE = "text/html; charset=utf-8"
 DEEP_PAGES = 6
@@ -50,6 +60,14 @@ EXTERNAL_URL = "http://example.invalid/elsewhere"
 PRIVATE_PREFIX = "/private/"
 PRIVATE_PATHS = ["/private/secret", "/private/other"]
 ROBOTS_TXT = f"User-agent: *\nDisallow: {PRIVATE_PREFIX}\n"
+BAD_LINKS = [
+    "http://xn--ls8h.example/",  # valid punycode of an emoji: refused by IDNA 2008
+    "http://xn--zz.example/",  # not valid punycode
+    "http://a..b/",  # an empty label
+    "http://[::1",  # an unclosed IPv6 literal
+    "http://" + "a" * 64 + ".example/",  # a label over 63 characters
+    "http://exa mple.example/",
+]
 PDF_BYTES = (
     b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n"
     b"2 0 obj\n<< /Type /Pages /Kids [] /Count 0 >>\nendobj\n"
@@ -138,12 +156,27 @@ class _Handler(BaseHTTPRequestHandler):
     def _respond(self, send_body: bool) -> None:
         site = self.server.site
         path = urlsplit(self.path).path or "/"
+        if path == "/drip":
+            return self._drip()
+        if path == "/robots.txt" and site.robots_bytes:
+            return self._big_robots(send_body)
+        if path == "/links":
+            targets = [v for k, v in parse_qsl(urlsplit(self.path).query) if k == "to"]
+            return self._send(200, {"Content-Type": HTML_TYPE}, _html("Links", "Links as asked.", targets), send_body)
+        if path == "/bad-links":
+            return self._send(200, {"Content-Type": HTML_TYPE}, _html("Bad links", "Hosts that fail.", [*BAD_LINKS, "/page/1"]), send_body)
+        if path == "/aaa" or path.startswith("/aaa/"):
+            links = [f"/aaa/{'a' * site.long_a}b{k}" for k in range(1, 6)] if path == "/aaa" else ["/aaa"]
+            return self._send(200, {"Content-Type": HTML_TYPE}, _html("Long paths", "a" * 10, links), send_body)
         if path == site.slow_path:
             site._stopping.wait(site.slow_seconds)
             if site._stopping.is_set():
                 self.close_connection = True
                 return
         status, headers, body = site._response(path)
+        self._send(status, headers, body, send_body)
+
+    def _send(self, status: int, headers: dict[str, str], body: bytes, send_body: bool) -> None:
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
@@ -151,6 +184,38 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if send_body:
             self.wfile.write(body)
+
+    def _drip(self) -> None:
+        """Headers at once, then one byte per ``drip_interval`` for ever: only a total deadline ends it."""
+        site = self.server.site
+        self.close_connection = True
+        self.send_response(200)
+        self.send_header("Content-Type", HTML_TYPE)
+        self.send_header("Content-Length", "1000000")
+        self.end_headers()
+        self.wfile.write(b"<!DOCTYPE html><html><head><title>Drip</title></head><body>")
+        self.wfile.flush()
+        while not site._stopping.wait(site.drip_interval):
+            self.wfile.write(b"x")  # a client that went away ends this with an OSError (logged nowhere)
+            self.wfile.flush()
+
+    def _big_robots(self, send_body: bool) -> None:
+        site = self.server.site
+        head = ROBOTS_TXT.encode()
+        line = b"# " + b"padding " * 12 + b"\n"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(site.robots_bytes))
+        self.end_headers()
+        if not send_body:
+            return
+        self.wfile.write(head)
+        left = site.robots_bytes - len(head)
+        chunk = line * (65536 // len(line))
+        while left > 0 and not site._stopping.is_set():
+            part = chunk[:left]
+            self.wfile.write(part)
+            left -= len(part)
 
 
 class TestSite:
@@ -163,6 +228,9 @@ class TestSite:
             raise ValueError("pages must be >= 3 (home links /page/1, page/2 and /page/3?)")
         self.pages = pages
         self.slow_seconds = slow_seconds
+        self.drip_interval = 0.1
+        self.robots_bytes = 0
+        self.long_a = 5000
         self.url = ""
         self.port = 0
         self.requests: list[tuple[float, str]] = []

@@ -6,6 +6,7 @@ import sys
 
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from crawls import runner, services
@@ -36,7 +37,11 @@ class Command(BaseCommand):
                 raise CommandError(f"no such user: {user}") from None
         try:
             job = services.crawl_create(started_by=owner, url=url, max_pages=max_pages, max_depth=max_depth)
-        except Exception as error:  # ValidationError: a bad URL or limits
+        except ValidationError as error:  # a bad URL, a refused address, limits
+            raise CommandError(
+                "; ".join(f"{field}: {message}" for field, messages in error.message_dict.items() for message in messages)
+            ) from None
+        except services.CrawlError as error:  # e.g. too many crawls for this user
             raise CommandError(str(error)) from None
         self.stdout.write(str(job.progress_id))
         self.stdout.flush()
