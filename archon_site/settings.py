@@ -8,6 +8,7 @@ process refuses to start without one). Development is asked for explicitly with
 import os
 import sys
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -32,6 +33,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",  # login throttling (django-axes): see AXES_* under "Abuse limits"
     "projects",
     "realtime",
     "crawls",
@@ -47,7 +49,12 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: turns a login refused by axes into the 429 lockout answer.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# AxesStandaloneBackend first: a locked-out username or address is refused before any password is checked.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 
 ROOT_URLCONF = "archon_site.urls"
 
@@ -140,6 +147,16 @@ REALTIME_PUBLISH_MAX_BYTES: int = env.int("REALTIME_PUBLISH_MAX_BYTES", default=
 # Failed logins per username and per client address within the window; then refused until it passes.
 LOGIN_FAILURE_LIMIT: int = env.int("LOGIN_FAILURE_LIMIT", default=10)
 LOGIN_FAILURE_WINDOW: int = env.int("LOGIN_FAILURE_WINDOW", default=900)  # seconds
+# Login throttling by django-axes, for every login through django.contrib.auth (/accounts/login/, /admin/login/):
+# failures are counted per username and, separately, per client address (stored in the database, so
+# every process shares them); at LOGIN_FAILURE_LIMIT the answer is 429 with AXES_COOLOFF_MESSAGE, even for
+# a correct password, until LOGIN_FAILURE_WINDOW has passed since the last failure.
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(seconds=LOGIN_FAILURE_WINDOW)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # each on its own, not the pair
+AXES_COOLOFF_MESSAGE = "Too many failed login attempts: try again later."
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_VERBOSE = False  # no banner at startup; lockouts are still logged at warning
 
 # --- The bus between processes (see realtime/remote.py) -----------------------
 # Set: every server node uses python-socketio's Redis manager, and every other

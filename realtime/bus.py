@@ -2,7 +2,7 @@
 
 Two forms, one path:
 
-* ``await emit(...)`` / ``await leave(...)`` / ``await disconnect(...)`` from async code;
+* ``await emit(...)`` / ``await leave(...)`` / ``await disconnect(...)`` / ``await recheck(...)`` from async code;
 * ``submit(coro)`` runs any of realtime's async helpers from sync code in any
   thread (a request thread under ASGI, a management command, the shell, tests),
   without waiting for delivery.
@@ -57,6 +57,9 @@ def local_server() -> socketio.AsyncServer | None:
 
 async def emit(event: str, data: Any, *, room: str, skip_sid: str | None = None) -> None:
     """Send ``event`` with ``data`` to every connection in ``room``, on every node."""
+    if not isinstance(room, str) or not room:
+        # python-socketio reads room None as "everyone": never let a missing room broadcast.
+        raise ValueError(f"emit of {event!r} without a room refused")
     server = local_server()
     if server is not None:
         await server.emit(event, data, room=room, skip_sid=skip_sid)
@@ -65,6 +68,9 @@ async def emit(event: str, data: Any, *, room: str, skip_sid: str | None = None)
 
 
 async def _operate(op: dict[str, Any]) -> None:
+    reason = ops.problem(op)
+    if reason is not None:
+        raise ValueError(f"room operation refused: {reason}")
     server = local_server()
     if server is None:
         await remote.publish(op)
@@ -82,15 +88,20 @@ async def disconnect(*, members_of: str) -> None:
     await _operate(ops.disconnect(members_of=members_of))
 
 
+async def recheck(*, members_of: str) -> None:
+    """Every connection in room ``members_of`` leaves the rooms the database no longer allows it, on every node."""
+    await _operate(ops.recheck(members_of=members_of))
+
+
 async def deliver(message: dict[str, Any]) -> None:
-    """Carry out one bus message as written by ``remote`` (emit, leave or disconnect)."""
-    kind = message["op"]
-    if kind == "emit":
-        await emit(str(message["event"]), message["data"], room=str(message["room"]))
-    elif kind in ("leave", "disconnect"):
-        await _operate(message)
+    """Carry out one bus message as written by ``remote`` (emit or a room operation); ``ValueError`` if malformed."""
+    reason = ops.problem(message)
+    if reason is not None:
+        raise ValueError(reason)
+    if message["op"] == "emit":
+        await emit(message["event"], message["data"], room=message["room"])
     else:
-        raise ValueError(f"unknown op {kind!r}")
+        await _operate(message)
 
 
 def _keep(future: asyncio.Future[Any]) -> None:

@@ -50,6 +50,7 @@ class _AccessChanges:
     project_ids: set[UUID] = field(default_factory=set)
     user_ids: set[int] = field(default_factory=set)  # may have lost access: checked at commit
     audience: set[int] = field(default_factory=set)  # saw a now-deleted project
+    recheck: set[int] = field(default_factory=set)  # lost a privilege: every room of theirs is checked again
 
 
 # Changes of the current transaction, per thread (each thread has its own connection).
@@ -58,8 +59,13 @@ class _AccessChanges:
 _pending = threading.local()
 
 
-def access_changed(*, project_ids: Iterable[UUID | str], user_ids: Iterable[int] = (), audience: Iterable[int] = ()) -> None:
+def access_changed(
+    *, project_ids: Iterable[UUID | str], user_ids: Iterable[int] = (), audience: Iterable[int] = (), recheck: Iterable[int] = ()
+) -> None:
     """Projects or who may see them changed: on commit, resend lists and revoke lost rooms.
+
+    ``recheck`` names users who lost a privilege (staff): each of their connections'
+    rooms is checked against the database on every node (``ops.recheck``).
 
     All such changes of one transaction are sent together, once, when it commits.
     """
@@ -68,6 +74,7 @@ def access_changed(*, project_ids: Iterable[UUID | str], user_ids: Iterable[int]
     changes.project_ids.update(_uuid(p) for p in project_ids)
     changes.user_ids.update(user_ids)
     changes.audience.update(audience)
+    changes.recheck.update(recheck)
     # Registered every time (the flush is idempotent): a callback dropped with a
     # rolled-back savepoint must not take the rest of the transaction's changes with it.
     transaction.on_commit(_flush_access)
@@ -77,7 +84,7 @@ def _flush_access() -> None:
     changes, _pending.access = getattr(_pending, "access", None), None
     if changes is None:
         return
-    concerned = changes.user_ids | changes.audience | selectors.project_audience_ids(project_ids=changes.project_ids)
+    concerned = changes.user_ids | changes.recheck | changes.audience | selectors.project_audience_ids(project_ids=changes.project_ids)
     lists: dict[int, list[dict[str, Any]]] = {}
     revoked: list[tuple[int, str]] = []
     for user in selectors.users_by_ids(user_ids=concerned):
@@ -86,10 +93,18 @@ def _flush_access() -> None:
         if user.pk in changes.user_ids:
             seen = {p.pk for p in visible}
             revoked += [(user.pk, rooms.project(pid)) for pid in changes.project_ids if pid not in seen]
-    if lists:
-        bus.submit(broadcasts.broadcast_project_update(lists))
+    if lists or revoked or changes.recheck:
+        bus.submit(_send_access(lists, revoked, sorted(changes.recheck)))
+
+
+async def _send_access(lists: dict[int, list[dict[str, Any]]], revoked: list[tuple[int, str]], recheck: list[int]) -> None:
+    # Rooms first, lists second: whoever receives a list without a project is already out of its room.
     if revoked:
-        bus.submit(broadcasts.revoke_rooms(revoked))
+        await broadcasts.revoke_rooms(revoked)
+    for user_id in recheck:
+        await bus.recheck(members_of=rooms.user(user_id))
+    if lists:
+        await broadcasts.broadcast_project_update(lists)
 
 
 def _uuid(value: UUID | str) -> UUID:
@@ -143,14 +158,50 @@ def token_revoked(token_id: int) -> None:
     on_commit(broadcasts.disconnect_all, rooms.token(token_id))
 
 
+def _only_login(update_fields: Iterable[str] | None) -> bool:
+    return update_fields is not None and set(update_fields) <= {"last_login"}
+
+
+def user_saving(user: AbstractBaseUser, *, update_fields: Iterable[str] | None) -> None:
+    """Before a save: remember what the database holds, so ``user_saved`` sees a lost privilege or a new password."""
+    if user._state.adding or user.pk is None or _only_login(update_fields):
+        user._realtime_before = None
+        return
+    # Read, not remembered from loading: exact whatever the instance went through (refresh_from_db, a stale copy).
+    user._realtime_before = type(user)._default_manager.filter(pk=user.pk).values("is_staff", "is_superuser", "password").first()
+
+
 def user_saved(user: AbstractBaseUser, *, update_fields: Iterable[str] | None) -> None:
-    """A deactivated user is disconnected; any other change (staff, say) refreshes their project list."""
-    if update_fields is not None and set(update_fields) <= {"last_login"}:
+    """A deactivated user is disconnected; any other change refreshes their project list.
+
+    Losing staff (or superuser) takes their connections out of every room they may no longer
+    be in; a new password closes their cookie connections (token connections stay: a token is
+    its own credential, revoked on its own).
+    """
+    before = user.__dict__.pop("_realtime_before", None)
+    if _only_login(update_fields):
         return  # a login, nothing they may see has changed
     if not user.is_active:
         on_commit(broadcasts.disconnect_all, rooms.user(user.pk))
-    else:
-        access_changed(project_ids=[], user_ids={user.pk})
+        return
+    lost_privilege = before is not None and (
+        (before["is_staff"] and not user.is_staff) or (before["is_superuser"] and not user.is_superuser)
+    )
+    access_changed(project_ids=[], user_ids={user.pk}, recheck={user.pk} if lost_privilege else ())
+    if before is not None and before["password"] != user.password:
+        # Django already refuses those sessions (their auth hash no longer matches); close their sockets too.
+        on_commit(broadcasts.disconnect_all, rooms.user_cookies(user.pk))
+
+
+def user_deleted(user_id: int) -> None:
+    """A deleted user's connections are closed (their token and sessions are gone with them)."""
+    on_commit(broadcasts.disconnect_all, rooms.user(user_id))
+
+
+def logged_out(session_key: str | None) -> None:
+    """Logout closes the connections authenticated by that browser session (and only those)."""
+    if session_key:
+        on_commit(broadcasts.disconnect_all, rooms.session(session_key))
 
 
 def chat_message_saved(message: Any, *, created: bool) -> None:

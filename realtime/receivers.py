@@ -7,7 +7,8 @@ use the services in ``projects.services`` for bulk moves.
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete
+from django.contrib.auth.signals import user_logged_out
+from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete, pre_save
 from django.dispatch import receiver
 
 from chat.models import ChatMessage, ChatSession
@@ -52,9 +53,24 @@ def token_revoked(sender: type, instance: ApiToken, **kwargs: Any) -> None:
     changes.token_revoked(instance.pk)
 
 
+@receiver(pre_save, sender=get_user_model(), dispatch_uid="realtime.user_saving")
+def user_saving(sender: type, instance: Any, update_fields: Any = None, **kwargs: Any) -> None:
+    changes.user_saving(instance, update_fields=update_fields)
+
+
 @receiver(post_save, sender=get_user_model(), dispatch_uid="realtime.user_saved")
 def user_saved(sender: type, instance: Any, update_fields: Any = None, **kwargs: Any) -> None:
     changes.user_saved(instance, update_fields=update_fields)
+
+
+@receiver(post_delete, sender=get_user_model(), dispatch_uid="realtime.user_deleted")
+def user_deleted(sender: type, instance: Any, **kwargs: Any) -> None:
+    changes.user_deleted(instance.pk)
+
+
+@receiver(user_logged_out, dispatch_uid="realtime.logged_out")
+def logged_out(sender: type, request: Any, **kwargs: Any) -> None:
+    changes.logged_out(getattr(getattr(request, "session", None), "session_key", None))  # before logout flushes it
 
 
 @receiver(post_save, sender=ChatMessage, dispatch_uid="realtime.chat_message_saved")

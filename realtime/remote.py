@@ -59,11 +59,14 @@ class RedisPath:
         self.manager = _WriteOnlyRedis(settings.REDIS_URL, channel=settings.REALTIME_REDIS_CHANNEL, write_only=True)
 
     def send(self, batch: list[dict[str, Any]]) -> None:
-        for message in batch:
+        """Publish in order; each published message leaves ``batch``, so a retry never repeats one."""
+        while batch:
+            message = batch[0]
             if message["op"] == "emit":
                 self.manager.emit(message["event"], message["data"], namespace="/", room=message["room"])
             else:
                 self.manager.emit(ops.OP_EVENT, message, namespace="/")
+            batch.pop(0)
 
 
 class EmbeddedPath:
@@ -72,7 +75,33 @@ class EmbeddedPath:
         self.client = httpx.Client(timeout=5, trust_env=False)
 
     def send(self, batch: list[dict[str, Any]]) -> None:
-        body = json.dumps({"nonce": secrets.token_hex(16), "messages": batch}).encode()
+        """POST in requests under the server's size cap; each delivered message leaves ``batch``."""
+        while batch:
+            count, body = self._fit(batch)
+            if count == 0:
+                # One message alone is over the cap: the server would refuse it (413) whatever we do.
+                message = batch.pop(0)
+                log.error(
+                    "a live message over REALTIME_PUBLISH_MAX_BYTES (%d bytes) was dropped: %s",
+                    settings.REALTIME_PUBLISH_MAX_BYTES,
+                    ops.describe(message) if message.get("op") != "emit" else f"{message.get('event')} to {message.get('room')!r}",
+                )
+                continue
+            self._post(body)
+            del batch[:count]
+
+    @staticmethod
+    def _fit(batch: list[dict[str, Any]]) -> tuple[int, bytes]:
+        """The most leading messages (halving) whose body fits ``REALTIME_PUBLISH_MAX_BYTES``: (count, body); (0, b"") if none."""
+        count = len(batch)
+        while count:
+            body = json.dumps({"nonce": secrets.token_hex(16), "messages": batch[:count]}).encode()
+            if len(body) <= settings.REALTIME_PUBLISH_MAX_BYTES:
+                return count, body
+            count //= 2
+        return 0, b""
+
+    def _post(self, body: bytes) -> None:
         try:
             response = self.client.post(self.url, content=body, headers=signing.headers(body))
         except httpx.ConnectError as error:
@@ -106,6 +135,7 @@ class Sender:
                 self.queue.task_done()
 
     def _deliver(self, batch: list[dict[str, Any]]) -> None:
+        batch = list(batch)  # the path consumes what it delivered
         for delay in (*RETRY_DELAYS, None):
             try:
                 self.path.send(batch)
@@ -122,7 +152,7 @@ class Sender:
             except Undeliverable as error:
                 if delay is None:
                     self.failures += len(batch)
-                    log.error("could not deliver %d live event(s) after %d attempts: %s", len(batch), len(RETRY_DELAYS) + 1, error)
+                    _report_lost(batch, attempts=len(RETRY_DELAYS) + 1, error=error)
                     return
                 time.sleep(delay)
 
@@ -131,6 +161,19 @@ class Sender:
         done = threading.Event()
         threading.Thread(target=lambda: (self.queue.join(), done.set()), daemon=True).start()
         return done.wait(timeout)
+
+
+def _report_lost(batch: list[dict[str, Any]], *, attempts: int, error: Exception) -> None:
+    """One error line saying what was lost: events are state the database has; room operations are revocations."""
+    room_ops = [m for m in batch if m.get("op") != "emit"]
+    events = len(batch) - len(room_ops)
+    log.error("could not deliver %d live event(s) and %d room operation(s) after %d attempts: %s", events, len(room_ops), attempts, error)
+    if room_ops:
+        shown = "; ".join(ops.describe(op) for op in room_ops[:20])
+        more = f" (and {len(room_ops) - 20} more)" if len(room_ops) > 20 else ""
+        log.error(
+            "LOST room operations (connections on the servers keep rooms they should have left until they reconnect): %s%s", shown, more
+        )
 
 
 _sender: Sender | None = None
@@ -147,7 +190,7 @@ def sender() -> Sender:
 
 
 async def publish(message: dict[str, Any]) -> None:
-    """Queue one bus message (emit / leave / disconnect) for the running servers; never blocks."""
+    """Queue one bus message (an emit or a room operation) for the running servers; never blocks."""
     sender().queue.put(message)
 
 

@@ -2,19 +2,28 @@
 
 HMAC-SHA256 over the timestamp and body, keyed from ``SECRET_KEY``; requests older
 than ``MAX_AGE`` seconds, from the future, or seen before (by nonce) are refused.
+
+The signature is checked over the raw body before anything parses it (``check``);
+only then is the body's nonce claimed (``claim``). So only a holder of the key can
+add a nonce to the replay store, and each stays there just until its request
+would be stale anyway; ``MAX_NONCES`` bounds the store even for a key holder.
 """
 
 import hashlib
 import hmac
 import time
+from collections import OrderedDict
 
 from django.conf import settings
 
 MAX_AGE = 30
+MAX_NONCES = 100_000  # about 1,600 signed requests a second sustained over the nonce lifetime
 TIMESTAMP_HEADER = "X-Realtime-Timestamp"
 SIGNATURE_HEADER = "X-Realtime-Signature"
 
-_seen: dict[str, float] = {}  # nonce -> when it may be forgotten (it is stale by then anyway)
+# nonce -> when it may be forgotten (its request is stale by then). Insertion order is
+# expiry order (a fixed lifetime from "now"), so pruning only looks at the oldest end.
+_seen: OrderedDict[str, float] = OrderedDict()
 
 
 def _key() -> bytes:
@@ -23,32 +32,48 @@ def _key() -> bytes:
 
 
 def sign(body: bytes, timestamp: int) -> str:
+    """The hex HMAC of ``timestamp`` and ``body``."""
     return hmac.new(_key(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
 
 
 def headers(body: bytes) -> dict[str, str]:
+    """The headers of a signed request carrying ``body``, stamped now."""
     timestamp = int(time.time())
     return {TIMESTAMP_HEADER: str(timestamp), SIGNATURE_HEADER: sign(body, timestamp), "Content-Type": "application/json"}
 
 
-def refusal(body: bytes, timestamp: str | None, signature: str | None, nonce: object) -> str | None:
-    """Why this request must be refused, or None when it is authentic, fresh and new."""
+def check(body: bytes, timestamp: str | None, signature: str | None) -> str | None:
+    """Why this raw request is not authentic and fresh, or None when it is. Reads nothing but the bytes."""
     if not timestamp or not signature:
         return "unsigned request"
     try:
         sent = int(timestamp)
     except ValueError:
         return "malformed timestamp"
-    if not hmac.compare_digest(sign(body, sent), signature):
+    # As bytes: compare_digest refuses str with non-ASCII characters (a header may carry any latin-1).
+    if not hmac.compare_digest(sign(body, sent).encode(), signature.encode("utf-8", "surrogateescape")):
         return "bad signature"
-    now = time.time()
-    if abs(now - sent) > MAX_AGE:
+    if abs(time.time() - sent) > MAX_AGE:
         return "stale request"
+    return None
+
+
+def claim(nonce: object) -> str | None:
+    """Remember the nonce of an authentic request; why not (missing, replayed, store full), or None."""
     if not isinstance(nonce, str) or not 16 <= len(nonce) <= 64:
         return "missing nonce"
-    for old in [n for n, expiry in _seen.items() if expiry < now]:
-        del _seen[old]
+    now = time.time()
+    while _seen and next(iter(_seen.values())) < now:
+        _seen.popitem(last=False)
     if nonce in _seen:
         return "replayed request"
+    if len(_seen) >= MAX_NONCES:
+        # Refused rather than forgetting a fresh nonce early, which would let its request be replayed.
+        return "too many signed requests: try again shortly"
     _seen[nonce] = now + 2 * MAX_AGE
     return None
+
+
+def refusal(body: bytes, timestamp: str | None, signature: str | None, nonce: object) -> str | None:
+    """``check`` then ``claim``: why this request must be refused, or None when it is authentic, fresh and new."""
+    return check(body, timestamp, signature) or claim(nonce)
