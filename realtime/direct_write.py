@@ -17,7 +17,9 @@ Order is what must not change, so a connection takes one path for its whole life
 
 Pings and acknowledgements still go through the queue; their order relative to events carries no
 meaning. ``install()`` makes engine.io remember each websocket-born socket's websocket, which
-python-socketio does not expose.
+python-socketio does not expose, and every websocket's transport (born or upgraded): what sits in
+its write buffer counts towards REALTIME_MAX_BUFFERED_BYTES (see ``limits``), and a connection
+over that bound is dropped by aborting it.
 """
 
 from typing import Any
@@ -37,6 +39,17 @@ def install() -> None:
     async def remembering(self: Any, ws: Any) -> Any:
         if not self.connected:  # born a websocket; an upgrade from long-polling keeps the queue
             self.realtime_ws = ws
+        self.realtime_transport = _transport_of(ws)
+        send = ws.send
+
+        async def counted(message: Any) -> None:
+            await send(message)
+            if self.upgraded:  # the writer's packets (not the upgrade's probe) now sit in the transport
+                written = getattr(self.queue, "written", None)
+                if written is not None:
+                    written(len(message))
+
+        ws.send = counted
         return await original(self, ws)
 
     async_socket.AsyncSocket._websocket_handler = remembering
@@ -63,7 +76,33 @@ def protocol_for(socket: Any) -> Any | None:
     return protocol
 
 
-def send(protocol: Any, frame: bytes) -> None:
-    """Write the frame, unless the connection is closing (then it is dropped, as engine.io would)."""
-    if not protocol.close_sent and not protocol.transport.is_closing():
-        protocol.transport.write(frame)
+def _transport_of(ws: Any) -> Any | None:
+    """The asyncio transport under an engine.io ASGI websocket (uvicorn), or None (another server)."""
+    transport = getattr(getattr(getattr(ws, "asgi_send", None), "__self__", None), "transport", None)
+    if transport is None or not hasattr(transport, "get_write_buffer_size") or not hasattr(transport, "abort"):
+        return None
+    return transport
+
+
+def transport_bytes(socket: Any) -> int:
+    """Bytes waiting in the write buffer of the socket's websocket transport (0 without one)."""
+    transport = getattr(socket, "realtime_transport", None)
+    return transport.get_write_buffer_size() if transport is not None else 0
+
+
+def send(protocol: Any, frame: bytes, *, queued: int = 0, limit: int | None = None) -> int:
+    """Write the frame, unless the connection is closing (then it is dropped, as engine.io would).
+
+    Nothing is written when it would leave more than ``limit`` bytes unsent (the transport's
+    buffer, plus ``queued`` bytes waiting in engine.io's queue): the count is returned instead,
+    and the caller drops the connection. Otherwise returns 0.
+    """
+    transport = protocol.transport
+    if protocol.close_sent or transport.is_closing():
+        return 0
+    if limit is not None:
+        unsent = transport.get_write_buffer_size() + queued + len(frame)
+        if unsent > limit:
+            return unsent
+    transport.write(frame)
+    return 0

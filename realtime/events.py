@@ -17,6 +17,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from pydantic import ValidationError
 
+from . import limits
 from .payloads import Empty, Payload
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ def parse(model: type[Payload], args: tuple[Any, ...]) -> Payload:
 
 
 class Dispatcher(socketio.AsyncNamespace):
-    """Routes every client event through ``parse``, the user lookup and the registered handler."""
+    """Routes every client event through the rate limit, ``parse``, the user lookup and the registered handler."""
 
     async def trigger_event(self, event: str, *args: Any) -> Any:
         sid, data = args[0], args[1:]
@@ -85,11 +86,19 @@ class Dispatcher(socketio.AsyncNamespace):
         if event in ("connect", "disconnect") and not self.server.manager.is_connected(sid, self.namespace):
             return await super().trigger_event(event, *args)
         try:
+            session = await self.get_session(sid)
+        except KeyError:
+            return None  # the connection closed while this event waited: nobody to answer
+        try:
+            # First, before anything costs: no payload parsing, no database for a flood.
+            if not limits.take_event(session):
+                return self._rate_limited(sid, session, event)
+            session["_refused_in_a_row"] = 0
             entry = _events.get(event)
             if entry is None:
                 raise Reject(f"unknown event: {event[:100]!r}")
             payload = parse(entry.payload, data)
-            user = await self.current_user(sid)
+            user = await self.current_user(sid, session)
             return {"ok": True, **(await entry.handler(self, sid, user, payload) or {})}
         except Reject as refusal:
             log.warning("refused %s from %s: %s", str(event)[:100], sid, refusal)
@@ -98,9 +107,20 @@ class Dispatcher(socketio.AsyncNamespace):
             log.exception("handler for %s failed", str(event)[:100])
             return {"ok": False, "error": "internal error"}
 
-    async def current_user(self, sid: str) -> Any:
+    def _rate_limited(self, sid: str, session: dict[str, Any], event: str) -> Ack:
+        refused = session["_refused_in_a_row"] = session.get("_refused_in_a_row", 0) + 1
+        if refused == 1:  # once per run of refusals, not once per flooded event
+            log.warning("refused %s from %s: rate limited", str(event)[:100], sid)
+        if refused >= settings.REALTIME_EVENT_ABUSE_DISCONNECT:
+            socket = self.server.eio.sockets.get(self.server.manager.eio_sid_from_sid(sid, self.namespace))
+            if socket is not None:
+                limits.drop(socket, f"{refused} events in a row over the rate limit")
+        return {"ok": False, "error": "rate limited"}
+
+    async def current_user(self, sid: str, session: dict[str, Any] | None = None) -> Any:
         """The connection's user, read fresh so deactivation and staff changes apply at once."""
-        session = await self.get_session(sid)
+        if session is None:
+            session = await self.get_session(sid)
         user = await sync_to_async(User.objects.filter(pk=session.get("user_id"), is_active=True).first)()
         if user is None:
             raise Reject("not authenticated")

@@ -2,11 +2,13 @@
 
 The Redis manager is python-socketio's own ``AsyncRedisManager``; this subclass
 only adds what a fleet needs: room operations (see ``ops``) on every node, an
-outage logged once rather than per message, and a reconnect backoff capped at a
-few seconds so cross-node delivery resumes promptly.
+outage logged once rather than per message, room operations held through an
+outage and published in order once Redis is back, and a reconnect backoff capped
+at a few seconds so cross-node delivery resumes promptly.
 """
 
 import asyncio
+import collections
 import logging
 from typing import Any
 
@@ -15,10 +17,17 @@ from django.conf import settings
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
-from . import direct_write, ops
+from . import direct_write, limits, ops
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = 5.0
+# Room operations held during a Redis outage (each a small dict); beyond, newer ones are lost and logged at error.
+OP_BACKLOG = 10_000
+PUBLISH_TIMEOUT = 5.0  # seconds; a timed-out operation is kept and may arrive twice (operations are idempotent)
+# Redis must answer this long before held operations go out: every node's listener has resubscribed by then.
+SETTLE = MAX_BACKOFF + 1.0
+# python-socketio's own cross-node messages that change rooms or connections (kept like ``ops`` in an outage).
+ROOM_METHODS = frozenset({"disconnect", "enter_room", "leave_room", "close_room"})
 
 
 class FastManager(socketio.AsyncManager):
@@ -28,7 +37,8 @@ class FastManager(socketio.AsyncManager):
     packet is encoded once and, for each connection, either written straight to its websocket
     (uvicorn, see ``direct_write``) or put on its outgoing queue (what engine.io's ``socket.send``
     does, minus the task), whose writer sends it as usual. Emits with an acknowledgement
-    callback (one recipient) take the stock path.
+    callback (one recipient) take the stock path. Either way a connection may hold at most
+    REALTIME_MAX_BUFFERED_BYTES unsent: one that stopped reading is dropped, not buffered for.
     """
 
     async def emit(self, event: str, data: Any, namespace: str, room: Any = None, skip_sid: Any = None, callback: Any = None,
@@ -43,6 +53,7 @@ class FastManager(socketio.AsyncManager):
         packets = [eio_packet.Packet(eio_packet.MESSAGE, p) for p in (encoded if isinstance(encoded, list) else [encoded])]
         skip = set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
         sockets = self.server.eio.sockets
+        limit = settings.REALTIME_MAX_BUFFERED_BYTES
         frame: bytes | None = None
         for sid, eio_sid in self.get_participants(namespace, room):
             if sid in skip:
@@ -53,10 +64,13 @@ class FastManager(socketio.AsyncManager):
             protocol = direct_write.protocol_for(socket) if len(packets) == 1 else None
             if protocol is not None:  # a websocket-born connection: always direct, so always in order
                 frame = frame or direct_write.text_frame(packets[0].encode())
-                direct_write.send(protocol, frame)
+                # O(1) per recipient: the transport's buffer size and the queue's byte count.
+                unsent = direct_write.send(protocol, frame, queued=getattr(socket.queue, "pending", 0), limit=limit)
+                if unsent:
+                    limits.drop(socket, f"{unsent} bytes unsent, client not reading")
                 continue
             for pkt in packets:  # engine.io packets cache their encoding: shared by every recipient
-                socket.queue.put_nowait(pkt)
+                socket.queue.put_nowait(pkt)  # limits.OutgoingQueue bounds what it holds
         return None
 
     async def publish_op(self, op: dict[str, Any]) -> None:
@@ -65,9 +79,23 @@ class FastManager(socketio.AsyncManager):
 
 
 class RedisManager(socketio.AsyncRedisManager, FastManager):
+    """python-socketio's Redis manager, plus room operations on every node and an outage that loses none of them.
+
+    During an outage local clients are served as usual. Emits for other nodes are dropped
+    (their state is in the database; clients reload snapshots when they reconnect), but room
+    operations (``ops``, and python-socketio's own disconnect / room messages) wait in a
+    bounded backlog. Redis pub/sub reaches only nodes subscribed at that moment, so the
+    backlog goes out, in order and before anything newer, only once Redis has answered for
+    ``SETTLE`` seconds: longer than any node's reconnect backoff, so every node listens again.
+    """
+
     def __init__(self, url: str, channel: str) -> None:
         super().__init__(url, channel=channel)
         self._outage = False
+        self._backlog: collections.deque[dict[str, Any]] = collections.deque()
+        self._lost_ops = 0  # over OP_BACKLOG during this outage
+        self._publishing = asyncio.Lock()  # held while the backlog drains: newer messages wait behind it
+        self._watcher: asyncio.Task[None] | None = None
 
     async def publish_op(self, op: dict[str, Any]) -> None:
         """Apply a room operation here and on every other node."""
@@ -78,7 +106,8 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
 
     async def _handle_emit(self, message: dict[str, Any]) -> None:
         if message.get("event") == ops.OP_EVENT:
-            await ops.apply(self.server, message["data"][0])
+            data = message.get("data")
+            await ops.apply(self.server, data[0] if isinstance(data, list) and data else data)  # apply() refuses malformed ops
         else:
             await super()._handle_emit(message)
 
@@ -86,25 +115,92 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         if not self._outage:
             self._outage = True
             log.error("Redis unreachable (%s): serving local clients only until it is back", error)
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.get_running_loop().create_task(self._watch())
 
-    def _up(self) -> None:
-        if self._outage:
-            self._outage = False
-            log.warning("Redis is back: cross-node delivery resumed")
+    @staticmethod
+    def _is_room_op(data: dict[str, Any]) -> bool:
+        return data.get("method") in ROOM_METHODS or (data.get("method") == "emit" and data.get("event") == ops.OP_EVENT)
+
+    def _keep(self, data: dict[str, Any]) -> None:
+        """Hold an unpublished room operation for when Redis is back; emits are let go."""
+        if not self._is_room_op(data):
+            return
+        if len(self._backlog) >= OP_BACKLOG:
+            self._lost_ops += 1
+            if self._lost_ops == 1:
+                log.error("Redis outage: %d room operations are held; newer ones are lost, the first: %.300r", OP_BACKLOG, data)
+            return
+        self._backlog.append(data)
+
+    async def _send(self, data: dict[str, Any]) -> Any:
+        if self.redis is None:
+            self._redis_connect()  # before the listener's first connect; afterwards its client reconnects by itself
+        # Bounded: a Redis that stopped answering must not hold the publishers (or the backlog's drain) for ever.
+        async with asyncio.timeout(PUBLISH_TIMEOUT):
+            return await self.redis.publish(self.channel, self.json.dumps(data))
+
+    async def _reachable(self) -> bool:
+        try:
+            if self.redis is None:
+                self._redis_connect()
+            async with asyncio.timeout(PUBLISH_TIMEOUT):
+                await self.redis.ping()
+        except Exception:
+            return False
+        return True
+
+    async def _watch(self) -> None:
+        """During an outage: wait until Redis has answered for SETTLE seconds, publish the backlog, resume."""
+        loop = asyncio.get_running_loop()
+        backoff, back_since = 0.1, None
+        while True:
+            await asyncio.sleep(backoff if back_since is None else 0.5)
+            if not await self._reachable():
+                backoff, back_since = min(backoff * 2, MAX_BACKOFF), None
+                continue
+            back_since = back_since or loop.time()
+            if loop.time() - back_since < SETTLE:
+                continue
+            async with self._publishing:
+                if await self._drain():
+                    self._outage = False
+                    log.warning("Redis is back: cross-node delivery resumed")
+                    return
+            back_since = None
+
+    async def _drain(self) -> bool:
+        """Publish the backlog in order (with ``_publishing`` held); False if Redis went away again."""
+        sent = 0
+        while self._backlog:
+            try:
+                await self._send(self._backlog[0])
+            except Exception as error:
+                log.warning("Redis went away again while publishing held room operations: %s", error)
+                return False
+            self._backlog.popleft()
+            sent += 1
+        if sent:
+            log.warning("Redis outage over: %d held room operation(s) published", sent)
+        if self._lost_ops:
+            log.error("Redis outage: %d room operation(s) over the backlog of %d were lost", self._lost_ops, OP_BACKLOG)
+            self._lost_ops = 0
+        return True
 
     async def _publish(self, data: Any) -> Any:
-        # One attempt: local clients were already served; a lost cross-node message
-        # during an outage is logged once, not once per message.
+        # One attempt per message: local clients were already served, an outage is logged
+        # once, and what must not be lost waits in the backlog (see the class docstring).
+        if self._outage:
+            async with self._publishing:  # a drain under way finishes first: order holds
+                if self._outage:
+                    self._keep(data)
+                    return None
         try:
-            if not self.connected:
-                self._redis_connect()
-            result = await self.redis.publish(self.channel, self.json.dumps(data))
+            return await self._send(data)
         except Exception as error:
-            self.connected = False
             self._down(error)
+            self._keep(data)
             return None
-        self._up()
-        return result
 
     async def _redis_listen_with_retries(self):  # type: ignore[no-untyped-def]
         backoff = 0.1
@@ -112,7 +208,6 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
             try:
                 self._redis_connect()
                 await self.pubsub.subscribe(self.channel)
-                self._up()
                 backoff = 0.1
                 async for message in self.pubsub.listen():
                     yield message

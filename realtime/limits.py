@@ -1,0 +1,228 @@
+"""Abuse limits: what one connection, one user or one client address may cost a serving process.
+
+* ``take_event``: a token bucket per connection, kept in its Socket.IO session.
+* ``connections``: connections per user in this process.
+* ``auth_failures``: failed-authentication connects per client address, per minute.
+* ``OutgoingQueue`` and ``drop``: bytes sent to a connection but not yet written out are bounded;
+  a connection over the bound (a client that stopped reading) is closed at once.
+
+Process-level state is module state here, and every table is bounded: entries leave with their
+connection, or expire and are pruned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from django.conf import settings
+from engineio import packet as eio_packet
+
+from . import direct_write
+
+log = logging.getLogger(__name__)
+_closing: set[asyncio.Task[None]] = set()  # strong references to close tasks until they finish
+
+
+# --- events per connection ------------------------------------------------------------------
+
+
+def take_event(session: dict[str, Any]) -> bool:
+    """Spend one token of the connection's bucket (REALTIME_EVENT_BURST, refilled at REALTIME_EVENT_RATE/s)."""
+    now = time.monotonic()
+    burst = settings.REALTIME_EVENT_BURST
+    tokens, stamp = session.get("_event_bucket", (burst, now))
+    tokens = min(burst, tokens + (now - stamp) * settings.REALTIME_EVENT_RATE)
+    allowed = tokens >= 1
+    session["_event_bucket"] = (tokens - 1 if allowed else tokens, now)
+    return allowed
+
+
+# --- connections per user -------------------------------------------------------------------
+
+
+class Connections:
+    """This process's connections per user; an entry lives exactly as long as its connection."""
+
+    def __init__(self) -> None:
+        self._user_of: dict[str, int] = {}
+        self._count: dict[int, int] = {}
+
+    def add(self, user_id: int, sid: str) -> bool:
+        """Count ``sid`` for the user, unless that would exceed REALTIME_MAX_CONNECTIONS_PER_USER."""
+        if self._count.get(user_id, 0) >= settings.REALTIME_MAX_CONNECTIONS_PER_USER:
+            return False
+        self._user_of[sid] = user_id
+        self._count[user_id] = self._count.get(user_id, 0) + 1
+        return True
+
+    def remove(self, sid: str) -> None:
+        user_id = self._user_of.pop(sid, None)
+        if user_id is None:
+            return
+        left = self._count[user_id] - 1
+        if left:
+            self._count[user_id] = left
+        else:
+            del self._count[user_id]
+
+    def of(self, user_id: int) -> int:
+        return self._count.get(user_id, 0)
+
+
+connections = Connections()
+
+
+# --- failed authentication per address ------------------------------------------------------
+
+
+class FailedAttempts:
+    """Failed-authentication connects per client address in fixed one-minute windows.
+
+    Entries are kept in the order their window started, so expired ones are pruned from the
+    front; past ``max_entries`` addresses (a spray of addresses) the oldest is forgotten.
+    """
+
+    window = 60.0
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self.max_entries = max_entries
+        self._seen: dict[str, tuple[float, int]] = {}
+
+    def blocked(self, address: str) -> bool:
+        """True while ``address`` has used up REALTIME_AUTH_FAILURES_PER_MINUTE in its current window."""
+        limit = settings.REALTIME_AUTH_FAILURES_PER_MINUTE
+        entry = self._seen.get(address)
+        if limit <= 0 or entry is None:
+            return False
+        started, failures = entry
+        return failures >= limit and time.monotonic() - started < self.window
+
+    def record(self, address: str) -> None:
+        now = time.monotonic()
+        self._prune(now)
+        started, failures = self._seen.get(address, (now, 0))
+        if now - started >= self.window:
+            started, failures = now, 0
+        if failures == 0:  # a new window: re-inserted at the end, keeping the order by start
+            self._seen.pop(address, None)
+            while len(self._seen) >= self.max_entries:
+                del self._seen[next(iter(self._seen))]
+        self._seen[address] = (started, failures + 1)
+
+    def _prune(self, now: float) -> None:
+        while self._seen:
+            oldest = next(iter(self._seen))
+            if now - self._seen[oldest][0] < self.window:
+                return
+            del self._seen[oldest]
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+auth_failures = FailedAttempts()
+
+
+def client_address(environ: dict[str, Any]) -> str:
+    """The peer's address as the ASGI server saw it (behind a proxy: the proxy, unless the server trusts its headers).
+
+    engine.io's ASGI driver sets ``REMOTE_ADDR`` to a fixed 127.0.0.1, so the ASGI scope's ``client`` comes first.
+    """
+    client = (environ.get("asgi.scope") or {}).get("client")
+    if client:
+        return str(client[0])
+    return str(environ.get("REMOTE_ADDR") or "unknown")
+
+
+# --- unsent bytes per connection ------------------------------------------------------------
+
+
+def _size(item: Any) -> int:
+    # engine.io packets cache their encoding, and a broadcast's packet is shared by every
+    # recipient: this is one encoding per broadcast, a length afterwards. Socket.IO's JSON is
+    # ASCII, so characters are bytes.
+    return len(item.encode()) if isinstance(item, eio_packet.Packet) else 0
+
+
+class OutgoingQueue(asyncio.Queue):
+    """engine.io's send queue of one connection, counting the bytes it holds.
+
+    ``pending`` counts what was queued and not yet handed to the transport: packets in the queue,
+    and on a websocket also those the writer task took and is still waiting to write (it awaits
+    flow control). With the transport's own buffer that is everything the client has not read;
+    a put that would take it over REALTIME_MAX_BUFFERED_BYTES closes the connection instead.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.socket: Any = None  # the engine.io socket, known once it has connected
+        self.pending = 0
+        self.refusing = False
+
+    def put_nowait(self, item: Any) -> None:
+        if item is None:  # engine.io's "stop" marker ends a writer or a poll: always accepted
+            return super().put_nowait(item)
+        if self.refusing:
+            return None
+        size = _size(item)
+        if self.socket is not None:
+            unsent = self.pending + size + direct_write.transport_bytes(self.socket)
+            if unsent > settings.REALTIME_MAX_BUFFERED_BYTES:
+                drop(self.socket, f"{unsent} bytes unsent, client not reading")
+                return None
+        self.pending += size
+        return super().put_nowait(item)
+
+    def get_nowait(self) -> Any:
+        item = super().get_nowait()
+        socket = self.socket
+        # A websocket's writer still holds the packet until ``written``; a poll answers with it now.
+        if not (socket is not None and socket.upgraded):
+            self.pending = max(0, self.pending - _size(item))
+        return item
+
+    def written(self, size: int) -> None:
+        """The websocket writer handed ``size`` bytes to the transport (now counted there)."""
+        self.pending = max(0, self.pending - size)
+
+    def discard(self) -> None:
+        """Refuse further packets and release those held (the connection is being dropped)."""
+        self.refusing = True
+        while not self.empty():
+            super().get_nowait()
+            self.task_done()
+        self.pending = 0
+
+
+def drop(socket: Any, reason: str) -> None:
+    """Close an engine.io connection now, without waiting for the client (logged at warning level).
+
+    A websocket's transport is aborted: its unsent bytes are released at once, and engine.io sees
+    the connection end and runs the disconnect handlers as for any lost client. Otherwise
+    (long-polling) the socket is closed here and a waiting poll is released.
+    """
+    if socket.closed or getattr(socket, "realtime_dropped", False):
+        return
+    socket.realtime_dropped = True
+    log.warning("disconnected %s: %s", getattr(socket, "realtime_sid", None) or socket.sid, reason)
+    queue = socket.queue
+    if isinstance(queue, OutgoingQueue):
+        queue.discard()
+    transport = getattr(socket, "realtime_transport", None)
+    if transport is not None:
+        transport.abort()
+        return
+    task = asyncio.ensure_future(_close(socket))
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
+
+
+async def _close(socket: Any) -> None:
+    server = socket.server
+    await socket.close(wait=False, abort=True, reason=server.reason.SERVER_DISCONNECT)
+    socket.queue.put_nowait(None)  # a poll waiting for packets returns; the next request is refused
+    if server.sockets.get(socket.sid) is socket:
+        del server.sockets[socket.sid]
