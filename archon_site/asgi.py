@@ -11,6 +11,15 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "archon_site.settings")
 django_app = get_asgi_application()
 
+from django.conf import settings  # noqa: E402
+
+from archon_site.body_limit import BodyLimit  # noqa: E402
 from realtime.server import on_shutdown, on_startup, sio  # noqa: E402  (needs Django set up)
 
-application = socketio.ASGIApp(sio, other_asgi_app=django_app, on_startup=on_startup, on_shutdown=on_shutdown)
+live_app = socketio.ASGIApp(sio, other_asgi_app=django_app, on_startup=on_startup, on_shutdown=on_shutdown)
+# Outermost: bodies over their cap are refused before Django or engine.io reads them.
+application = BodyLimit(
+    live_app,
+    default=settings.REQUEST_MAX_BYTES,
+    caps=[("/socket.io/", settings.REALTIME_MAX_MESSAGE_BYTES), ("/_realtime/publish", settings.REALTIME_PUBLISH_MAX_BYTES)],
+)

@@ -120,7 +120,11 @@ LOGIN_REDIRECT_URL = "/"
 REALTIME_CORS_ORIGINS: list[str] = env.list("REALTIME_CORS_ORIGINS", default=[])
 REALTIME_PING_INTERVAL: int = env.int("REALTIME_PING_INTERVAL", default=25)
 REALTIME_PING_TIMEOUT: int = env.int("REALTIME_PING_TIMEOUT", default=60)
-REALTIME_MAX_MESSAGE_BYTES: int = env.int("REALTIME_MAX_MESSAGE_BYTES", default=1_000_000)
+# One incoming Socket.IO message (and one long-polling POST). Client events are small (REALTIME_MAX_EVENT_PAYLOAD_BYTES):
+# a larger cap only lets one connection make the server decode megabytes per message.
+REALTIME_MAX_MESSAGE_BYTES: int = env.int("REALTIME_MAX_MESSAGE_BYTES", default=65_536)
+# Any other request body (the REST API, forms): refused with 413 as it arrives (archon_site/body_limit.py).
+REQUEST_MAX_BYTES: int = env.int("REQUEST_MAX_BYTES", default=10_000_000)
 # Client -> server control events are small; anything bigger is refused with a reason.
 REALTIME_MAX_EVENT_PAYLOAD_BYTES: int = env.int("REALTIME_MAX_EVENT_PAYLOAD_BYTES", default=16_384)
 # A serving process freezes its startup objects out of garbage collection (see realtime.lifecycle).
