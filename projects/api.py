@@ -6,7 +6,7 @@ from uuid import UUID
 import pydantic_core
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, HttpResponse
-from ninja import NinjaAPI, Router, Schema, Status
+from ninja import NinjaAPI, Router, Status
 from ninja.errors import HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 from ninja.renderers import JSONRenderer
@@ -17,7 +17,18 @@ from realtime.tokens import token_owner
 
 from . import selectors, services, tracked
 from .models import Project, Task
-from .schemas import ProjectOut, ProjectPatch, TaskIn, TaskOut, TaskPatch, TrackedProjectIn
+from .schemas import (
+    ProjectOut,
+    ProjectPatch,
+    TaskIn,
+    TaskOut,
+    TaskPatch,
+    TaskReorder,
+    TrackedProjectIn,
+    VersionConflictOut,
+    project_json,
+    task_json,
+)
 
 
 class BearerToken(HttpBearer):
@@ -76,6 +87,61 @@ def _invalid(request: HttpRequest, exc: DjangoValidationError) -> HttpResponse:
     return api.create_response(request, {"detail": "invalid input", "errors": errors}, status=400)
 
 
+@api.exception_handler(services.VersionConflict)
+def _conflict(request: HttpRequest, exc: services.VersionConflict) -> HttpResponse:
+    current = exc.current
+    body = {"detail": "version conflict", "current": task_json(current) if isinstance(current, Task) else project_json(current)}
+    response = api.create_response(request, body, status=409)
+    response["ETag"] = _etag(current)
+    return response
+
+
+@api.exception_handler(Task.DoesNotExist)
+def _task_gone(request: HttpRequest, exc: Task.DoesNotExist) -> HttpResponse:
+    # Deleted between the permission check and the locked re-read: the same answer as an unknown task.
+    return api.create_response(request, {"detail": "task not found"}, status=404)
+
+
+@api.exception_handler(Project.DoesNotExist)
+def _project_gone(request: HttpRequest, exc: Project.DoesNotExist) -> HttpResponse:
+    return api.create_response(request, {"detail": "project not found"}, status=404)
+
+
+@api.exception_handler(RecursionError)
+def _too_deep(request: HttpRequest, exc: RecursionError) -> HttpResponse:
+    # A body nested deeper than the JSON parser can follow: refused like any unparsable body.
+    body = {"detail": "invalid input", "errors": [{"field": "body", "message": "nested too deeply"}]}
+    return api.create_response(request, body, status=400)
+
+
+def _etag(obj: Task | Project) -> str:
+    return f'"{obj.etag}"'
+
+
+def _if_match(request: HttpRequest, expected_version: int | None = None) -> set[str] | None:
+    """The ETags the client's ``If-Match`` header (``"3"``, ``3``, ``W/"3"``, a list, or ``*``) and
+    ``expected_version`` accept; None when neither asks for a condition."""
+    header = request.headers.get("If-Match")
+    tags: set[str] | None = None
+    if header is not None:
+        tags = set()
+        for raw in header.split(","):
+            tag = raw.strip().removeprefix("W/")
+            if len(tag) >= 2 and tag[0] == tag[-1] == '"':
+                tag = tag[1:-1]
+            if not tag or '"' in tag:
+                raise DjangoValidationError({"If-Match": [f"not an entity tag: {raw.strip()!r}"]})
+            if tag == "*":  # any current version
+                tags = None
+                break
+            tags.add(tag)
+    if expected_version is None:
+        return tags
+    if tags is not None and str(expected_version) not in tags:
+        raise DjangoValidationError({"expected_version": ["disagrees with the If-Match header"]})
+    return {str(expected_version)}
+
+
 def _project(request: HttpRequest, project_id: UUID) -> Project:
     try:
         return selectors.project_for_user(user=request.user, project_id=project_id)
@@ -130,19 +196,25 @@ def create_project(request: HttpRequest, payload: TrackedProjectIn) -> Any:
 
 
 @projects.get("/{uuid:project_id}/", response=ProjectOut)
-def get_project(request: HttpRequest, project_id: UUID) -> Any:
-    return _project(request, project_id)
+def get_project(request: HttpRequest, project_id: UUID, response: HttpResponse) -> Any:
+    project = _project(request, project_id)
+    response["ETag"] = _etag(project)
+    return project
 
 
-@projects.patch("/{uuid:project_id}/", response=ProjectOut)
-def update_project(request: HttpRequest, project_id: UUID, payload: ProjectPatch) -> Any:
-    project = _managed_project(request, project_id)
-    return services.project_update(project=project, **payload.dict(exclude_unset=True))
+@projects.patch("/{uuid:project_id}/", response={200: ProjectOut, 409: VersionConflictOut})
+def update_project(request: HttpRequest, project_id: UUID, payload: ProjectPatch, response: HttpResponse) -> Any:
+    """Change only the fields sent. ``If-Match: "<ETag>"`` (from a GET or PATCH): applied only if unchanged since, else 409."""
+    project = _managed_project(request, project_id)  # permission outside; the write re-reads the row under its lock
+    project = services.project_update(project=project, if_match=_if_match(request), **payload.dict(exclude_unset=True))
+    response["ETag"] = _etag(project)
+    return project
 
 
-@projects.delete("/{uuid:project_id}/", response={204: None})
+@projects.delete("/{uuid:project_id}/", response={204: None, 409: VersionConflictOut})
 def delete_project(request: HttpRequest, project_id: UUID) -> Any:
-    services.project_delete(project=_managed_project(request, project_id))
+    project = _managed_project(request, project_id)
+    services.project_delete(project=project, if_match=_if_match(request))
     return Status(204, None)
 
 
@@ -157,29 +229,34 @@ def create_task(request: HttpRequest, project_id: UUID, payload: TaskIn) -> Any:
     return Status(201, services.task_create(project=_project(request, project_id), **payload.dict()))
 
 
-class Reorder(Schema):
-    task_ids: list[UUID]
-
-
 @projects.post("/{uuid:project_id}/tasks/reorder/", response=list[TaskOut])
-def reorder_tasks(request: HttpRequest, project_id: UUID, payload: Reorder) -> Any:
+def reorder_tasks(request: HttpRequest, project_id: UUID, payload: TaskReorder) -> Any:
     """Bulk move: give the listed tasks task_order 0, 1, 2…; every moved task broadcasts."""
     return services.tasks_reorder(project=_project(request, project_id), task_ids=payload.task_ids)
 
 
 @tasks.get("/{uuid:task_id}/", response=TaskOut)
-def get_task(request: HttpRequest, task_id: UUID) -> Any:
-    return _task(request, task_id)
+def get_task(request: HttpRequest, task_id: UUID, response: HttpResponse) -> Any:
+    task = _task(request, task_id)
+    response["ETag"] = _etag(task)
+    return task
 
 
-@tasks.patch("/{uuid:task_id}/", response=TaskOut)
-def update_task(request: HttpRequest, task_id: UUID, payload: TaskPatch) -> Any:
-    return services.task_update(task=_task(request, task_id), **payload.dict(exclude_unset=True))
+@tasks.patch("/{uuid:task_id}/", response={200: TaskOut, 409: VersionConflictOut})
+def update_task(request: HttpRequest, task_id: UUID, payload: TaskPatch, response: HttpResponse) -> Any:
+    """Change only the fields sent. ``If-Match: "<version>"`` or ``expected_version``: applied only at that version, else 409."""
+    task = _task(request, task_id)  # permission outside; the write re-reads the row under its lock
+    fields = payload.dict(exclude_unset=True)
+    if_match = _if_match(request, fields.pop("expected_version", None))
+    task = services.task_update(task=task, if_match=if_match, **fields)
+    response["ETag"] = _etag(task)
+    return task
 
 
-@tasks.delete("/{uuid:task_id}/", response={204: None})
+@tasks.delete("/{uuid:task_id}/", response={204: None, 409: VersionConflictOut})
 def delete_task(request: HttpRequest, task_id: UUID) -> Any:
-    services.task_delete(task=_task(request, task_id))
+    task = _task(request, task_id)
+    services.task_delete(task=task, if_match=_if_match(request))
     return Status(204, None)
 
 

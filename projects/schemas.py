@@ -1,16 +1,39 @@
 """The one JSON shape of each object, shared by the REST API and the Socket.IO events."""
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from ninja import Field, Schema
-from pydantic import ConfigDict
+from pydantic import AfterValidator, ConfigDict, StringConstraints
 from pydantic.alias_generators import to_camel
 
-from .models import Project, Task
+from .models import (
+    MAX_DESCRIPTION_CHARS,
+    MAX_MEMBERS,
+    MAX_REORDER_IDS,
+    TASK_ORDER_RANGE,
+    Project,
+    Task,
+    json_list_problem,
+)
 
 Status = Literal["todo", "doing", "review", "done"]
+
+
+def _bounded_json_list(value: list[Any]) -> list[Any]:
+    problem = json_list_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+# Input types carrying the limits of projects/models.py (one place); over a limit is a 400 naming the field.
+JsonList = Annotated[list[Any], AfterValidator(_bounded_json_list)]
+Description = Annotated[str, StringConstraints(max_length=MAX_DESCRIPTION_CHARS)]
+TaskOrder = Annotated[int, Field(ge=TASK_ORDER_RANGE[0], le=TASK_ORDER_RANGE[1])]
+Username = Annotated[str, StringConstraints(max_length=150)]
+MemberList = Annotated[list[Username], Field(max_length=MAX_MEMBERS)]
 
 
 class TaskOut(Schema):
@@ -53,13 +76,13 @@ class _StrictIn(Schema):
 
 class TaskIn(_StrictIn):
     title: str = Field(..., min_length=1, max_length=255)
-    description: str = ""
+    description: Description = ""
     status: Status = "todo"
     assignee: str = Field("User", min_length=1, max_length=255)
-    task_order: int = 0
+    task_order: TaskOrder = 0
     feature: str = Field("", max_length=255)
-    sources: list[Any] = []
-    code_examples: list[Any] = []
+    sources: JsonList = []
+    code_examples: JsonList = []
     parent_task_id: UUID | None = None
 
 
@@ -67,38 +90,51 @@ class TaskPatch(_StrictIn):
     # Absent means "leave as is"; an explicit null is refused (the type has no None)
     # except for parent_task_id, where null means "no parent".
     title: str = Field(None, min_length=1, max_length=255)
-    description: str = Field(None)
+    description: Description = Field(None)
     status: Status = Field(None)
     assignee: str = Field(None, min_length=1, max_length=255)
-    task_order: int = Field(None)
+    task_order: TaskOrder = Field(None)
     feature: str = Field(None, max_length=255)
-    sources: list[Any] = Field(None)
-    code_examples: list[Any] = Field(None)
+    sources: JsonList = Field(None)
+    code_examples: JsonList = Field(None)
     parent_task_id: UUID | None = None
     archived: bool = Field(None)
+    # Optimistic concurrency, like an If-Match header: applied only if the task is still at this version (else 409).
+    expected_version: int = Field(None, ge=0)
+
+
+class TaskReorder(_StrictIn):
+    task_ids: list[UUID] = Field(..., max_length=MAX_REORDER_IDS)
 
 
 class ProjectIn(_StrictIn):
     title: str = Field(..., min_length=1, max_length=255)
-    description: str = ""
+    description: Description = ""
     github_repo: str = Field("", max_length=500)
     pinned: bool = False
-    docs: list[Any] = []
-    features: list[Any] = []
-    data: list[Any] = []
-    member_usernames: list[str] = []
+    docs: JsonList = []
+    features: JsonList = []
+    data: JsonList = []
+    member_usernames: MemberList = []
 
 
 class ProjectPatch(_StrictIn):
     # Absent means "leave as is"; an explicit null is refused.
     title: str = Field(None, min_length=1, max_length=255)
-    description: str = Field(None)
+    description: Description = Field(None)
     github_repo: str = Field(None, max_length=500)
     pinned: bool = Field(None)
-    docs: list[Any] = Field(None)
-    features: list[Any] = Field(None)
-    data: list[Any] = Field(None)
-    member_usernames: list[str] = Field(None)
+    docs: JsonList = Field(None)
+    features: JsonList = Field(None)
+    data: JsonList = Field(None)
+    member_usernames: MemberList = Field(None)
+
+
+class VersionConflictOut(Schema):
+    """409: the object changed since the client read it; ``current`` is its state now (a Task or a Project)."""
+
+    detail: str
+    current: dict[str, Any]
 
 
 def task_json(task: Task) -> dict[str, Any]:

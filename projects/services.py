@@ -5,22 +5,68 @@ services here (for example ``tasks_reorder``) for bulk moves, so every change is
 through ``Model.save()`` and reaches the watchers.
 """
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 from uuid import UUID
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import models, transaction
 from django.utils import timezone
 
-from .models import Project, ProjectImport, Task
+from .models import MAX_MEMBERS, MAX_REORDER_IDS, Project, ProjectImport, Task
 
 User = get_user_model()
 
 
+class VersionConflict(Exception):
+    """The row changed since the client read it (its ``If-Match`` is stale); ``current`` is the row now."""
+
+    def __init__(self, current: Task | Project) -> None:
+        super().__init__("version conflict")
+        self.current = current
+
+
+def _check_if_match(current: Task | Project, if_match: Collection[str] | None) -> None:
+    """``if_match``: the ETags (``Model.etag``) the client accepts; None writes unconditionally."""
+    if if_match is not None and current.etag not in if_match:
+        raise VersionConflict(current)
+
+
+def _field_names(model: type[models.Model], names: Iterable[str]) -> set[str]:
+    """Concrete field names (``parent_task_id`` → ``parent_task``); anything else (m2m, DELETE…) is dropped."""
+    concrete = {f.name: f.name for f in model._meta.concrete_fields if not f.primary_key}
+    concrete |= {f.attname: f.name for f in model._meta.concrete_fields if not f.primary_key}
+    return {concrete[n] for n in names if n in concrete}
+
+
+def _validate_fields(instance: models.Model, names: set[str]) -> None:
+    """``full_clean`` of the named fields only: a write is judged by what it changes, not by the rest of the row."""
+    instance.full_clean(exclude=[f.name for f in type(instance)._meta.concrete_fields if f.name not in names])
+
+
+@transaction.atomic
+def save_changed_fields(*, instance: models.Model, fields: Iterable[str]) -> None:
+    """Write only ``fields`` of an edited (already validated) ``instance``, e.g. an admin form's ``changed_data``.
+
+    Every other field is first re-read under the row lock (SQLite: the IMMEDIATE write lock), so
+    neither the row nor the broadcast built from this instance loses what someone else changed meanwhile.
+    """
+    model = type(instance)
+    names = _field_names(model, fields)
+    if not names:
+        return  # nothing changed: no write, no new version
+    others = [f.name for f in model._meta.concrete_fields if not f.primary_key and f.name not in names]
+    if others:
+        instance.refresh_from_db(fields=others, from_queryset=model._base_manager.select_for_update(of=("self",)))
+    instance.save(update_fields=names)
+
+
 def _members(usernames: Sequence[str]) -> list[AbstractBaseUser]:
+    if len(usernames) > MAX_MEMBERS:
+        raise ValidationError({"member_usernames": [f"at most {MAX_MEMBERS} members (got {len(usernames)})"]})
     users = list(User.objects.filter(username__in=set(usernames)))
     missing = sorted(set(usernames) - {u.get_username() for u in users})
     if missing:
@@ -41,20 +87,33 @@ def project_create(*, owner: AbstractBaseUser, title: str, member_usernames: Seq
 
 
 @transaction.atomic
-def project_update(*, project: Project, member_usernames: Sequence[str] | None = None, **fields: Any) -> Project:
-    """Change a project's fields and, when given, replace its member list."""
+def project_update(
+    *, project: Project, member_usernames: Sequence[str] | None = None, if_match: Collection[str] | None = None, **fields: Any
+) -> Project:
+    """Change only the named fields of a project and, when given, replace its member list.
+
+    The row is re-read under its lock, so a concurrent change of another field is kept;
+    ``if_match`` (``Project.etag`` values) refuses a write based on a stale read: ``VersionConflict``.
+    """
+    current = Project.objects.select_for_update(of=("self",)).select_related("owner").get(pk=project.pk)
+    _check_if_match(current, if_match)
     for name, value in fields.items():
-        setattr(project, name, value)
-    project.full_clean()
-    project.save()
+        setattr(current, name, value)
+    names = _field_names(Project, fields)
+    _validate_fields(current, names)
+    if names or member_usernames is not None:
+        current.save(update_fields=names)  # Project.save adds updated_at: a member change moves the ETag too
     if member_usernames is not None:
-        project.members.set(_members(member_usernames))
-    return project
+        current.members.set(_members(member_usernames))
+    return current
 
 
 @transaction.atomic
-def project_delete(*, project: Project) -> None:
-    project.delete()
+def project_delete(*, project: Project, if_match: Collection[str] | None = None) -> None:
+    """Delete a project; with ``if_match``, only if nobody changed it since (else ``VersionConflict``)."""
+    current = Project.objects.select_for_update(of=("self",)).select_related("owner").get(pk=project.pk)
+    _check_if_match(current, if_match)
+    current.delete()
 
 
 def _archive_stamp(task: Task, archived: bool | None) -> None:
@@ -92,45 +151,77 @@ def task_create(*, project: Project, title: str, parent_task_id: UUID | None = N
 
 
 @transaction.atomic
-def task_update(*, task: Task, archived: bool | None = None, **fields: Any) -> Task:
-    """Change a task's fields; archiving stamps ``archived_at``."""
+def task_update(*, task: Task, archived: bool | None = None, if_match: Collection[str] | None = None, **fields: Any) -> Task:
+    """Change only the named fields of a task; archiving stamps ``archived_at``. Returns the saved row.
+
+    The row is re-read under its lock (``task`` only says which one), so a concurrent change
+    of another field is kept; ``if_match`` (``Task.etag`` = version values) refuses a write
+    based on a stale read: ``VersionConflict``. Nothing named: nothing written.
+    """
+    current = Task.objects.select_for_update().get(pk=task.pk)
+    _check_if_match(current, if_match)
     if "parent_task_id" in fields:
-        _check_parent(task.project_id, fields["parent_task_id"])
-        _check_no_cycle(task, fields["parent_task_id"])
+        _check_parent(current.project_id, fields["parent_task_id"])
+        _check_no_cycle(current, fields["parent_task_id"])
     for name, value in fields.items():
-        setattr(task, name, value)
-    _archive_stamp(task, archived)
-    task.full_clean()
-    task.save()
-    return task
+        setattr(current, name, value)
+    names = _field_names(Task, fields)
+    if archived is not None:
+        _archive_stamp(current, archived)
+        names |= {"archived", "archived_at"}
+    if not names:
+        return current
+    _validate_fields(current, names)
+    current.save(update_fields=names)  # Task.save adds version and updated_at
+    return current
 
 
 @transaction.atomic
-def task_delete(*, task: Task) -> None:
-    task.delete()
+def task_delete(*, task: Task, if_match: Collection[str] | None = None) -> None:
+    """Delete a task; with ``if_match``, only if nobody changed it since (else ``VersionConflict``)."""
+    current = Task.objects.select_for_update().get(pk=task.pk)
+    _check_if_match(current, if_match)
+    current.delete()
 
 
-@transaction.atomic
+def _reorder_ids(task_ids: Sequence[UUID | str]) -> list[UUID]:
+    """The ids as UUIDs, checked in linear time before any lock is taken: bounded, well-formed, no repeats."""
+    if len(task_ids) > MAX_REORDER_IDS:
+        raise ValidationError({"task_ids": [f"at most {MAX_REORDER_IDS} ids (got {len(task_ids)})"]})
+    try:
+        ids = [i if isinstance(i, UUID) else UUID(str(i)) for i in task_ids]
+    except ValueError:
+        raise ValidationError({"task_ids": ["not a list of task ids"]}) from None
+    duplicates = sorted(str(i) for i, n in Counter(ids).items() if n > 1)
+    if duplicates:
+        shown = [f"listed more than once: {i}" for i in duplicates[:20]]
+        raise ValidationError({"task_ids": shown + ([f"…and {len(duplicates) - 20} more"] if len(duplicates) > 20 else [])})
+    return ids
+
+
 def tasks_reorder(*, project: Project, task_ids: Sequence[UUID | str]) -> list[Task]:
     """Give the listed tasks ``task_order`` 0, 1, 2… in that order; every moved task broadcasts.
 
-    Saves each changed task (no ``QuerySet.update()``), so each gets a new version
-    and a ``task_updated`` event once the transaction commits.
+    Saves each changed task (no ``QuerySet.update()``), so each gets a new version and a
+    ``task_updated`` event once the transaction commits. The input is checked first, outside
+    the transaction; inside it: one read of the listed rows under the lock, then one save per
+    moved task — linear, and the write lock is held no longer than that.
     """
-    duplicates = sorted({str(i) for i in task_ids if list(map(str, task_ids)).count(str(i)) > 1})
-    if duplicates:
-        raise ValidationError({"task_ids": [f"listed more than once: {i}" for i in duplicates]})
-    tasks = {str(t.pk): t for t in Task.objects.select_for_update().filter(project=project, pk__in=task_ids)}
-    unknown = [str(i) for i in task_ids if str(i) not in tasks]
-    if unknown:
-        raise ValidationError({"task_ids": [f"not a task of this project: {i}" for i in unknown]})
-    moved = []
-    for order, task_id in enumerate(task_ids):
-        task = tasks[str(task_id)]
-        if task.task_order != order:
-            task.task_order = order
-            task.save(update_fields=["task_order"])
-            moved.append(task)
+    ids = _reorder_ids(task_ids)
+    with transaction.atomic():
+        tasks = {t.pk: t for t in Task.objects.select_for_update().filter(project=project, pk__in=ids)}
+        unknown = [str(i) for i in ids if i not in tasks]
+        if unknown:
+            shown = [f"not a task of this project: {i}" for i in unknown[:20]]
+            raise ValidationError({"task_ids": shown + ([f"…and {len(unknown) - 20} more"] if len(unknown) > 20 else [])})
+        moved = []
+        for order, task_id in enumerate(ids):
+            task = tasks[task_id]
+            if task.task_order != order:
+                task.task_order = order
+                task._version_read_under_lock = True  # read above, in this transaction, under the lock
+                task.save(update_fields=["task_order"])
+                moved.append(task)
     return moved
 
 
@@ -149,3 +240,22 @@ def project_import_create(
     _members(project.get("member_usernames", ()))  # fail now, not in the background
     request = {"project": project, "template": template, "format": fmt, "content": content}
     return ProjectImport.objects.create(started_by=started_by, request=request, log="queued")
+
+
+def project_imports_mark_interrupted() -> int:
+    """Fail tracked creations left unfinished by a dead process (at server start): ours by pid, anyone's by a stale heartbeat.
+
+    Their watchers then get ``status: "error"``, ``error: "interrupted"`` on subscribe. Returns how many.
+    """
+    from .tracked import STALE_AFTER, runner_gone  # tracked imports this module
+
+    now = timezone.now()
+    unfinished = ProjectImport.objects.exclude(status__in=[ProjectImport.Status.COMPLETED, ProjectImport.Status.ERROR])
+    dead = [
+        pk
+        for pk, runner, updated_at in unfinished.values_list("pk", "request__runner", "updated_at")
+        if runner_gone(runner or "") or now - updated_at > STALE_AFTER
+    ]
+    return ProjectImport.objects.filter(pk__in=dead).update(
+        status=ProjectImport.Status.ERROR, step="error", error="interrupted", log="interrupted: its server stopped", updated_at=now
+    )

@@ -1,8 +1,11 @@
 """Client -> server events. Each handler: payload already validated; check permission, enter the room, then snapshot."""
 
+import asyncio
+import time
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 
 from chat import schemas as chat_schemas
 from chat import selectors as chat_selectors
@@ -14,17 +17,53 @@ from crawls import services as crawl_services
 from projects import selectors
 from projects.schemas import project_json, task_json
 
-from . import progress, rooms
+from . import direct_write, progress, rooms
+from .broadcasts import snapshot_frames
 from .events import Ack, Dispatcher, Reject, on
 from .payloads import ChatPost, ChatRef, Empty, ProgressRef, ProjectRef
 
 
+# Snapshots are read, serialised and cut into frames in a worker thread: never on the event loop.
 def _tasks_snapshot(project_id: str) -> list[dict[str, Any]]:
-    return [task_json(t) for t in selectors.project_tasks(project_id=project_id)]
+    tasks = [task_json(t) for t in selectors.project_tasks(project_id=project_id)]
+    return snapshot_frames({"project_id": project_id}, "tasks", tasks)
 
 
 def _projects_snapshot(user: Any) -> list[dict[str, Any]]:
-    return [project_json(p) for p in selectors.visible_projects(user=user)]
+    return snapshot_frames({}, "projects", [project_json(p) for p in selectors.visible_projects(user=user)])
+
+
+SNAPSHOT_DRAIN_WAIT = 30.0  # seconds a snapshot waits, between two frames, for a slow reader to catch up
+
+
+def _unsent(ns: Dispatcher, sid: str) -> int | None:
+    """Bytes sent to this connection that it has not read yet (its queue and its transport); None once it is gone."""
+    eio_sid = ns.server.manager.eio_sid_from_sid(sid, ns.namespace)
+    socket = ns.server.eio.sockets.get(eio_sid) if eio_sid else None
+    if socket is None or socket.closed:
+        return None
+    return getattr(socket.queue, "pending", 0) + direct_write.transport_bytes(socket)
+
+
+async def _send_frames(ns: Dispatcher, event: str, frames: list[dict[str, Any]], sid: str) -> None:
+    """A snapshot's frames to one connection, in order; other work runs between them.
+
+    Backpressure: a connection may hold at most REALTIME_MAX_BUFFERED_BYTES unsent, or it is
+    dropped. A snapshot larger than that, to a slow reader (or a long-polling one between polls),
+    would be dropped, reconnect and ask for it again, forever; so the next frame waits until the
+    connection has read enough to take it (at most SNAPSHOT_DRAIN_WAIT, then it goes anyway).
+    """
+    room = max(settings.REALTIME_MAX_BUFFERED_BYTES - 2 * settings.REALTIME_SNAPSHOT_FRAME_BYTES, settings.REALTIME_MAX_BUFFERED_BYTES // 2)
+    for index, frame in enumerate(frames):
+        if index:
+            await asyncio.sleep(0)
+            deadline = time.monotonic() + SNAPSHOT_DRAIN_WAIT
+            # Polled: neither engine.io's queue nor uvicorn's transport tells when it has drained.
+            while (unsent := _unsent(ns, sid)) is not None and unsent > room and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            if unsent is None:
+                return  # gone: the rest would go nowhere
+        await ns.emit(event, frame, to=sid)
 
 
 can_see_project = sync_to_async(selectors.can_see_project)
@@ -41,8 +80,8 @@ async def join_project(ns: Dispatcher, sid: str, user: Any, payload: ProjectRef)
         await ns.leave_room(sid, room)
         raise Reject("project not found")
     # Subscribed first, snapshot second: no update can fall in the gap.
-    tasks = await sync_to_async(_tasks_snapshot)(project_id)
-    await ns.emit("initial_tasks", {"project_id": project_id, "tasks": tasks}, to=sid)
+    frames = await sync_to_async(_tasks_snapshot)(project_id)
+    await _send_frames(ns, "initial_tasks", frames, sid)
     return {"project_id": project_id}
 
 
@@ -56,8 +95,8 @@ async def leave_project(ns: Dispatcher, sid: str, user: Any, payload: ProjectRef
 async def subscribe_projects(ns: Dispatcher, sid: str, user: Any, payload: Empty) -> Ack:
     await ns.enter_room(sid, rooms.PROJECT_LIST)
     await ns.enter_room(sid, rooms.project_list_of(user.pk))
-    projects = await sync_to_async(_projects_snapshot)(user)
-    await ns.emit("projects_update", {"projects": projects}, to=sid)
+    frames = await sync_to_async(_projects_snapshot)(user)
+    await _send_frames(ns, "projects_update", frames, sid)
     return {}
 
 

@@ -205,3 +205,84 @@ async def test_an_outsider_can_neither_see_nor_join_a_project(server, open_page)
     response = await page.goto(f"/projects/{own.id}/")
     assert response is not None and response.status == 200
     await live(page)
+
+
+async def test_an_edit_from_a_stale_view_is_refused_and_shows_the_other_users_change(server, open_page):
+    alice, bob = await db(f.make_user)("alice"), await db(f.make_user)("bob")
+    project = await db(f.make_project)(alice, title="Conflicts", members=(bob,))
+    task = await db(f.make_task)(project, title="Original")
+    alice_page = await open_page(server.url, "alice", path=f"/projects/{project.id}/")
+    bob_page = await open_page(server.url, "bob", path=f"/projects/{project.id}/")
+    await live(alice_page)
+    await live(bob_page)
+    mine, theirs = card(alice_page, task.id), card(bob_page, task.id)
+    await expect(mine).to_have_attribute("data-version", "1")
+    await expect(alice_page.get_by_test_id("conflict")).to_be_hidden()
+
+    # 1. Alice starts renaming; while she types, Bob renames it. Her rename was made from version 1: refused.
+    await mine.get_by_test_id("task-rename").click()
+    await mine.get_by_test_id("task-rename-input").fill("Alice's title")
+    await theirs.get_by_test_id("task-rename").click()
+    await theirs.get_by_test_id("task-rename-input").fill("Bob's title")
+    await theirs.get_by_test_id("task-rename-input").press("Enter")
+    await expect(mine).to_have_attribute("data-version", "2")  # arrived live, under her open input
+    await mine.get_by_test_id("task-rename-input").press("Enter")
+
+    notice = alice_page.get_by_test_id("conflict")
+    await expect(notice).to_be_visible()
+    await expect(notice).to_contain_text("was changed by someone else; your change was not applied")
+    await expect(notice).to_contain_text("Bob's title")
+    await expect(mine.get_by_test_id("task-title")).to_have_text("Bob's title")
+    await expect(mine.get_by_test_id("task-rename-input")).to_have_count(0)
+    assert await db(lambda: Task.objects.values_list("title", "version").get(pk=task.id))() == ("Bob's title", 2)
+    await expect(bob_page.get_by_test_id("conflict")).to_be_hidden()
+
+    # 2. Alice's page stops hearing about changes (a network blip); Bob moves the task. Her move, made from
+    #    what her page still shows, is refused, and her board then shows his change.
+    await alice_page.evaluate("window.__live.socket.disconnect()")
+    await theirs.get_by_test_id("task-move").select_option("review")
+    await expect(theirs).to_have_attribute("data-version", "3")
+    await expect(mine).to_have_attribute("data-version", "2")  # stale
+    await mine.get_by_test_id("task-move").select_option("done")
+    await expect(column(alice_page, "review").locator(f"[data-task-id='{task.id}']")).to_be_visible()
+    await expect(mine).to_have_attribute("data-version", "3")
+    await expect(mine.get_by_test_id("task-move")).to_have_value("review")
+    await expect(notice).to_contain_text("your change was not applied")
+    assert await db(lambda: Task.objects.values_list("status", "version").get(pk=task.id))() == ("review", 3)
+
+    # 3. Reviewed, she retries: now from the current version, it goes through and the notice goes away.
+    await mine.get_by_test_id("task-move").select_option("done")
+    await expect(mine).to_have_attribute("data-version", "4")
+    await expect(notice).to_be_hidden()
+    await expect(column(bob_page, "done").locator(f"[data-task-id='{task.id}']")).to_be_visible()
+    assert await db(lambda: Task.objects.values_list("title", "status", "version").get(pk=task.id))() == ("Bob's title", "done", 4)
+
+
+async def test_a_board_shows_a_snapshot_that_came_in_several_frames(server, open_page, settings):
+    settings.REALTIME_SNAPSHOT_FRAME_BYTES = 3_000  # the in-process server reads it per snapshot
+    alice = await db(f.make_user)("alice")
+    project = await db(f.make_project)(alice, title="Many")
+    titles = [f"Task {i:02}" for i in range(24)]
+
+    def seed() -> None:
+        for order, title in enumerate(titles):
+            f.make_task(project, title=title, description="d" * 800, task_order=order)
+
+    await db(seed)()
+    page = await open_page(server.url, "alice", path=f"/projects/{project.id}/")
+    await live(page)
+    await expect(column(page, "todo").get_by_test_id("task-title")).to_have_text(titles)
+    frames = await page.evaluate(
+        """async (projectId) => {
+            const socket = window.__live.socket;
+            const parts = [];
+            const listener = (data) => parts.push([data.part, data.parts]);
+            socket.on("initial_tasks", listener);
+            await socket.emitWithAck("join_project", { project_id: projectId });
+            socket.off("initial_tasks", listener);
+            return parts;
+        }""",
+        str(project.id),
+    )
+    assert len(frames) > 1 and frames == [[n, len(frames)] for n in range(1, len(frames) + 1)]
+    await expect(column(page, "todo").get_by_test_id("task-title")).to_have_text(titles)  # a re-join changes nothing

@@ -91,3 +91,25 @@ async def test_a_failed_import_says_why(server, open_page):
     await page.wait_for_url(re.compile(r"/accounts/login/$"))
     await page.goto("/")
     await page.wait_for_url(re.compile(r"/accounts/login/\?next=/$"))
+
+
+async def test_the_project_list_is_whole_when_it_comes_in_several_frames(server, open_page, settings):
+    settings.REALTIME_SNAPSHOT_FRAME_BYTES = 4_000  # the in-process server reads it per list
+    alice = await db(f.make_user)("alice")
+    titles = [f"Project {i:02}" for i in range(18)]
+
+    def seed() -> None:
+        for title in titles:
+            Project.objects.create(owner=alice, title=title, description="d" * 900)
+
+    await db(seed)()
+    page = await open_page(server.url, "alice", path="/")
+    await live(page)
+    items = page.get_by_test_id("project-item")
+    await expect(items).to_have_count(len(titles))
+    await expect(items.locator("a")).to_have_text(titles)
+
+    # A change: the new list is broadcast in frames too, and shown only once whole.
+    await db(lambda: Project.objects.create(owner=alice, title="Project 99", description="d" * 900))()
+    await expect(items).to_have_count(len(titles) + 1)
+    await expect(items.locator("a")).to_have_text([*titles, "Project 99"])

@@ -9,7 +9,8 @@ import httpx
 import pytest
 from selectolax.lexbor import LexborHTMLParser
 
-from projects.models import Project, Task
+from projects import services
+from projects.models import MAX_DESCRIPTION_CHARS, Project, Task
 from tests.conftest import db
 from tests.support import factories as f
 
@@ -202,7 +203,8 @@ async def test_admin_added_project_with_members_reaches_the_members_list(admin, 
     for user in (bob, carol):
         client = await connect(user)
         assert await client.call("subscribe_projects") == {"ok": True}
-        assert (await client.wait_for("projects_update")) == {"projects": []}
+        update = await client.wait_for("projects_update")
+        assert (update["projects"], update["part"], update["parts"]) == ([], 1, 1)
         watchers[user.username] = client
 
     fields = await admin.form("/admin/projects/project/add/", "form#project_form")
@@ -220,3 +222,77 @@ async def test_admin_added_project_with_members_reaches_the_members_list(admin, 
     marker = await watchers["carol"].wait_for("projects_update", lambda u: any(p["title"] == "marker" for p in u["projects"]))
     assert [p["title"] for p in marker["projects"]] == ["marker"]
     assert all(p["title"] != "From the admin" for u in watchers["carol"].received("projects_update") for p in u["projects"])
+
+
+# --------------------------------------------------------------------------- edits made meanwhile are kept
+
+
+async def test_change_form_writes_only_what_was_changed_on_the_page(admin, connect):
+    alice = await db(f.make_user)("alice")
+    project = await db(f.make_project)(alice)
+    task = await db(f.make_task)(project, title="before", description="as drawn")
+    client = await _joined(connect, alice, project)
+
+    url = f"/admin/projects/task/{task.pk}/change/"
+    fields = await admin.form(url, "form#task_form")  # the page as the admin sees it
+    # Someone else changes the description (and status) while the page is open.
+    await db(lambda: services.task_update(task=Task.objects.get(pk=task.pk), description="changed meanwhile", status="doing"))()
+    assert (await client.wait_for("task_updated"))["version"] == 2
+
+    await admin.post(url, [*fields.replace(title="renamed in the admin"), SAVE])
+    row = await db(lambda: Task.objects.values_list("title", "description", "status", "version").get(pk=task.pk))()
+    assert row == ("renamed in the admin", "changed meanwhile", "doing", 3)
+    # The broadcast of the admin's save carries the other change too: no screen goes back to the stale value.
+    event = await client.wait_for("task_updated")
+    assert (event["title"], event["description"], event["status"], event["version"]) == row
+
+
+async def test_an_unchanged_change_form_writes_nothing(admin):
+    alice = await db(f.make_user)("alice")
+    task = await db(f.make_task)(await db(f.make_project)(alice), title="same")
+    url = f"/admin/projects/task/{task.pk}/change/"
+    fields = await admin.form(url, "form#task_form")
+    await db(lambda: Task.objects.filter(pk=task.pk).update(title="changed meanwhile"))()
+    await admin.post(url, [*fields, SAVE])
+    assert await db(lambda: Task.objects.values_list("title", "version").get(pk=task.pk))() == ("changed meanwhile", 1)
+
+
+async def test_project_form_keeps_a_description_and_members_changed_meanwhile(admin):
+    alice = await db(f.make_user)("alice")
+    await db(f.make_user)("bob")
+    project = await db(f.make_project)(alice, title="before")
+    task = await db(f.make_task)(project, title="inline task")
+    url = f"/admin/projects/project/{project.pk}/change/"
+    fields = await admin.form(url, "form#project_form")
+
+    def meanwhile() -> None:
+        services.project_update(project=Project.objects.get(pk=project.pk), description="changed meanwhile", member_usernames=["bob"])
+        services.task_update(task=Task.objects.get(pk=task.pk), status="review")
+
+    await db(meanwhile)()
+    await admin.post(url, [*fields.replace(title="after", **{"tasks-0-title": "inline renamed"}), SAVE])
+
+    saved = await db(Project.objects.get)(pk=project.pk)
+    assert (saved.title, saved.description) == ("after", "changed meanwhile")
+    assert await db(lambda: list(saved.members.values_list("username", flat=True)))() == ["bob"]
+    assert await db(lambda: Task.objects.values_list("title", "status", "version").get(pk=task.pk))() == ("inline renamed", "review", 3)
+
+
+async def test_changelist_edit_keeps_an_order_changed_meanwhile(admin):
+    alice = await db(f.make_user)("alice")
+    task = await db(f.make_task)(await db(f.make_project)(alice), title="listed")
+    fields = await admin.form("/admin/projects/task/", "form#changelist-form")  # status and task_order are editable there
+    await db(lambda: services.task_update(task=Task.objects.get(pk=task.pk), task_order=7))()
+    await admin.post("/admin/projects/task/", [*fields.replace(**{"form-0-status": "done"}), SAVE])
+    assert await db(lambda: Task.objects.values_list("task_order", "status", "version").get(pk=task.pk))() == (7, "done", 3)
+
+
+async def test_the_admin_refuses_an_over_long_description(admin):
+    alice = await db(f.make_user)("alice")
+    task = await db(f.make_task)(await db(f.make_project)(alice), title="bounded")
+    url = f"/admin/projects/task/{task.pk}/change/"
+    fields = await admin.form(url, "form#task_form")
+    response = await admin.client.post(url, data=_multi([*fields.replace(description="x" * (MAX_DESCRIPTION_CHARS + 1)), SAVE]))
+    assert response.status_code == 200  # the form again, with its error
+    assert "at most 20000 characters" in _form_errors(response.text).replace(",", "")
+    assert await db(lambda: Task.objects.values_list("description", "version").get(pk=task.pk))() == ("", 1)

@@ -1,7 +1,9 @@
-"""The REST API (/api/) against the live server: CRUD, errors, permissions, CSRF, and the broadcasts its writes cause."""
+"""The REST API (/api/) against the live server: CRUD, errors, limits, permissions, CSRF, the broadcasts its writes
+cause, and the snapshots (initial_tasks, projects_update) in bounded frames."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
 from http.cookies import SimpleCookie
@@ -10,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from projects.models import Project, Task
+from projects.models import MAX_DESCRIPTION_CHARS, MAX_JSON_BYTES, MAX_JSON_DEPTH, MAX_JSON_ITEMS, MAX_MEMBERS, Project, Task
 from tests.conftest import db
 from tests.support import factories as f
 
@@ -375,6 +377,98 @@ async def test_parent_cycle_is_400(http):
     assert "parent_task_id" in error_fields(response)
 
 
+# --------------------------------------------------------------------------- limits
+
+
+def _nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+TOO_LONG_TEXT = "x" * (MAX_DESCRIPTION_CHARS + 1)
+TOO_MANY_ITEMS = list(range(MAX_JSON_ITEMS + 1))
+TOO_MANY_BYTES = ["é" * (MAX_JSON_BYTES // 2)]  # few characters, over the limit in bytes
+TOO_DEEP = _nested(MAX_JSON_DEPTH + 1)
+
+OVER_LIMIT_TASK_FIELDS = [
+    pytest.param("description", TOO_LONG_TEXT, id="description"),
+    pytest.param("sources", TOO_MANY_ITEMS, id="sources-items"),
+    pytest.param("sources", TOO_MANY_BYTES, id="sources-bytes"),
+    pytest.param("code_examples", TOO_DEEP, id="code_examples-depth"),
+    pytest.param("code_examples", TOO_MANY_BYTES, id="code_examples-bytes"),
+    pytest.param("task_order", 2**31, id="task_order"),
+]
+OVER_LIMIT_PROJECT_FIELDS = [
+    pytest.param("description", TOO_LONG_TEXT, id="description"),
+    pytest.param("docs", TOO_MANY_ITEMS, id="docs-items"),
+    pytest.param("features", TOO_MANY_BYTES, id="features-bytes"),
+    pytest.param("data", TOO_DEEP, id="data-depth"),
+    pytest.param("member_usernames", ["bob"] * (MAX_MEMBERS + 1), id="member_usernames"),
+]
+
+
+def test_the_limits_are_just_above_what_is_allowed():
+    """Each over-limit value is one step past a value that is accepted (the tests below refuse the right thing)."""
+    from projects.models import json_list_problem
+
+    assert json_list_problem(list(range(MAX_JSON_ITEMS))) is None and json_list_problem(TOO_MANY_ITEMS) is not None
+    assert json_list_problem(_nested(MAX_JSON_DEPTH)) is None and json_list_problem(TOO_DEEP) is not None
+    assert json_list_problem(["x" * (MAX_JSON_BYTES - 10)]) is None and json_list_problem(TOO_MANY_BYTES) is not None
+
+
+@pytest.mark.parametrize(("field", "value"), OVER_LIMIT_TASK_FIELDS)
+async def test_an_over_limit_task_field_is_400_naming_it(http, field, value):
+    alice, auth = await user_and_auth("alice")
+    project = await db(f.make_project)(alice)
+    task = await db(f.make_task)(project, title="kept")
+
+    created = await http.post(f"/api/projects/{project.pk}/tasks/", headers=auth, json={"title": "x", field: value})
+    assert created.status_code == 400, created.text[:300]
+    assert error_fields(created) == [field]
+    patched = await http.patch(f"/api/tasks/{task.pk}/", headers=auth, json={field: value})
+    assert patched.status_code == 400, patched.text[:300]
+    assert error_fields(patched) == [field]
+    assert await count_tasks() == 1
+    assert await db(lambda: Task.objects.values_list("title", "version").get())() == ("kept", 1)
+
+
+@pytest.mark.parametrize(("field", "value"), OVER_LIMIT_PROJECT_FIELDS)
+async def test_an_over_limit_project_field_is_400_naming_it(http, field, value):
+    alice, auth = await user_and_auth("alice")
+    await db(f.make_user)("bob")
+    project = await db(f.make_project)(alice, title="kept")
+
+    for body in ({"title": "x", field: value}, {"title": "x", "template": "kanban", field: value}):  # plain and tracked creation
+        created = await http.post("/api/projects/", headers=auth, json=body)
+        assert created.status_code == 400, created.text[:300]
+        assert error_fields(created) == [field]
+    patched = await http.patch(f"/api/projects/{project.pk}/", headers=auth, json={field: value})
+    assert patched.status_code == 400, patched.text[:300]
+    assert error_fields(patched) == [field]
+    assert await db(lambda: list(Project.objects.values_list("title", flat=True)))() == ["kept"]
+
+
+async def test_at_the_limits_is_accepted(http):
+    alice, auth = await user_and_auth("alice")
+    project = await db(f.make_project)(alice)
+    body = {"title": "full", "description": "x" * MAX_DESCRIPTION_CHARS, "sources": list(range(MAX_JSON_ITEMS))}
+    body["code_examples"] = _nested(MAX_JSON_DEPTH)
+    created = await http.post(f"/api/projects/{project.pk}/tasks/", headers=auth, json=body)
+    assert created.status_code == 201, created.text[:300]
+
+
+async def test_a_body_nested_past_the_parser_is_400_and_the_server_keeps_serving(http):
+    alice, auth = await user_and_auth("alice")
+    project = await db(f.make_project)(alice)
+    deep = b'{"title": "x", "sources": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    response = await http.post(f"/api/projects/{project.pk}/tasks/", headers={**auth, "Content-Type": "application/json"}, content=deep)
+    assert response.status_code == 400, response.text[:300]
+    assert response.json()["detail"] == "invalid input"
+    assert (await http.get(f"/api/projects/{project.pk}/tasks/", headers=auth)).status_code == 200
+
+
 # --------------------------------------------------------------------------- visibility and permissions
 
 
@@ -653,7 +747,8 @@ async def test_rest_member_removal_takes_away_live_access(http, connect):
 
     patched = await http.patch(f"/api/projects/{project.pk}/", headers=auth, json={"member_usernames": []})
     assert patched.status_code == 200
-    assert await watcher.wait_for("projects_update", lambda u: u["projects"] == []) == {"projects": []}
+    update = await watcher.wait_for("projects_update", lambda u: u["projects"] == [])
+    assert (update["projects"], update["part"], update["parts"]) == ([], 1, 1)
 
     # Out of the room: a task created after the removal does not reach bob; a marker in his own project does.
     await http.post(f"/api/projects/{project.pk}/tasks/", headers=auth, json={"title": "secret"})
@@ -663,3 +758,109 @@ async def test_rest_member_removal_takes_away_live_access(http, connect):
     await watcher.wait_for("task_created", lambda t: t["title"] == "marker")
     assert [t["title"] for t in watcher.received("task_created")] == ["marker"]
     assert await watcher.call("join_project", {"project_id": str(project.pk)}) == {"ok": False, "error": "project not found"}
+
+
+# --------------------------------------------------------------------------- snapshots in bounded frames
+
+FRAME_BYTES = 8_000
+
+
+def _frame_size(frame: dict[str, Any]) -> int:
+    return len(json.dumps(frame, separators=(",", ":")))  # as python-socketio encodes it
+
+
+def _one_snapshot(frames: list[dict[str, Any]], key: str, *, limit: int = FRAME_BYTES) -> list[dict[str, Any]]:
+    """The items of one snapshot's frames, after checking the frames: one id, parts 1..n in order, each within the bound."""
+    assert frames, "no frame"
+    assert len({frame["snapshot"] for frame in frames}) == 1
+    assert [frame["part"] for frame in frames] == list(range(1, len(frames) + 1))
+    assert {frame["parts"] for frame in frames} == {len(frames)}
+    for frame in frames:
+        assert _frame_size(frame) <= limit or len(frame[key]) == 1, (_frame_size(frame), len(frame[key]))
+    return [item for frame in frames for item in frame[key]]
+
+
+def _many(project: Project) -> list[str]:
+    ids = [str(f.make_task(project, title=f"task {i:02}", description="d" * 900, task_order=i).pk) for i in range(30)]
+    ids.insert(11, str(f.make_task(project, title="huge", description="h" * 12_000, task_order=10).pk))  # after "task 10"; goes alone
+    f.make_task(project, title="archived", archived=True, task_order=99)  # not in the snapshot
+    return ids
+
+
+async def test_initial_tasks_come_in_bounded_frames_that_together_hold_every_task(connect, settings):
+    settings.REALTIME_SNAPSHOT_FRAME_BYTES = FRAME_BYTES  # the in-process server reads it per snapshot
+    alice = await db(f.make_user)("alice")
+    project = await db(f.make_project)(alice)
+    ids = await db(_many)(project)
+
+    client = await connect(alice)
+    assert (await client.call("join_project", {"project_id": str(project.pk)}))["ok"] is True
+    frames = client.received("initial_tasks")  # all sent before the answer
+    tasks = _one_snapshot(frames, "tasks")
+    print(f"\n{len(tasks)} tasks in {len(frames)} initial_tasks frames: {[_frame_size(fr) for fr in frames]} bytes")
+    assert len(frames) >= 4
+    assert all(frame["project_id"] == str(project.pk) for frame in frames)
+    assert [t["id"] for t in tasks] == ids  # all of them, once each, in board order
+    assert [t["title"] for t in next(fr for fr in frames if any(t["title"] == "huge" for t in fr["tasks"]))["tasks"]] == ["huge"]
+
+
+async def test_a_small_snapshot_is_one_frame(connect):
+    alice = await db(f.make_user)("alice")
+    project = await db(f.make_project)(alice)
+    task = await db(f.make_task)(project)
+    client = await connect(alice)
+    await client.call("join_project", {"project_id": str(project.pk)})
+    [frame] = client.received("initial_tasks")
+    assert (frame["part"], frame["parts"], [t["id"] for t in frame["tasks"]]) == (1, 1, [str(task.pk)])
+    assert await client.call("subscribe_projects") == {"ok": True}
+    [frame] = client.received("projects_update")
+    assert (frame["part"], frame["parts"], [p["id"] for p in frame["projects"]]) == (1, 1, [str(project.pk)])
+
+
+async def _complete_update(client: Any, key: str = "projects") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Wait for the last frame of a snapshot; return that snapshot's frames (in order) and its items."""
+    last = await client.wait_for("projects_update", lambda u: u["part"] == u["parts"])
+    frames = [u for u in client.received("projects_update") if u["snapshot"] == last["snapshot"]]
+    return frames, _one_snapshot(frames, key)
+
+
+async def test_projects_update_comes_in_bounded_frames_on_subscribe_and_on_change(http, connect, settings):
+    settings.REALTIME_SNAPSHOT_FRAME_BYTES = FRAME_BYTES
+    alice, auth = await user_and_auth("alice")
+
+    def make_projects() -> list[str]:
+        return [str(Project.objects.create(owner=alice, title=f"p{i:02}", description="d" * 900).pk) for i in range(25)]
+
+    ids = set(await db(make_projects)())
+    client = await connect(alice)
+    assert await client.call("subscribe_projects") == {"ok": True}
+    frames, projects = await _complete_update(client)
+    print(f"\n{len(projects)} projects in {len(frames)} projects_update frames (subscribe)")
+    assert len(frames) >= 3 and {p["id"] for p in projects} == ids and len(projects) == len(ids)
+
+    created = await http.post("/api/projects/", headers=auth, json={"title": "p99", "description": "d" * 900})
+    assert created.status_code == 201
+    frames, projects = await _complete_update(client)
+    print(f"{len(projects)} projects in {len(frames)} projects_update frames (broadcast)")
+    assert len(frames) >= 3 and {p["id"] for p in projects} == ids | {created.json()["id"]} and len(projects) == len(ids) + 1
+
+
+@pytest.mark.parametrize("client_kind", ["node"])  # python-socketio's long-polling client takes a minute to close
+async def test_a_snapshot_larger_than_the_unsent_bound_waits_for_a_slow_reader(connect, settings):
+    # A long-polling client reads only when it polls: a snapshot sent all at once would sit unread
+    # over REALTIME_MAX_BUFFERED_BYTES, and the connection would be dropped for it.
+    settings.REALTIME_SNAPSHOT_FRAME_BYTES = FRAME_BYTES
+    settings.REALTIME_MAX_BUFFERED_BYTES = 40_000
+    alice = await db(f.make_user)("alice")
+    project = await db(f.make_project)(alice)
+    ids = await db(lambda: [str(f.make_task(project, title=f"t{i:03}", description="d" * 900, task_order=i).pk) for i in range(120)])()
+
+    client = await connect(alice, transports=["polling"])
+    answer = await client.call("join_project", {"project_id": str(project.pk)}, timeout=30)
+    assert answer == {"ok": True, "project_id": str(project.pk)}
+    frames = client.received("initial_tasks")
+    size = sum(_frame_size(frame) for frame in frames)
+    print(f"\nsnapshot of {size} bytes in {len(frames)} frames over long-polling, unsent bound 40000: delivered whole")
+    assert size > 3 * settings.REALTIME_MAX_BUFFERED_BYTES
+    assert [t["id"] for t in _one_snapshot(frames, "tasks")] == ids
+    assert client.connected

@@ -1,5 +1,7 @@
 // Board: one project's tasks in four columns, kept live through a TaskStore.
 // The DOM is only ever drawn from the store; REST answers go through the store too (idempotent by version).
+// Every edit says which version it was made from (If-Match): if someone else changed the task first, the
+// server refuses it (409) with the task as it is now, which the board shows along with a conflict notice.
 import { Live, TaskStore, api, reason } from "../realtime/live.js";
 import { $, say } from "../realtime/dom.js";
 
@@ -9,6 +11,7 @@ const LABELS = { todo: "To do", doing: "Doing", review: "Review", done: "Done" }
 const board = $("[data-testid=board]");
 const projectId = board.dataset.projectId;
 const errorLine = $("[data-testid=board-error]");
+const conflictLine = $("[data-testid=conflict]");
 
 const showError = (message) => say(errorLine, message);
 
@@ -116,7 +119,7 @@ window.__live = live;
 live.socket.on("connect", () => store.joining());
 
 live.on("initial_tasks", (data) => {
-  if (data.project_id === projectId) store.snapshot(data.tasks);
+  if (data.project_id === projectId) store.snapshotFrame(data); // one frame of a snapshot, or all of it
 });
 const applyTask = (task) => {
   if (task.project_id === projectId) store.apply(task);
@@ -138,15 +141,27 @@ live.want(`project:${projectId}`, "join_project", { project_id: projectId }, (ac
 
 // --- Actions (REST) -------------------------------------------------------------------------
 
-async function write(method, url, body) {
-  const answer = await api(method, url, body);
-  if (answer.status >= 400) {
+/** A REST write; `version` (the task version the user saw) goes as If-Match, so a stale edit is refused, not applied. */
+async function write(method, url, body, version) {
+  const headers = version === undefined ? {} : { "If-Match": `"${version}"` };
+  const answer = await api(method, url, body, headers);
+  if (answer.status === 409 && answer.data && answer.data.current) {
+    conflict(answer.data.current);
+  } else if (answer.status >= 400) {
     errorLine.dataset.source = "rest";
     showError(reason(answer.data));
-  } else if (errorLine.dataset.source === "rest") {
-    showError("");
+  } else {
+    if (errorLine.dataset.source === "rest") showError("");
+    say(conflictLine, "");
   }
   return answer;
+}
+
+/** Someone else changed the task first: show it as it is now, and say that this user's change was not applied. */
+function conflict(current) {
+  store.apply(current);
+  conflictLine.dataset.taskId = current.id;
+  say(conflictLine, `“${current.title}” was changed by someone else; your change was not applied — review and retry.`);
 }
 
 const newTitle = $("[data-testid=new-task-title]");
@@ -164,7 +179,7 @@ $("form[data-role=new-task]").addEventListener("submit", async (event) => {
 async function move(card, status) {
   card.pending = true;
   try {
-    const answer = await write("PATCH", `/api/tasks/${card.task.id}/`, { status });
+    const answer = await write("PATCH", `/api/tasks/${card.task.id}/`, { status }, card.task.version);
     if (answer.status === 200) store.apply(answer.data);
   } finally {
     card.pending = false;
@@ -173,7 +188,7 @@ async function move(card, status) {
 }
 
 async function destroy(card) {
-  const { status } = await write("DELETE", `/api/tasks/${card.task.id}/`);
+  const { status } = await write("DELETE", `/api/tasks/${card.task.id}/`, undefined, card.task.version);
   if (status === 204) store.remove(card.task.id);
 }
 
@@ -189,6 +204,8 @@ function startRename(card) {
   input.dataset.testid = "task-rename-input";
   input.value = card.task.title;
   input.setAttribute("aria-label", "New title");
+  // The version the user started from: a change arriving while they type makes their rename a conflict.
+  const version = card.task.version;
   card.renaming = input;
   card.title.hidden = true;
   card.title.after(input);
@@ -208,10 +225,12 @@ function startRename(card) {
       const title = input.value.trim();
       if (!title || title === card.task.title) return finish();
       input.disabled = true;
-      const answer = await write("PATCH", `/api/tasks/${card.task.id}/`, { title });
+      const answer = await write("PATCH", `/api/tasks/${card.task.id}/`, { title }, version);
       if (answer.status === 200) {
         store.apply(answer.data);
         finish();
+      } else if (answer.status === 409) {
+        finish(); // the card now shows the other user's title; Rename again to retry
       } else {
         input.disabled = false;
         input.focus();

@@ -1,6 +1,6 @@
 // Dashboard: the live project list (projects_update), creating a project, and a tracked import
 // followed through project_progress.
-import { Live, ProgressState, api, reason } from "../realtime/live.js";
+import { Live, ProgressState, SnapshotParts, api, reason } from "../realtime/live.js";
 import { $, el, say } from "../realtime/dom.js";
 
 const live = new Live();
@@ -30,7 +30,13 @@ function renderProjects(projects) {
   list.replaceChildren(...items);
 }
 
-live.on("projects_update", (data) => renderProjects(data.projects || []));
+// A list may come in several frames: it is complete, and replaces the shown one, only with its last part.
+const listParts = new SnapshotParts();
+live.socket.on("connect", () => listParts.clear());
+live.on("projects_update", (data) => {
+  const projects = listParts.add(data, "projects");
+  if (projects) renderProjects(projects);
+});
 live.want("projects", "subscribe_projects", undefined, (ack) => {
   if (!ack.ok) say(dashboardError, `Could not load the projects: ${ack.error}`);
 });

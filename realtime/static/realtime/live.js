@@ -7,6 +7,7 @@
 // After a reconnect the server has a new session with no rooms: `want` remembers what the page
 // watches and sends it again on every connect, so snapshots (initial_tasks, projects_update, the
 // current progress, chat history) are reloaded and nothing stays stale after a blip or a restart.
+// Large snapshots arrive in several frames ({…, part, parts, snapshot}): SnapshotParts puts them together.
 
 const STATES = ["connected", "reconnecting", "offline"];
 
@@ -85,18 +86,54 @@ export class Live {
   }
 }
 
+/**
+ * Snapshots (`initial_tasks`, `projects_update`) come in frames `{…, part, parts, snapshot}`, part = 1..parts;
+ * this collects the frames of each snapshot (by its `snapshot` id) until all have arrived. A frame without
+ * `parts` is a whole snapshot on its own.
+ */
+export class SnapshotParts {
+  constructor({ keep = 4 } = {}) {
+    this.keep = keep; // unfinished snapshots remembered at most (a dropped connection leaves one behind)
+    this.pending = new Map(); // snapshot id -> {parts, frames: Map(part -> items)}
+  }
+
+  /** Add one frame; returns all of its snapshot's `key` items, in order, once the last part is in, else null. */
+  add(frame, key) {
+    const items = Array.isArray(frame[key]) ? frame[key] : [];
+    const parts = Number(frame.parts) || 1;
+    if (parts <= 1) return items;
+    const id = String(frame.snapshot ?? "");
+    let entry = this.pending.get(id);
+    if (!entry) {
+      entry = { parts, frames: new Map() };
+      this.pending.set(id, entry);
+      while (this.pending.size > this.keep) this.pending.delete(this.pending.keys().next().value); // oldest first
+    }
+    entry.frames.set(Number(frame.part) || 1, items);
+    if (entry.frames.size < entry.parts) return null;
+    this.pending.delete(id);
+    return [...entry.frames.keys()].sort((a, b) => a - b).flatMap((part) => entry.frames.get(part));
+  }
+
+  clear() {
+    this.pending.clear();
+  }
+}
+
 /** Tasks of one project, applied idempotently: by id, the higher `version` wins, deletions are final. */
 export class TaskStore {
   constructor(onChange) {
     this.tasks = new Map();
     this.deleted = new Set();
     this.liveSinceJoin = new Set();
+    this.parts = new SnapshotParts();
     this.onChange = onChange || (() => {});
   }
 
   /** Call when (re)joining: events from now on are newer than the coming snapshot's read. */
   joining() {
     this.liveSinceJoin = new Set();
+    this.parts.clear(); // frames of a snapshot cut off by the disconnect never complete
   }
 
   apply(task, { live = true } = {}) {
@@ -115,7 +152,7 @@ export class TaskStore {
     if (this.tasks.delete(taskId)) this.onChange();
   }
 
-  /** `initial_tasks`: authoritative for everything not touched live since the join. */
+  /** A whole `initial_tasks` snapshot: authoritative for everything not touched live since the join. */
   snapshot(tasks) {
     const present = new Set(tasks.map((t) => t.id));
     for (const id of [...this.tasks.keys()]) {
@@ -123,6 +160,19 @@ export class TaskStore {
     }
     for (const task of tasks) this.apply(task, { live: false });
     this.onChange();
+  }
+
+  /**
+   * One `initial_tasks` frame: its tasks apply at once (idempotently, so parts simply merge); when the
+   * snapshot's last part is in, tasks it does not list (and not touched live since the join) go.
+   */
+  snapshotFrame(frame) {
+    const all = this.parts.add(frame, "tasks");
+    if (all) {
+      this.snapshot(all);
+      return;
+    }
+    for (const task of frame.tasks || []) this.apply(task, { live: false });
   }
 
   /** Visible tasks of one status, in board order. */
@@ -152,12 +202,12 @@ function cookie(name) {
   return match ? decodeURIComponent(match.split("=")[1]) : "";
 }
 
-/** JSON REST call with the session cookie and CSRF token; resolves to `{status, data}`. */
-export async function api(method, url, body) {
+/** JSON REST call with the session cookie and CSRF token (and any extra `headers`, e.g. If-Match); resolves to `{status, data}`. */
+export async function api(method, url, body, headers = {}) {
   const response = await fetch(url, {
     method,
     credentials: "same-origin",
-    headers: { "Content-Type": "application/json", "X-CSRFToken": cookie("csrftoken") },
+    headers: { "Content-Type": "application/json", "X-CSRFToken": cookie("csrftoken"), ...headers },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const text = await response.text();
