@@ -286,3 +286,32 @@ async def test_a_board_shows_a_snapshot_that_came_in_several_frames(server, open
     )
     assert len(frames) > 1 and frames == [[n, len(frames)] for n in range(1, len(frames) + 1)]
     await expect(column(page, "todo").get_by_test_id("task-title")).to_have_text(titles)  # a re-join changes nothing
+
+
+async def test_a_password_change_closes_other_sessions_and_its_own_comes_back(server, open_page):
+    alice = await db(f.make_user)("alice")
+    project = await db(f.make_project)(alice, title="Secrets")
+    board = f"/projects/{project.id}/"
+    mine = await open_page(server.url, "alice", path=board)
+    elsewhere = await open_page(server.url, "alice", path=board)  # another browser, another session
+    await live(mine)
+    await live(elsewhere)
+    before = await mine.evaluate("window.__live.socket.id")
+
+    # Changed from a second tab of the first browser: Django keeps that session valid.
+    tab = await mine.context.new_page()
+    await tab.goto("/accounts/password_change/")
+    await tab.fill("#id_old_password", f.PASSWORD)
+    await tab.fill("#id_new_password1", "another-Secret-42")
+    await tab.fill("#id_new_password2", "another-Secret-42")
+    await tab.click("[type=submit]")
+    await tab.wait_for_url(re.compile(r"/accounts/password_change/done/$"))
+
+    # The other session's socket is closed and stays closed (its retry is refused) ...
+    await expect(elsewhere.get_by_test_id("connection")).to_have_attribute("data-state", "offline")
+    # ... while this session's socket was closed too, and came back on its own with a new connection.
+    await live(mine)
+    assert await mine.evaluate("window.__live.socket.id") != before
+    task = await db(services.task_create)(project=project, title="After the change")
+    await expect(card(mine, task.id)).to_be_visible()
+    await expect(card(elsewhere, task.id)).to_have_count(0)

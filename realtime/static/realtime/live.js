@@ -26,9 +26,17 @@ export class Live {
       for (const want of this.wants.values()) this.send(want);
     });
     this.socket.on("disconnect", (reason) => {
-      // "io server disconnect": the server closed us (e.g. access revoked); socket.io won't retry by itself.
+      // "io server disconnect": the server closed us (access revoked, a logout, a password change);
+      // socket.io won't retry by itself. Try once more after a pause: credentials that are still good
+      // (the session that changed its password) reconnect and re-join; revoked ones are refused and
+      // stay offline. At most one such retry a minute, so a refusal never turns into a loop.
       if (reason === "io server disconnect") {
         this.setState("offline");
+        const now = Date.now();
+        if (!this.retriedAt || now - this.retriedAt > 60_000) {
+          this.retriedAt = now;
+          setTimeout(() => this.socket.connect(), 1_000);
+        }
       } else {
         this.setState(navigator.onLine ? "reconnecting" : "offline");
       }
