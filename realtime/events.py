@@ -81,36 +81,46 @@ class Dispatcher(socketio.AsyncNamespace):
 
     async def trigger_event(self, event: str, *args: Any) -> Any:
         sid, data = args[0], args[1:]
-        # The server's own connect and disconnect come while the connection is being set up
-        # or torn down; a *client* event by those names comes over an established one.
-        if event in ("connect", "disconnect") and not self.server.manager.is_connected(sid, self.namespace):
+        # The server's own connect and disconnect come while the connection is being set up or torn
+        # down; a *client* event by those names is refused like any unknown one. "Not connected" does
+        # not tell them apart: a client's "connect" still queued when its connection closes would
+        # run the connect handler (and its refusal escape the event's task).
+        if event in ("connect", "disconnect") and self._setting_up_or_tearing_down(sid, event):
             return await super().trigger_event(event, *args)
         try:
             session = await self.get_session(sid)
         except KeyError:
             return None  # the connection closed while this event waited: nobody to answer
+        # A client can name an event with any JSON value: only a string can be one of ours, and
+        # only its head is shown (str() of a deeply nested value could itself fail).
+        name = repr(event[:100]) if isinstance(event, str) else f"<{type(event).__name__}>"
         try:
             # First, before anything costs: no payload parsing, no database for a flood.
             if not limits.take_event(session):
-                return self._rate_limited(sid, session, event)
+                return self._rate_limited(sid, session, name)
             session["_refused_in_a_row"] = 0
-            entry = _events.get(event)
+            entry = _events.get(event) if isinstance(event, str) else None
             if entry is None:
-                raise Reject(f"unknown event: {event[:100]!r}")
+                raise Reject(f"unknown event: {name}")
             payload = parse(entry.payload, data)
             user = await self.current_user(sid, session)
             return {"ok": True, **(await entry.handler(self, sid, user, payload) or {})}
         except Reject as refusal:
-            log.warning("refused %s from %s: %s", str(event)[:100], sid, refusal)
+            log.warning("refused %s from %s: %s", name, sid, refusal)
             return {"ok": False, "error": str(refusal)}
         except Exception:
-            log.exception("handler for %s failed", str(event)[:100])
+            log.exception("handler for %s failed", name)
             return {"ok": False, "error": "internal error"}
 
-    def _rate_limited(self, sid: str, session: dict[str, Any], event: str) -> Ack:
+    def _setting_up_or_tearing_down(self, sid: str, event: str) -> bool:
+        manager = self.server.manager
+        pending = manager.pending_connect if event == "connect" else manager.pending_disconnect
+        return sid in pending.get(self.namespace, ())
+
+    def _rate_limited(self, sid: str, session: dict[str, Any], name: str) -> Ack:
         refused = session["_refused_in_a_row"] = session.get("_refused_in_a_row", 0) + 1
         if refused == 1:  # once per run of refusals, not once per flooded event
-            log.warning("refused %s from %s: rate limited", str(event)[:100], sid)
+            log.warning("refused %s from %s: rate limited", name, sid)
         if refused >= settings.REALTIME_EVENT_ABUSE_DISCONNECT:
             socket = self.server.eio.sockets.get(self.server.manager.eio_sid_from_sid(sid, self.namespace))
             if socket is not None:

@@ -1,7 +1,10 @@
-"""A serving process's start: work other apps need done (registered from their ``ready()``), and GC tuning."""
+"""A serving process's start: work other apps need done (registered from their ``ready()``), GC tuning, log filters."""
 
 import gc
+import logging
 from collections.abc import Awaitable, Callable
+
+from websockets.exceptions import InvalidState
 
 Hook = Callable[[], Awaitable[None]]
 startup_hooks: list[Hook] = []
@@ -34,3 +37,54 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+# --- two uvicorn log records, reduced to what they are --------------------------------------------
+
+
+INVALID_UTF8 = "Invalid UTF-8 sequence received from client."  # uvicorn's message, verbatim
+
+
+class _ClientFrameRefusals(logging.Filter):
+    """Turn two uvicorn 0.54 records about a client's bad websocket data into one warning line each.
+
+    uvicorn handles both correctly; only its logging says "server error":
+
+    * A text frame that is not UTF-8: uvicorn closes the connection with 1007 (as RFC 6455 asks) and
+      the app sees the disconnect, but it logs ``logger.exception("Invalid UTF-8 sequence received
+      from client.")``, a traceback for the client's fault.
+    * The same frame arriving with the client's own close frame in one read: the connection is no
+      longer open, so uvicorn's ``send_close(1007)`` raises websockets' ``InvalidState`` out of
+      ``data_received``; the event loop aborts the transport (``connection_lost`` runs: the app
+      sees the disconnect, nothing is left behind) and logs "Fatal error on transport" with it.
+
+    Matched narrowly (logger, message and exception type); any other record passes untouched.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if record.name == "uvicorn.error" and record.msg == INVALID_UTF8 and isinstance(exc, UnicodeDecodeError):
+            _as_warning(record, "websocket closed (1007): the client sent a text frame that is not UTF-8")
+        elif (
+            record.name == "asyncio"
+            and isinstance(exc, InvalidState)
+            and isinstance(record.msg, str)
+            and record.msg.startswith("Fatal error")
+            and "websockets_sansio_impl.WebSocketsSansIOProtocol" in record.msg
+        ):
+            _as_warning(record, "websocket aborted: the client closed while its text frame that is not UTF-8 was refused")
+        return True
+
+
+def _as_warning(record: logging.LogRecord, message: str) -> None:
+    record.msg, record.args = message, ()
+    record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
+    record.exc_info, record.exc_text, record.stack_info = None, None, None
+
+
+def install_log_filters() -> None:
+    """Attach ``_ClientFrameRefusals`` to uvicorn's and asyncio's loggers (idempotent: many servers, one process)."""
+    for name in ("uvicorn.error", "asyncio"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _ClientFrameRefusals) for f in logger.filters):
+            logger.addFilter(_ClientFrameRefusals())

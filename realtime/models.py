@@ -8,7 +8,13 @@ from django.db import models
 
 
 def hash_token(raw: str) -> str:
-    return hashlib.sha256(raw.encode()).hexdigest()
+    """The stored form of a raw token.
+
+    Any string hashes: a lone surrogate (valid in JSON, e.g. a handshake's ``"\\ud800"``) is not
+    UTF-8 and would raise; passed through, it hashes to bytes no issued (ASCII) token has, and is
+    refused as an invalid token like any other unknown one.
+    """
+    return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class ApiToken(models.Model):

@@ -12,11 +12,14 @@ from socketio import packet as sio_packet
 from . import bus, direct_write, handlers, lifecycle, limits, rooms  # noqa: F401  (handlers registers the client events)
 from .auth import Refused, authenticate
 from .channels_bridge import build_bridge
+from .eio import EngineServer
 from .events import Dispatcher, Reject
 from .manager import build_manager
 
 log = logging.getLogger(__name__)
 BINARY_PACKETS = (str(sio_packet.BINARY_EVENT), str(sio_packet.BINARY_ACK))
+# What a client may send: binary packets are refused before decoding, CONNECT_ERROR is the server's.
+CLIENT_PACKETS = (sio_packet.CONNECT, sio_packet.DISCONNECT, sio_packet.EVENT, sio_packet.ACK)
 
 
 def _refuse(sid: str, reason: str) -> socketio.exceptions.ConnectionRefusedError:
@@ -62,7 +65,11 @@ class Realtime(Dispatcher):
     async def enter_room(self, sid: str, room: str, namespace: str | None = None) -> None:
         """Enter ``room``; a client room beyond REALTIME_MAX_ROOMS_PER_CONNECTION is refused (``Reject``)."""
         if not rooms.is_internal(room):
-            self._claim_room(sid, await self.get_session(sid), room)
+            try:
+                session = await self.get_session(sid)
+            except KeyError:  # the connection closed while its join was running
+                raise Reject("the connection is closed") from None
+            self._claim_room(sid, session, room)
         await super().enter_room(sid, room, namespace=namespace)
         if bridge is not None and not rooms.is_internal(room):
             await bridge.room_entered(room)
@@ -89,15 +96,34 @@ class Realtime(Dispatcher):
         joined.add(room)
 
 
-class EngineServer(engineio.AsyncServer):
-    """engine.io with a byte-counted send queue per connection (see ``limits.OutgoingQueue``)."""
+class MalformedPacket(ValueError):
+    """A client's Engine.IO message that is not a Socket.IO packet this server accepts."""
 
-    def create_queue(self, *args: Any, **kwargs: Any) -> Any:
-        return limits.OutgoingQueue() if not args and not kwargs else super().create_queue(*args, **kwargs)
+
+class Packet(sio_packet.Packet):
+    """python-socketio's packet, refusing (``MalformedPacket``) what its server would trip over.
+
+    python-socketio 5.18 decodes outside any error handling, then indexes ``data[0]`` of an event
+    and raises for packet types a client must not send: all logged with a traceback. Decoded
+    here inside a try and checked, such a packet ends its connection with one warning line.
+    """
+
+    def decode(self, encoded_packet: str) -> int:
+        try:
+            attachments = super().decode(encoded_packet)
+        except Exception as error:  # noqa: BLE001  (ValueError, RecursionError...: not a packet, whatever the cause)
+            raise MalformedPacket(f"{type(error).__name__}: {str(error)[:100]}") from None
+        if self.packet_type not in CLIENT_PACKETS:
+            raise MalformedPacket(f"unexpected packet type {str(self.packet_type)[:10]}")
+        if self.packet_type == sio_packet.EVENT and not (isinstance(self.data, list) and self.data):
+            raise MalformedPacket("an event needs a data array starting with its name")
+        if self.packet_type == sio_packet.ACK and not isinstance(self.data, list):
+            raise MalformedPacket("an acknowledgement needs a data array")
+        return attachments
 
 
 class Server(socketio.AsyncServer):
-    """python-socketio's server, refusing binary packets: nothing in this protocol uses them.
+    """python-socketio's server, refusing binary packets (nothing in this protocol uses them) and malformed ones.
 
     The library would keep every attachment a packet announces until the last one arrived: a
     client announcing many and streaming megabytes made the server hold them all.
@@ -116,17 +142,29 @@ class Server(socketio.AsyncServer):
         socket = self.eio.sockets.get(eio_sid)
         if socket is None or socket.closed or getattr(socket, "realtime_dropped", False):
             return  # what was already read from a dropped connection is ignored
-        if isinstance(data, bytes | bytearray) or data[:1] in BINARY_PACKETS:
-            kind = "binary engine.io message" if isinstance(data, bytes | bytearray) else "binary Socket.IO packet"
-            limits.drop(socket, f"{kind} refused (this protocol uses none)")
+        if isinstance(data, bytes | bytearray):
+            limits.drop(socket, "binary engine.io message refused (this protocol uses none)")
             return
-        await super()._handle_eio_message(eio_sid, data)
+        if not isinstance(data, str) or not data:
+            # engine.io hands over what it decoded as JSON ('4{}', '4-1', '4true'); a Socket.IO packet
+            # starts with its type digit and stays text. And an empty message ('4') is no packet at all.
+            what = f"engine.io decoded the message as {type(data).__name__}" if data != "" else "an empty message"
+            limits.drop(socket, f"malformed Socket.IO packet ({what})")
+            return
+        if data[:1] in BINARY_PACKETS:
+            limits.drop(socket, "binary Socket.IO packet refused (this protocol uses none)")
+            return
+        try:
+            await super()._handle_eio_message(eio_sid, data)
+        except MalformedPacket as error:  # raised by ``Packet`` while decoding, before anything is dispatched
+            limits.drop(socket, f"malformed Socket.IO packet ({error})")
 
 
 def build_server() -> socketio.AsyncServer:
     direct_write.install()
     server = Server(
         async_mode="asgi",
+        serializer=Packet,
         # None = same origin only (engine.io compares Origin with Host); never "*" by default.
         cors_allowed_origins=settings.REALTIME_CORS_ORIGINS or None,
         ping_interval=settings.REALTIME_PING_INTERVAL,
@@ -146,6 +184,7 @@ bridge = build_bridge(sio)
 
 async def on_startup() -> None:
     """ASGI lifespan startup: this process now delivers events itself."""
+    lifecycle.install_log_filters()
     bus.attach(sio)
     for hook in lifecycle.startup_hooks:
         await hook()

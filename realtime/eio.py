@@ -1,0 +1,131 @@
+"""The engine.io layer under the Socket.IO server: a byte-counted send queue, and client frames decoded inside a try.
+
+python-engineio 4.15 decodes what a client sends outside any error handling: a frame that is not an
+Engine.IO packet (empty, ``x``, ``b!``, ``4`` + JSON nested 10,000 deep, types 7-9) escapes a websocket's
+handler as "Exception in ASGI application" or "Unknown receive error", and a long-polling POST that does
+not decode (over 16 packets, invalid UTF-8, a bad packet) is logged with a traceback and answered 200.
+Here every client frame is decoded first, inside a try, by engine.io's own decoder; one that does not
+decode ends that connection with one warning line (a POST is answered 400, as engine.io answers its
+other bad requests). Valid frames take engine.io's path unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import engineio
+from engineio import async_socket, exceptions, packet, payload
+
+from . import limits
+
+log = logging.getLogger(__name__)
+
+
+class MalformedFrame(ConnectionError):
+    """A client frame that is not an Engine.IO packet.
+
+    An ``OSError`` because that is what engine.io's websocket handler treats as the end of the
+    transport (also during an upgrade from long-polling).
+    """
+
+
+class BadRequest(exceptions.EngineIOError):
+    """A long-polling POST that is not an Engine.IO payload: engine.io disconnects the session and answers 400."""
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {str(error)[:100]}"
+
+
+def _check(packets: list[packet.Packet]) -> None:
+    """Raise ``ValueError`` for a decoded packet engine.io would trip over, or that no Socket.IO client sends."""
+    for pkt in packets:
+        # engine.io names packets by indexing ``packet_names``: types 7-9 would raise IndexError there.
+        if not 0 <= pkt.packet_type < len(packet.packet_names):
+            raise ValueError(f"unknown packet type {pkt.packet_type}")
+        # A client's packets carry text or bytes; engine.io decodes a payload that is not a number as JSON
+        # ('4{}', '3[[...]]'), which no Socket.IO client sends. Refused here because on a websocket engine.io
+        # decodes the frame again, deeper in the stack: JSON nested just under the recursion limit here could
+        # raise RecursionError there.
+        if not isinstance(pkt.data, str | bytes):
+            raise ValueError(f"{packet.packet_names[pkt.packet_type]} packet with JSON data ({type(pkt.data).__name__})")
+
+
+class Socket(async_socket.AsyncSocket):
+    """engine.io's socket, decoding each client frame before engine.io does (see the module docstring)."""
+
+    def _refuse(self, reason: str) -> None:
+        log.warning("disconnected %s: %s", getattr(self, "realtime_sid", None) or self.sid, reason)
+
+    async def _websocket_handler(self, ws: Any) -> Any:
+        wait = ws.wait
+
+        async def checked_wait() -> Any:
+            data = await wait()
+            # Over the size limit: engine.io refuses it without decoding (and without a traceback).
+            if data is not None and len(data) <= self.server.max_http_buffer_size:
+                try:
+                    _check([packet.Packet(encoded_packet=data)])
+                except Exception as error:  # noqa: BLE001  (any failure to decode means: not a packet)
+                    self._refuse(f"malformed engine.io packet ({_describe(error)})")
+                    raise MalformedFrame(str(error)) from None
+            return data
+
+        ws.wait = checked_wait  # per connection: engine.io's handler reads every frame through ws.wait()
+        return await super()._websocket_handler(ws)
+
+    async def handle_post_request(self, environ: dict[str, Any]) -> None:
+        """engine.io's POST handling, with the payload decoded inside a try."""
+        length = int(environ.get("CONTENT_LENGTH", "0"))  # as engine.io reads it (the HTTP server checked it)
+        if length > self.server.max_http_buffer_size:
+            raise exceptions.ContentTooLongError()
+        body = await environ["wsgi.input"].read(length)
+        try:
+            packets = payload.Payload(encoded_payload=body.decode("utf-8")).packets
+            _check(packets)
+        except Exception as error:  # noqa: BLE001  (any failure to decode means: not a payload)
+            if self.closed or self.closing or self.server.sockets.get(self.sid) is not self:
+                return  # the session ended while the body was read: nothing left to refuse
+            self._refuse(f"malformed engine.io payload ({_describe(error)})")
+            raise BadRequest() from None
+        try:
+            for pkt in packets:
+                await self.receive(pkt)
+        except exceptions.EngineIOError:  # e.g. UnknownPacketError: a client's OPEN or PING
+            if self.server.sockets.get(self.sid) is self:
+                raise  # engine.io disconnects the session and answers 400
+            # The session ended within this payload (its own CLOSE came first, or it was dropped): there is
+            # nothing left to refuse, and engine.io, not finding the session, would fail (UnboundLocalError).
+
+    async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
+        """engine.io's close; the session is forgotten at once, and only a websocket's queue is waited for.
+
+        engine.io 4.15 leaves a closed socket in ``server.sockets`` until something removes it, and
+        a long-polling POST to it in the meantime escapes as ``KeyError: 'Session is disconnected'``;
+        forgotten at once, the POST is answered 400 "Invalid session" like any unknown one. A closed
+        long-polling session's queue can only be drained by a GET already waiting (a new one is
+        refused): waiting for it would hang the caller, e.g. the request being refused, forever.
+        """
+        await super().close(wait=False, abort=abort, reason=reason)
+        if self.closed and self.server.sockets.get(self.sid) is self:
+            del self.server.sockets[self.sid]
+        if wait and self.closed and self.upgraded:
+            await self.queue.join()
+
+
+class EngineServer(engineio.AsyncServer):
+    """engine.io with a byte-counted send queue per connection (``limits.OutgoingQueue``) and ``Socket``."""
+
+    def create_queue(self, *args: Any, **kwargs: Any) -> Any:
+        return limits.OutgoingQueue() if not args and not kwargs else super().create_queue(*args, **kwargs)
+
+    async def _trigger_event(self, event: str, *args: Any, **kwargs: Any) -> Any:
+        if event == "connect":
+            # engine.io 4.15 builds every socket as AsyncSocket (it offers no class to override). Its
+            # connect event is the first moment this server sees the new socket, before any client
+            # frame is read: from here on it is a ``Socket`` (a subclass adding no state).
+            socket = self.sockets.get(args[0])
+            if type(socket) is async_socket.AsyncSocket:
+                socket.__class__ = Socket
+        return await super()._trigger_event(event, *args, **kwargs)
