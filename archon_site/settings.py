@@ -144,6 +144,9 @@ REALTIME_AUTH_FAILURES_PER_MINUTE: int = env.int("REALTIME_AUTH_FAILURES_PER_MIN
 # Bytes sent to a connection but not yet written out (a watcher that stopped reading);
 # over this the connection is closed with a logged reason, so it cannot hold the server's memory.
 REALTIME_MAX_BUFFERED_BYTES: int = env.int("REALTIME_MAX_BUFFERED_BYTES", default=4_000_000)
+# A connection may stay over that bound this long (a burst to a reader that is keeping up) before it is
+# closed; over 4x the bound it is closed at once (realtime/limits.py: HARD_CEILING_FACTOR).
+REALTIME_BUFFER_GRACE_SECONDS: float = env.float("REALTIME_BUFFER_GRACE_SECONDS", default=5.0)
 # A snapshot (initial_tasks, projects_update) is sent in frames of about this many bytes at most.
 REALTIME_SNAPSHOT_FRAME_BYTES: int = env.int("REALTIME_SNAPSHOT_FRAME_BYTES", default=256_000)
 # Signed bus requests (/_realtime/publish): body size cap.

@@ -6,12 +6,23 @@ CPU-bound: callers run ``parse`` in a worker thread, never on the event loop.
 """
 
 import csv
+import dataclasses
 import io
 import re
 from dataclasses import dataclass
 
+from .models import MAX_DESCRIPTION_CHARS, MAX_REORDER_IDS, Task
+
 STATUSES = {"todo", "doing", "review", "done"}
-MAX_TASKS = 5_000
+# An imported project's tasks can all be moved in one reorder: the two bounds are one.
+MAX_TASKS = MAX_REORDER_IDS
+TITLE_CHARS = Task._meta.get_field("title").max_length  # longer titles are cut (a title is a line of text)
+# Longer values are refused with their line: cutting them would lose data silently.
+FIELD_LIMITS = {
+    "description": MAX_DESCRIPTION_CHARS,
+    "assignee": Task._meta.get_field("assignee").max_length,
+    "feature": Task._meta.get_field("feature").max_length,
+}
 
 TEMPLATES: dict[str, list[tuple[str, str]]] = {
     "kanban": [("Collect ideas", "todo"), ("Prioritise the backlog", "todo"), ("Plan the first iteration", "todo")],
@@ -40,6 +51,7 @@ class TaskSpec:
     description: str = ""
     assignee: str = "User"
     feature: str = ""
+    line: int = dataclasses.field(default=0, compare=False)  # where it was read (1-based), 0 for a template
 
 
 def from_template(name: str) -> list[TaskSpec]:
@@ -74,10 +86,10 @@ def checklist_item(line: str) -> tuple[bool, str] | None:
 def from_markdown(text: str) -> list[TaskSpec]:
     """``- [ ] title`` (to do) and ``- [x] title`` (done) lines; other lines are ignored."""
     tasks = []
-    for line in text.splitlines():
+    for number, line in enumerate(text.splitlines(), start=1):
         item = checklist_item(line)
         if item is not None:
-            tasks.append(TaskSpec(item[1][:255], "done" if item[0] else "todo"))
+            tasks.append(TaskSpec(item[1][:TITLE_CHARS], "done" if item[0] else "todo", line=number))
             _bounded(tasks)  # stop at once, not after the whole input
     if not tasks:
         raise ImportFailure("no checklist items found (expected lines like '- [ ] a task')")
@@ -87,8 +99,9 @@ def from_markdown(text: str) -> list[TaskSpec]:
 def from_csv(text: str) -> list[TaskSpec]:
     """A header row with ``title`` (required) and optionally status, description, assignee, feature.
 
-    Fields are limited to ``csv.field_size_limit()`` characters (131,072 by default); a larger one is
-    refused with its line number. Unknown columns are ignored.
+    Fields are limited to ``csv.field_size_limit()`` characters (131,072 by default), and description,
+    assignee and feature to what a task holds (``FIELD_LIMITS``); a larger one is refused with its line
+    number. Titles are cut to ``TITLE_CHARS``. Unknown columns are ignored.
     """
     reader = csv.reader(io.StringIO(text))
     tasks = []
@@ -109,8 +122,15 @@ def from_csv(text: str) -> list[TaskSpec]:
             status = field.get("status") or "todo"
             if status not in STATUSES:
                 raise ImportFailure(f"line {line}: unknown status {status!r} (use {', '.join(sorted(STATUSES))})")
-            title, feature = field["title"][:255], field.get("feature", "")[:255]
-            tasks.append(TaskSpec(title, status, field.get("description", ""), field.get("assignee") or "User", feature))
+            values = {
+                "description": field.get("description", ""),
+                "assignee": field.get("assignee") or "User",
+                "feature": field.get("feature", ""),
+            }
+            for name, limit in FIELD_LIMITS.items():
+                if len(values[name]) > limit:
+                    raise ImportFailure(f"line {line}: {name} too long ({len(values[name])} characters, at most {limit})")
+            tasks.append(TaskSpec(field["title"][:TITLE_CHARS], status, **values, line=line))
             _bounded(tasks)
     except csv.Error as error:  # e.g. "field larger than field limit (131072)", a NUL byte
         raise ImportFailure(f"line {reader.line_num}: {error}") from None

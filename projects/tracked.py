@@ -19,6 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
@@ -97,6 +98,7 @@ async def run(import_id: int) -> None:
         await step("validating", 0, "validating", "checking the request")
         spec = record.request
         tasks = await asyncio.to_thread(imports.parse, template=spec.get("template"), fmt=spec.get("format"), content=spec.get("content"))
+        await asyncio.to_thread(_validate_all, tasks)  # every task, before anything is made: nothing half made
         await step("creating", 5, "creating project", f"creating {spec['project']['title']!r}")
         project = await sync_to_async(services.project_create)(owner=record.started_by, **spec["project"])
         await sync_to_async(_save)(import_id, project=project)
@@ -121,16 +123,36 @@ async def run(import_id: int) -> None:
         live.pop(progress_id, None)
 
 
+def _task(spec: imports.TaskSpec, *, project: Any = None, order: int = 0) -> Task:
+    """The task ``spec`` describes, validated as a form would (``ImportFailure`` naming its line otherwise)."""
+    task = Task(
+        project=project,
+        title=spec.title,
+        status=spec.status,
+        description=spec.description,
+        assignee=spec.assignee,
+        feature=spec.feature,
+        task_order=order,
+    )
+    try:
+        # The model's own limits (lengths, MAX_DESCRIPTION_CHARS, choices); no query: the project is checked by its save.
+        task.clean_fields(exclude=["project", "parent_task"])
+    except ValidationError as error:
+        where = f"line {spec.line}" if spec.line else f"task {spec.title[:50]!r}"
+        reasons = "; ".join(f"{name}: {' '.join(messages)}" for name, messages in error.message_dict.items())
+        raise imports.ImportFailure(f"{where}: {reasons}") from None
+    return task
+
+
+def _validate_all(tasks: list[imports.TaskSpec]) -> None:
+    """Every task validated before the project is created (CPU only: run it in a worker thread)."""
+    for spec in tasks:
+        _task(spec)
+
+
 @transaction.atomic
 def _create_tasks(project: Any, chunk: list[imports.TaskSpec], *, first_order: int) -> None:
     for offset, spec in enumerate(chunk):
-        # Model.save (not bulk_create), so every task broadcasts like any other.
-        Task(
-            project=project,
-            title=spec.title,
-            status=spec.status,
-            description=spec.description,
-            assignee=spec.assignee,
-            feature=spec.feature,
-            task_order=first_order + offset,
-        ).save()
+        # Validated again as it is saved (whatever built the list), and saved by Model.save (not
+        # bulk_create), so every task broadcasts like any other.
+        _task(spec, project=project, order=first_order + offset).save()

@@ -19,7 +19,7 @@ Pings and acknowledgements still go through the queue; their order relative to e
 meaning. ``install()`` makes engine.io remember each websocket-born socket's websocket, which
 python-socketio does not expose, and every websocket's transport (born or upgraded): what sits in
 its write buffer counts towards REALTIME_MAX_BUFFERED_BYTES (see ``limits``), and a connection
-over that bound is dropped by aborting it.
+that stays over that bound (past a grace, or over a hard ceiling) is dropped by aborting it.
 """
 
 from typing import Any
@@ -90,19 +90,11 @@ def transport_bytes(socket: Any) -> int:
     return transport.get_write_buffer_size() if transport is not None else 0
 
 
-def send(protocol: Any, frame: bytes, *, queued: int = 0, limit: int | None = None) -> int:
-    """Write the frame, unless the connection is closing (then it is dropped, as engine.io would).
+def closing(protocol: Any) -> bool:
+    """True once the connection is closing: a frame for it is dropped, as engine.io would."""
+    return bool(protocol.close_sent or protocol.transport.is_closing())
 
-    Nothing is written when it would leave more than ``limit`` bytes unsent (the transport's
-    buffer, plus ``queued`` bytes waiting in engine.io's queue): the count is returned instead,
-    and the caller drops the connection. Otherwise returns 0.
-    """
-    transport = protocol.transport
-    if protocol.close_sent or transport.is_closing():
-        return 0
-    if limit is not None:
-        unsent = transport.get_write_buffer_size() + queued + len(frame)
-        if unsent > limit:
-            return unsent
-    transport.write(frame)
-    return 0
+
+def send(protocol: Any, frame: bytes) -> None:
+    """Write the frame to the transport (the caller checked ``closing`` and the unsent bound, ``limits.admit``)."""
+    protocol.transport.write(frame)

@@ -2,6 +2,7 @@
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -17,15 +18,45 @@ from crawls import services as crawl_services
 from projects import selectors
 from projects.schemas import project_json, task_json
 
-from . import direct_write, progress, rooms
+from . import limits, progress, rooms
 from .broadcasts import snapshot_frames
 from .events import Ack, Dispatcher, Reject, on
 from .payloads import ChatPost, ChatRef, Empty, ProgressRef, ProjectRef
 
+GONE = "the connection is closed"  # the refusal (never seen by anyone) of work for a connection that went away
+
+
+def _connected(ns: Dispatcher, sid: str) -> bool:
+    """Whether the connection is still open. O(1) dict lookups: safe to call from a worker thread too."""
+    return bool(ns.server.manager.is_connected(sid, ns.namespace))
+
+
+def _still_connected(ns: Dispatcher, sid: str) -> None:
+    """``Reject`` (one warning line, no traceback) when the connection has gone: nothing more is built for it."""
+    if not _connected(ns, sid):
+        raise Reject(GONE)
+
+
+async def _fresh_user(ns: Dispatcher, sid: str) -> Any:
+    """The connection's user read again now (``Reject`` if deactivated, deleted or disconnected).
+
+    A join checks twice, before and after entering its room; the second check must not reuse the
+    user read before the first, or a staff flag removed in between would still count.
+    """
+    try:
+        return await ns.current_user(sid)
+    except KeyError:  # the session is gone: the connection closed meanwhile
+        raise Reject(GONE) from None
+
 
 # Snapshots are read, serialised and cut into frames in a worker thread: never on the event loop.
-def _tasks_snapshot(project_id: str) -> list[dict[str, Any]]:
+# Many may wait for that thread: each checks, when its turn comes, that someone still wants it.
+def _tasks_snapshot(project_id: str, connected: Callable[[], bool]) -> list[dict[str, Any]] | None:
+    if not connected():
+        return None
     tasks = [task_json(t) for t in selectors.project_tasks(project_id=project_id)]
+    if not connected():
+        return None
     return snapshot_frames({"project_id": project_id}, "tasks", tasks)
 
 
@@ -42,7 +73,7 @@ def _unsent(ns: Dispatcher, sid: str) -> int | None:
     socket = ns.server.eio.sockets.get(eio_sid) if eio_sid else None
     if socket is None or socket.closed:
         return None
-    return getattr(socket.queue, "pending", 0) + direct_write.transport_bytes(socket)
+    return limits.unsent(socket)
 
 
 async def _send_frames(ns: Dispatcher, event: str, frames: list[dict[str, Any]], sid: str) -> None:
@@ -55,14 +86,14 @@ async def _send_frames(ns: Dispatcher, event: str, frames: list[dict[str, Any]],
     """
     room = max(settings.REALTIME_MAX_BUFFERED_BYTES - 2 * settings.REALTIME_SNAPSHOT_FRAME_BYTES, settings.REALTIME_MAX_BUFFERED_BYTES // 2)
     for index, frame in enumerate(frames):
+        _still_connected(ns, sid)
         if index:
             await asyncio.sleep(0)
             deadline = time.monotonic() + SNAPSHOT_DRAIN_WAIT
             # Polled: neither engine.io's queue nor uvicorn's transport tells when it has drained.
             while (unsent := _unsent(ns, sid)) is not None and unsent > room and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
-            if unsent is None:
-                return  # gone: the rest would go nowhere
+            _still_connected(ns, sid)  # gone: the rest would go nowhere
         await ns.emit(event, frame, to=sid)
 
 
@@ -72,15 +103,23 @@ can_see_project = sync_to_async(selectors.can_see_project)
 @on("join_project", ProjectRef)
 async def join_project(ns: Dispatcher, sid: str, user: Any, payload: ProjectRef) -> Ack:
     project_id, room = str(payload.project_id), rooms.project(payload.project_id)
+    _still_connected(ns, sid)
     if not await can_see_project(user=user, project_id=project_id):
         raise Reject("project not found")  # the same answer for unknown and invisible: no probing
     await ns.enter_room(sid, room)
-    # Checked again inside the room: a revocation committed in between is not missed.
-    if not await can_see_project(user=user, project_id=project_id):
+    try:
+        # Checked again inside the room, with the user read again: a revocation committed in
+        # between (membership, staff, deactivation) is not missed.
+        if not await can_see_project(user=await _fresh_user(ns, sid), project_id=project_id):
+            raise Reject("project not found")
+        _still_connected(ns, sid)
+    except Reject:
         await ns.leave_room(sid, room)
-        raise Reject("project not found")
+        raise
     # Subscribed first, snapshot second: no update can fall in the gap.
-    frames = await sync_to_async(_tasks_snapshot)(project_id)
+    frames = await sync_to_async(_tasks_snapshot)(project_id, lambda: _connected(ns, sid))
+    if frames is None:
+        raise Reject(GONE)
     await _send_frames(ns, "initial_tasks", frames, sid)
     return {"project_id": project_id}
 
@@ -95,6 +134,7 @@ async def leave_project(ns: Dispatcher, sid: str, user: Any, payload: ProjectRef
 async def subscribe_projects(ns: Dispatcher, sid: str, user: Any, payload: Empty) -> Ack:
     await ns.enter_room(sid, rooms.PROJECT_LIST)
     await ns.enter_room(sid, rooms.project_list_of(user.pk))
+    _still_connected(ns, sid)
     frames = await sync_to_async(_projects_snapshot)(user)
     await _send_frames(ns, "projects_update", frames, sid)
     return {}
@@ -112,7 +152,17 @@ async def _subscribe(ns: Dispatcher, sid: str, user: Any, payload: ProgressRef, 
     operation = await sync_to_async(progress.find)(kind, progress_id)
     if operation is None or (operation.started_by_id != user.pk and not user.is_staff):
         raise Reject("unknown progress id")  # the same answer for unknown and someone else's
-    await ns.enter_room(sid, rooms.progress(progress_id))
+    room = rooms.progress(progress_id)
+    await ns.enter_room(sid, room)
+    try:
+        # Checked again inside the room, with the user read again (as join_project does): staff
+        # removed while this join ran is not missed by the revocation, which saw only older rooms.
+        fresh = await _fresh_user(ns, sid)
+        if operation.started_by_id != fresh.pk and not fresh.is_staff:
+            raise Reject("unknown progress id")
+    except Reject:
+        await ns.leave_room(sid, room)
+        raise
     # Read after entering: nothing missed. Running here? Its last sent state, with no
     # await before the emit; else the stored state (the operation runs elsewhere or ended).
     state = progress.live_state(kind, progress_id)
@@ -173,9 +223,10 @@ async def join_chat(ns: Dispatcher, sid: str, user: Any, payload: ChatRef) -> Ac
     session_id, room = str(payload.session_id), rooms.chat(payload.session_id)
     await sync_to_async(_chat_session)(user, session_id)
     await ns.enter_room(sid, room)
-    # Checked again inside the room, as join_project does: a removal committed in between is not missed.
+    # Checked again inside the room, with the user read again, as join_project does: a removal
+    # (or a deactivation) committed in between is not missed.
     try:
-        await sync_to_async(_chat_session)(user, session_id)
+        await sync_to_async(_chat_session)(await _fresh_user(ns, sid), session_id)
     except Reject:
         await ns.leave_room(sid, room)
         raise

@@ -3,8 +3,9 @@
 * ``take_event``: a token bucket per connection, kept in its Socket.IO session.
 * ``connections``: connections per user in this process.
 * ``auth_failures``: failed-authentication connects per client address, per minute.
-* ``OutgoingQueue`` and ``drop``: bytes sent to a connection but not yet written out are bounded;
-  a connection over the bound (a client that stopped reading) is closed at once.
+* ``OutgoingQueue``, ``admit`` and ``drop``: bytes sent to a connection but not yet written out are
+  bounded; a connection that stays over the bound for a grace period (a client that stopped
+  reading), or goes over a hard ceiling, is closed.
 
 Process-level state is module state here, and every table is bounded: entries leave with their
 connection, or expire and are pruned.
@@ -139,6 +140,69 @@ def client_address(environ: dict[str, Any]) -> str:
 
 # --- unsent bytes per connection ------------------------------------------------------------
 
+# The hard ceiling, as a multiple of REALTIME_MAX_BUFFERED_BYTES: past it a connection is dropped at
+# once, grace or not, so a burst can never make one connection cost more than this. 4x (16 MB at the
+# default bound) lets a reading client take, in one loop iteration, a burst the size of the largest
+# common one (a reorder of 1,500 tasks of 8 KB: 12 MB) while the kernel has buffered nothing yet.
+HARD_CEILING_FACTOR = 4
+NOT_READING = "bytes unsent, client not reading"  # the logged reason (tests and operators grep for it)
+
+
+def unsent(socket: Any) -> int:
+    """Bytes sent to an engine.io socket that it has not read yet: its queue's count and its transport's buffer."""
+    return getattr(socket.queue, "pending", 0) + direct_write.transport_bytes(socket)
+
+
+def admit(socket: Any, before: int, size: int) -> bool:
+    """May ``size`` more bytes go to a connection holding ``before`` unsent? False once it has been dropped.
+
+    O(1) per recipient. Every send in one loop iteration lands in the transport's buffer before
+    anything is written out, so a burst to a fast reader passes the bound as surely as output to a
+    stalled one: being over it is allowed for REALTIME_BUFFER_GRACE_SECONDS (remembered per socket
+    from when it first went over, forgotten once it is back under), and a timer drops the connection
+    if it is still over when the grace ends, even with nothing more sent. Over the hard ceiling
+    (HARD_CEILING_FACTOR x the bound) it is dropped at once, so memory stays bounded during the grace.
+    """
+    bound = settings.REALTIME_MAX_BUFFERED_BYTES
+    if before <= bound:
+        socket.realtime_over_since = None  # back under (or never over): a later excess starts a new grace
+    after = before + size
+    if after <= bound:
+        return True
+    ceiling = bound * HARD_CEILING_FACTOR
+    if after > ceiling:
+        drop(socket, f"{after} {NOT_READING} (over the hard ceiling of {ceiling})")
+        return False
+    since = getattr(socket, "realtime_over_since", None)
+    now = time.monotonic()
+    if since is None:
+        socket.realtime_over_since = now
+        _check_after_grace(socket, now)
+        return True
+    if now - since >= settings.REALTIME_BUFFER_GRACE_SECONDS:
+        drop(socket, f"{after} {NOT_READING} (over {bound} for {now - since:.1f} s)")
+        return False
+    return True
+
+
+def _check_after_grace(socket: Any, since: float) -> None:
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # not on the server's loop: the next send checks instead
+        return
+    loop.call_later(settings.REALTIME_BUFFER_GRACE_SECONDS, _grace_over, socket, since)
+
+
+def _grace_over(socket: Any, since: float) -> None:
+    """The grace that began at ``since`` has ended: drop the connection if it has stayed over the bound since."""
+    if socket.closed or getattr(socket, "realtime_dropped", False) or getattr(socket, "realtime_over_since", None) != since:
+        return  # gone, or it went back under (and maybe over again: that excess has its own timer)
+    held = unsent(socket)
+    if held <= settings.REALTIME_MAX_BUFFERED_BYTES:
+        socket.realtime_over_since = None
+        return
+    drop(socket, f"{held} {NOT_READING} (over {settings.REALTIME_MAX_BUFFERED_BYTES} for {time.monotonic() - since:.1f} s)")
+
 
 def _size(item: Any) -> int:
     # engine.io packets cache their encoding, and a broadcast's packet is shared by every
@@ -153,7 +217,7 @@ class OutgoingQueue(asyncio.Queue):
     ``pending`` counts what was queued and not yet handed to the transport: packets in the queue,
     and on a websocket also those the writer task took and is still waiting to write (it awaits
     flow control). With the transport's own buffer that is everything the client has not read;
-    a put that would take it over REALTIME_MAX_BUFFERED_BYTES closes the connection instead.
+    a put over REALTIME_MAX_BUFFERED_BYTES is judged by ``admit`` (a grace, then the connection is closed).
     """
 
     def __init__(self) -> None:
@@ -168,11 +232,8 @@ class OutgoingQueue(asyncio.Queue):
         if self.refusing:
             return None
         size = _size(item)
-        if self.socket is not None:
-            unsent = self.pending + size + direct_write.transport_bytes(self.socket)
-            if unsent > settings.REALTIME_MAX_BUFFERED_BYTES:
-                drop(self.socket, f"{unsent} bytes unsent, client not reading")
-                return None
+        if self.socket is not None and not admit(self.socket, self.pending + direct_write.transport_bytes(self.socket), size):
+            return None
         self.pending += size
         return super().put_nowait(item)
 

@@ -37,8 +37,8 @@ class FastManager(socketio.AsyncManager):
     packet is encoded once and, for each connection, either written straight to its websocket
     (uvicorn, see ``direct_write``) or put on its outgoing queue (what engine.io's ``socket.send``
     does, minus the task), whose writer sends it as usual. Emits with an acknowledgement
-    callback (one recipient) take the stock path. Either way a connection may hold at most
-    REALTIME_MAX_BUFFERED_BYTES unsent: one that stopped reading is dropped, not buffered for.
+    callback (one recipient) take the stock path. Either way what a connection holds unsent is
+    bounded (``limits.admit``): one that stopped reading is dropped, not buffered for.
     """
 
     async def emit(self, event: str, data: Any, namespace: str, room: Any = None, skip_sid: Any = None, callback: Any = None,
@@ -53,7 +53,6 @@ class FastManager(socketio.AsyncManager):
         packets = [eio_packet.Packet(eio_packet.MESSAGE, p) for p in (encoded if isinstance(encoded, list) else [encoded])]
         skip = set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
         sockets = self.server.eio.sockets
-        limit = settings.REALTIME_MAX_BUFFERED_BYTES
         frame: bytes | None = None
         for sid, eio_sid in self.get_participants(namespace, room):
             if sid in skip:
@@ -64,10 +63,9 @@ class FastManager(socketio.AsyncManager):
             protocol = direct_write.protocol_for(socket) if len(packets) == 1 else None
             if protocol is not None:  # a websocket-born connection: always direct, so always in order
                 frame = frame or direct_write.text_frame(packets[0].encode())
-                # O(1) per recipient: the transport's buffer size and the queue's byte count.
-                unsent = direct_write.send(protocol, frame, queued=getattr(socket.queue, "pending", 0), limit=limit)
-                if unsent:
-                    limits.drop(socket, f"{unsent} bytes unsent, client not reading")
+                # O(1) per recipient: the transport's buffer size, the queue's byte count, a timestamp.
+                if not direct_write.closing(protocol) and limits.admit(socket, limits.unsent(socket), len(frame)):
+                    direct_write.send(protocol, frame)
                 continue
             for pkt in packets:  # engine.io packets cache their encoding: shared by every recipient
                 socket.queue.put_nowait(pkt)  # limits.OutgoingQueue bounds what it holds

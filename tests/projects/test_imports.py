@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from projects.imports import MAX_TASKS, ImportFailure, TaskSpec, checklist_item, from_csv, from_markdown
+from projects.models import MAX_DESCRIPTION_CHARS, MAX_REORDER_IDS
 
 # The pattern the parser replaced (quadratic on long lines): the reference for the grammar it keeps.
 OLD_CHECKBOX = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+\[( |x|X)\]\s+(.+?)\s*$")
@@ -99,3 +100,29 @@ def test_a_huge_header_costs_one_pass_not_one_per_row():
     began = time.perf_counter()
     assert len(from_csv(text)) == 4_000
     print(f"\n600,000 columns × 4,000 rows: {1000 * (time.perf_counter() - began):.1f} ms")
+
+
+def test_csv_fields_over_what_a_task_holds_are_refused_with_their_line():
+    at_limit = "d" * MAX_DESCRIPTION_CHARS
+    tasks = from_csv(f"title,description,assignee,feature\nA,{at_limit},{'a' * 255},{'f' * 255}\n")
+    assert len(tasks[0].description) == MAX_DESCRIPTION_CHARS and tasks[0].line == 2
+    for column, value, limit in [
+        ("description", "d" * (MAX_DESCRIPTION_CHARS + 1), MAX_DESCRIPTION_CHARS),
+        ("assignee", "a" * 256, 255),
+        ("feature", "f" * 256, 255),
+    ]:
+        with pytest.raises(ImportFailure, match=f"^line 3: {column} too long \\({len(value)} characters, at most {limit}\\)$"):
+            from_csv(f"title,{column}\nok,fine\nbig,{value}\n")
+
+
+def test_a_multi_line_field_names_the_line_its_row_ends_on():
+    text = 'title,description\nok,\n"big","' + "x\n" * 3 + "y" * MAX_DESCRIPTION_CHARS + '"\n'
+    with pytest.raises(ImportFailure, match="^line 6: description too long"):
+        from_csv(text)
+
+
+def test_an_import_is_bounded_like_a_reorder():
+    # Every task of an imported project can be moved in one reorder.
+    assert MAX_TASKS == MAX_REORDER_IDS
+    with pytest.raises(ImportFailure, match=f"too many tasks: {MAX_TASKS + 1}"):
+        from_csv("title\n" + "t\n" * (MAX_TASKS + 1))

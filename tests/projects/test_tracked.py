@@ -7,7 +7,8 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from projects.models import Project, ProjectImport, Task
+from projects import imports
+from projects.models import MAX_DESCRIPTION_CHARS, Project, ProjectImport, Task
 from tests.conftest import db
 from tests.support import factories as f
 from tests.support.py_client import PyClient
@@ -130,6 +131,33 @@ async def test_a_csv_field_over_the_limit_ends_in_error_with_its_line(connect, h
     await client.call("subscribe_progress", {"progress_id": progress_id})
     final = await client.wait_for("project_progress", done, timeout=20)
     assert final["status"] == "error" and final["error"] == "line 3: field larger than field limit (131072)"
+
+
+async def test_an_import_over_a_task_field_limit_ends_in_error_with_its_line_and_nothing_made(connect, http):
+    alice = await db(f.make_user)("alice")
+    client = await connect(alice)
+    content = "title,description\nok,fine\nbig," + "x" * (MAX_DESCRIPTION_CHARS + 1) + "\n"
+    progress_id = await begin(http, await db(f.token_for)(alice), title="Too long", import_tasks={"format": "csv", "content": content})
+    await client.call("subscribe_progress", {"progress_id": progress_id})
+    final = await client.wait_for("project_progress", done, timeout=20)
+    assert final["status"] == "error", final
+    assert final["error"] == f"line 3: description too long ({MAX_DESCRIPTION_CHARS + 1} characters, at most {MAX_DESCRIPTION_CHARS})"
+    assert await db(Project.objects.filter(title="Too long").exists)() is False
+
+
+async def test_imported_tasks_are_validated_before_anything_is_saved(connect, http, monkeypatch):
+    # Whatever produced the list (a parser bug, a new format), tasks the model refuses are never saved.
+    specs = [imports.TaskSpec("fine", line=1), imports.TaskSpec("bad", description="x" * (MAX_DESCRIPTION_CHARS + 1), line=2)]
+    monkeypatch.setattr(imports, "parse", lambda **kwargs: specs)
+    alice = await db(f.make_user)("alice")
+    client = await connect(alice)
+    progress_id = await begin(http, await db(f.token_for)(alice), title="Bypass", import_tasks={"format": "csv", "content": "title\nx\n"})
+    await client.call("subscribe_progress", {"progress_id": progress_id})
+    final = await client.wait_for("project_progress", done, timeout=20)
+    assert final["status"] == "error" and final["error"].startswith("line 2: description: "), final
+    assert str(MAX_DESCRIPTION_CHARS) in final["error"]
+    assert await db(Project.objects.filter(title="Bypass").exists)() is False
+    assert await db(Task.objects.filter(title="bad").exists)() is False
 
 
 async def test_an_import_left_running_by_a_dead_server_is_failed_at_the_next_start(spawn):

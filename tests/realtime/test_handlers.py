@@ -94,3 +94,63 @@ async def test_progress_subscription_of_unknown_operation_is_refused(connect):
     for event in ("subscribe_progress", "crawl_subscribe"):
         assert await client.call(event, {"progress_id": str(uuid.uuid4())}) == {"ok": False, "error": "unknown progress id"}
     assert (await client.call("unsubscribe_progress", {"progress_id": str(uuid.uuid4())}))["ok"] is True
+
+
+async def test_joins_of_a_connection_that_closed_build_no_snapshot_and_log_no_traceback(connect, monkeypatch, caplog):
+    """Joins still running when their connection closes end quietly: no snapshot is read or sent for nobody."""
+    import asyncio
+    import logging
+    import threading
+
+    from projects import selectors
+    from projects.models import Task
+    from realtime import bus, events, handlers, limits
+
+    alice = await db(f.make_user)("alice")
+    project = await db(f.make_project)(alice)
+    room = str(project.pk)
+    await db(
+        lambda: Task.objects.bulk_create(Task(project=project, title=f"t{i}", description="d" * 8_000, task_order=i) for i in range(200))
+    )()
+
+    release, held, finished, built = threading.Event(), [], [], []
+    real_check, real_tasks, join = handlers.can_see_project, selectors.project_tasks, events._events["join_project"]
+
+    async def held_inside_the_room(*, user, project_id):
+        seen = await real_check(user=user, project_id=project_id)
+        if bus.local_server() is not None and bus.local_server().manager.rooms["/"].get(project_id):
+            held.append(project_id)  # a join is inside the room, about to read the snapshot: the connection closes now
+            await asyncio.to_thread(release.wait, 30)
+        return seen
+
+    async def counted(*args):
+        try:
+            return await join.handler(*args)
+        finally:
+            finished.append(1)
+
+    monkeypatch.setattr(handlers, "can_see_project", held_inside_the_room)
+    monkeypatch.setattr(selectors, "project_tasks", lambda **kw: built.append(1) or real_tasks(**kw))
+    monkeypatch.setitem(events._events, "join_project", events.Event(join.payload, counted))
+    caplog.set_level(logging.WARNING, logger="realtime")
+
+    client = await connect(alice)
+    joins = 5
+    for _ in range(joins):
+        await client.send("join_project", {"project_id": room})
+    async with asyncio.timeout(10):
+        while not held:  # noqa: ASYNC110  (the server's state is polled: nothing to await)
+            await asyncio.sleep(0.01)
+        await client.close()
+        while limits.connections.of(alice.pk):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        release.set()
+        while len(finished) < joins:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+    assert built == []
+    assert not [r for r in caplog.records if r.exc_info or "failed" in r.getMessage()], caplog.text
+    assert "the connection is closed" in caplog.text
+    other = await connect(alice)  # the server serves on
+    assert (await other.call("join_project", {"project_id": room}, timeout=30))["ok"]
+    assert len(built) == 1

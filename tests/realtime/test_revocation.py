@@ -127,6 +127,51 @@ async def test_staff_loss_from_a_command_reaches_every_node_through_redis(spawn,
             await client.close()
 
 
+async def test_staff_lost_between_the_two_checks_of_a_join_keeps_no_room(connect, monkeypatch):
+    """The window made deterministic: staff is removed right after a join's first check passed (on the stale user)."""
+    from realtime import handlers, progress
+
+    alice, carol = await db(f.make_user)("alice"), await db(f.make_user)("carol", staff=True)
+    theirs, mine = await db(f.make_project)(alice, title="alice's"), await db(f.make_project)(carol, title="carol's")
+    their_crawl, my_crawl = await db(crawl_of)(alice), await db(crawl_of)(carol)
+    client = await connect(carol)
+    await join(client, mine)
+    assert (await client.call("crawl_subscribe", {"progress_id": str(my_crawl.progress_id)}))["ok"]
+
+    real_check, real_find = handlers.can_see_project, progress.find
+
+    async def check_then_revoke(*, user: Any, project_id: str) -> bool:
+        seen = await real_check(user=user, project_id=project_id)
+        if project_id == str(theirs.pk) and user.is_staff:  # the first check, on the user read before it
+            await db(set_fields)(carol, is_staff=False)
+        return seen
+
+    def find_then_revoke(kind: str, progress_id: str) -> Any:
+        operation = real_find(kind, progress_id)
+        if progress_id == str(their_crawl.progress_id):
+            set_fields(type(carol).objects.get(pk=carol.pk), is_staff=False)
+        return operation
+
+    monkeypatch.setattr(handlers, "can_see_project", check_then_revoke)
+    assert await client.call("join_project", {"project_id": str(theirs.pk)}) == {"ok": False, "error": "project not found"}
+    await db(set_fields)(carol, is_staff=True)
+    monkeypatch.setattr(progress, "find", find_then_revoke)
+    refused = await client.call("crawl_subscribe", {"progress_id": str(their_crawl.progress_id)})
+    assert refused == {"ok": False, "error": "unknown progress id"}
+    monkeypatch.undo()
+
+    # Nothing of alice's reaches carol afterwards; her own rooms still do (the markers prove delivery had its chance).
+    await db(f.make_task)(theirs, title="hidden")
+    bus.submit(broadcasts.broadcast_crawl_progress(their_crawl.progress_id, {"progressId": str(their_crawl.progress_id), "mark": 1}))
+    bus.submit(broadcasts.broadcast_crawl_progress(my_crawl.progress_id, {"progressId": str(my_crawl.progress_id), "mark": 2}))
+    await db(f.make_task)(mine, title="own marker")
+    await client.wait_for("task_created", lambda t: t["title"] == "own marker")
+    await client.wait_for("crawl_progress", lambda p: p.get("mark") == 2)
+    assert [t["title"] for t in client.received("task_created")] == ["own marker"]
+    assert [p["progressId"] for p in client.received("crawl_progress") if p.get("mark")] == [str(my_crawl.progress_id)]
+    assert await alive(client)
+
+
 # --- deleted user, logout, password change ----------------------------------------------------------------------------
 
 
