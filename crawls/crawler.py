@@ -15,6 +15,7 @@ thread (``asyncio.to_thread``), never on the event loop. Connections go through
 """
 
 import asyncio
+import codecs
 import hashlib
 import logging
 import time
@@ -33,6 +34,63 @@ log = logging.getLogger(__name__)
 USER_AGENT = "ArchonCrawler/1.0 (+https://github.com/; live Django over Socket.IO)"
 MAX_REDIRECTS = 5
 REDIRECT_STATUSES = {301, 302, 303, 307, 308}
+# Links kept from one page; anchors past this many are not even looked at (a page of 100k links amplifies).
+MAX_LINKS_PER_PAGE = 1_000
+# Distinct origins (scheme://host:port) a crawl may touch, each costing a robots.txt fetch: one page
+# linking to 2,000 ports would otherwise open 2,000 connections.
+MAX_ORIGINS = 50
+MAX_ROBOTS_LINES = 1_000  # robots.txt lines parsed: can_fetch walks every rule for every link
+# Charsets a page may declare. Anything else (``punycode`` decodes in quadratic time, ``rot13``, …) is read as UTF-8.
+WEB_ENCODINGS = frozenset(
+    codecs.lookup(name).name
+    for name in (
+        "utf-8",
+        "utf-16",
+        "utf-16-le",
+        "utf-16-be",
+        "latin-1",
+        "ascii",
+        "windows-1250",
+        "windows-1251",
+        "windows-1252",
+        "windows-1253",
+        "windows-1254",
+        "windows-1255",
+        "windows-1256",
+        "windows-1257",
+        "windows-1258",
+        *(f"iso-8859-{n}" for n in (2, 3, 4, 5, 6, 7, 8, 9, 10, 13, 14, 15, 16)),
+        "koi8-r",
+        "koi8-u",
+        "shift_jis",
+        "cp932",
+        "euc-jp",
+        "iso-2022-jp",
+        "euc-kr",
+        "cp949",
+        "gb2312",
+        "gbk",
+        "gb18030",
+        "big5",
+        "big5hkscs",
+        "cp874",
+    )
+)
+
+
+def web_encoding(declared: str | None) -> str:
+    """The codec to decode a page with: its declared charset if a web encoding, else UTF-8."""
+    try:
+        name = codecs.lookup(declared or "utf-8").name
+    except LookupError:  # an unknown charset in Content-Type
+        return "utf-8"
+    return name if name in WEB_ENCODINGS else "utf-8"
+
+
+def _compressed(response: httpx.Response) -> str:
+    """The response's Content-Encoding if it is one (we ask for ``identity``), else ""."""
+    encoding = response.headers.get("content-encoding", "").strip().lower()
+    return "" if encoding in ("", "identity") else encoding
 
 
 @dataclass(frozen=True)
@@ -102,6 +160,9 @@ class Crawler:
         self.network_backend = network_backend
         self.stats = Stats()
         self.seen: set[str] = {start}
+        # Every URL recorded counts, allowed or not: disallowed links are remembered too, and must not grow without end.
+        self.seen_cap = 10 * options.max_pages + 1_000
+        self.origins: set[str] = {_origin(start)}  # at most MAX_ORIGINS (plus same-site redirect targets)
         self.queue: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
         self.robots: dict[str, RobotFileParser] = {}
         self.robots_locks: dict[str, asyncio.Lock] = {}
@@ -116,7 +177,9 @@ class Crawler:
             limits=httpx.Limits(max_connections=self.options.concurrency * 2),
         )
         async with httpx.AsyncClient(
-            headers={"User-Agent": USER_AGENT},
+            # identity: httpx inflates a whole read with no output bound, so a compressed body is never
+            # read at all (a 1.7 KB gzip-of-gzip is gigabytes); a server that compresses anyway is refused.
+            headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
             timeout=httpx.Timeout(self.options.timeout),
             transport=transport,
             follow_redirects=False,
@@ -161,12 +224,26 @@ class Crawler:
 
     async def _discover(self, links: list[str], depth: int) -> None:
         """Queue the page's new links that robots.txt allows, up to the discovery cap."""
-        fresh = [link for link in links if link not in self.seen]
-        if not fresh or self.stats.discovered >= self._discovery_cap():
+        budget = min(self._discovery_cap() - self.stats.discovered, self.seen_cap - len(self.seen))
+        if budget <= 0:
+            return
+        fresh = []
+        for link in links:
+            if link in self.seen:
+                continue
+            origin = _origin(link)
+            if origin not in self.origins:
+                if len(self.origins) >= MAX_ORIGINS:
+                    continue  # not a site this crawl may reach any more
+                self.origins.add(origin)
+            fresh.append(link)
+            if len(fresh) >= budget:
+                break  # trimmed before any robots.txt fetch: no more robots.txt than pages that could follow
+        if not fresh:
             return
         allowed = await self._allowed_many(fresh)
         for link, ok in zip(fresh, allowed, strict=True):
-            if self.stats.discovered >= self._discovery_cap():
+            if self.stats.discovered >= self._discovery_cap() or len(self.seen) >= self.seen_cap:
                 break
             if link in self.seen:
                 continue  # another worker queued it meanwhile
@@ -201,7 +278,9 @@ class Crawler:
         try:
             async with asyncio.timeout(self.options.fetch_deadline):
                 async with self.client.stream("GET", origin + "/robots.txt") as response:
-                    if response.status_code == 200:
+                    if response.status_code == 200 and (encoding := _compressed(response)):
+                        note = f"{origin}/robots.txt refused (compressed: {encoding}): no rules apply"
+                    elif response.status_code == 200:
                         body, complete = await self._read_capped(response, self.options.robots_max_bytes)
                         if not complete:
                             # As RFC 9309 allows: the rules within the first N bytes apply, the rest is ignored.
@@ -210,8 +289,12 @@ class Crawler:
                         text = body.decode("utf-8", errors="replace")
         except Exception as error:  # unreachable, refused, too slow, invalid host: nothing is forbidden
             log.debug("robots.txt of %s unavailable: %s: %s", origin, type(error).__name__, error)
+        lines = text.splitlines()
+        if len(lines) > MAX_ROBOTS_LINES:
+            lines = lines[:MAX_ROBOTS_LINES]  # the rules in the part read apply, as for one over the byte cap
+            note = note or f"{origin}/robots.txt has over {MAX_ROBOTS_LINES} lines: only its first lines apply"
         parser = RobotFileParser()
-        await asyncio.to_thread(parser.parse, text.splitlines())
+        await asyncio.to_thread(parser.parse, lines)
         if note and self.on_note:
             await self.on_note(note)
         return parser
@@ -290,6 +373,8 @@ class Crawler:
     def _unreadable(response: httpx.Response) -> str:
         if response.status_code >= 400:
             return f"HTTP {response.status_code}"
+        if encoding := _compressed(response):
+            return f"compressed response refused: {encoding}"
         kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind not in ("text/html", "application/xhtml+xml"):
             return f"not HTML ({kind or 'no content type'})"
@@ -297,10 +382,7 @@ class Crawler:
 
     def _parse(self, page: Page, body: bytes, encoding: str) -> Page:
         """Title, text and in-scope links of an HTML body. CPU-bound: runs in a worker thread."""
-        try:
-            html = body.decode(encoding, errors="replace")
-        except LookupError:  # an unknown charset in Content-Type
-            html = body.decode("utf-8", errors="replace")
+        html = body.decode(web_encoding(encoding), errors="replace")
         page.content_hash = hashlib.sha256(body).hexdigest()
         tree = LexborHTMLParser(html)
         title = tree.css_first("title")
@@ -311,7 +393,9 @@ class Crawler:
                 node.decompose()
             page.text = body_node.text(separator=" ", strip=True)
         links: dict[str, None] = {}
-        for anchor in tree.css("a[href]"):
+        for seen_anchors, anchor in enumerate(tree.css("a[href]")):
+            if len(links) >= MAX_LINKS_PER_PAGE or (seen_anchors % 100 == 0 and self.should_stop()):
+                break
             link = urls.normalize(anchor.attributes.get("href") or "", page.final_url)
             if link is not None and link not in links and self._in_scope(link):
                 links[link] = None

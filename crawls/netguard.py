@@ -19,10 +19,35 @@ import httpx
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# Not trusted to ipaddress alone: some Python versions (3.11.7) call 192.0.0.8 and fec0::1 global.
+# Special-purpose ranges (RFC 6890 and its IPv6 registry) a crawler has no business reaching.
+DENIED = tuple(
+    ipaddress.ip_network(net)
+    for net in (
+        "0.0.0.0/8",  # "this network"
+        "100.64.0.0/10",  # shared address space (carrier-grade NAT)
+        "192.0.0.0/24",  # IETF protocol assignments
+        "192.0.2.0/24",  # documentation (TEST-NET-1)
+        "198.18.0.0/15",  # benchmarking
+        "198.51.100.0/24",  # documentation (TEST-NET-2)
+        "203.0.113.0/24",  # documentation (TEST-NET-3)
+        "240.0.0.0/4",  # reserved, and 255.255.255.255
+        "64:ff9b:1::/48",  # local-use IPv4/IPv6 translation
+        "100::/64",  # discard-only
+        "2001::/23",  # IETF protocol assignments (Teredo, ORCHID, …)
+        "2001:db8::/32",  # documentation
+        "fc00::/7",  # unique-local
+        "fec0::/10",  # site-local (deprecated, still routed internally)
+    )
+)
 
 
 class Refused(Exception):
-    """A destination the crawler may not reach; the message says why (``refused: 10.0.0.1 is a private address``)."""
+    """A destination the crawler may not reach; the message says why.
+
+    ``refused: 10.0.0.1 is a private address`` for an IP literal, ``refused: intranet.example resolves to a
+    non-public address`` for a name.
+    """
 
 
 def _embedded_ipv4(ip: IPAddress) -> IPAddress:
@@ -44,15 +69,30 @@ def why_not_public(address: str) -> str | None:
     for kind in ("loopback", "link_local", "private", "multicast", "unspecified", "reserved"):
         if getattr(ip, f"is_{kind}"):
             return f"a {kind.replace('_', '-')} address"
-    # is_global also rules out shared (100.64/10), documentation and benchmarking ranges.
+    if any(ip.version == net.version and ip in net for net in DENIED):
+        return "not a public address"
     return None if ip.is_global else "not a public address"
 
 
-def check(addresses: Iterable[str]) -> None:
-    """Raise ``Refused`` if any of the addresses is not public."""
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
+def check(addresses: Iterable[str], host: str | None = None) -> None:
+    """Raise ``Refused`` if any of the addresses ``host`` resolved to is not public.
+
+    An IP literal (the user's own input) is echoed with the reason; for a name, the address it
+    resolved to is not said: that would map the internal network for whoever asks.
+    """
     for address in addresses:
         reason = why_not_public(address)
         if reason:
+            if host is not None and not _is_ip_literal(host):
+                raise Refused(f"refused: {host} resolves to a non-public address")
             raise Refused(f"refused: {address.split('%', 1)[0]} is {reason}")
 
 
@@ -81,7 +121,7 @@ def check_url(url: str) -> None:
         addresses = lookup(parsed.host, parsed.port or (443 if parsed.scheme == "https" else 80))
     except (OSError, UnicodeError, httpx.InvalidURL):
         return
-    check(addresses)
+    check(addresses, parsed.host)
 
 
 class GuardedBackend(httpcore.AsyncNetworkBackend):
@@ -103,7 +143,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         except OSError as error:
             raise httpcore.ConnectError(f"cannot resolve {host}: {error}") from error
         if not self.allow_private:
-            check(addresses)
+            check(addresses, host)
         last: Exception | None = None
         for address in addresses:  # as the system would: each in turn until one answers
             try:

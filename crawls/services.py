@@ -45,17 +45,11 @@ def crawl_create(
 ) -> CrawlJob:
     """A queued crawl job; nothing runs until ``runner`` takes it.
 
-    ``ValidationError`` for a pattern RE2 refuses or a start URL on a non-public address (unless
+    ``ValidationError`` for a pattern RE2 refuses (or too complex) or a start URL on a non-public address (unless
     ``CRAWL_ALLOW_PRIVATE_NETWORKS``); ``CrawlLimitReached`` past ``CRAWL_MAX_PER_USER``.
     Blocking (the address is resolved): call it from a thread, not the event loop.
     """
-    errors: dict[str, list[str]] = {}
-    for name, patterns in (("include_patterns", include_patterns or []), ("exclude_patterns", exclude_patterns or [])):
-        for pattern in patterns:
-            try:
-                urls.compile_pattern(pattern)
-            except ValueError as error:
-                errors.setdefault(name, []).append(str(error))
+    errors = urls.pattern_errors(include_patterns or [], exclude_patterns or [])  # syntax, length, RE2 program size
     if not settings.CRAWL_ALLOW_PRIVATE_NETWORKS:
         try:
             netguard.check_url(url)  # resolved here, outside the transaction; every connection is checked again
