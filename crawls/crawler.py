@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 USER_AGENT = "ArchonCrawler/1.0 (+https://github.com/; live Django over Socket.IO)"
 MAX_REDIRECTS = 5
 REDIRECT_STATUSES = {301, 302, 303, 307, 308}
-# Links kept from one page; anchors past this many are not even looked at (a page of 100k links amplifies).
+# In-scope links kept from one page (a page of 100k links would amplify); anchors after the last kept one are not read.
 MAX_LINKS_PER_PAGE = 1_000
 # Distinct origins (scheme://host:port) a crawl may touch, each costing a robots.txt fetch: one page
 # linking to 2,000 ports would otherwise open 2,000 connections.

@@ -117,8 +117,3 @@ class Patterns:
         if self.include and not any(p.search(url) for p in self.include):
             return False
         return not any(p.search(url) for p in self.exclude)
-
-
-def allowed_by_patterns(url: str, include: list[str], exclude: list[str]) -> bool:
-    """Include patterns (if any) must match; exclude patterns must not (RE2 syntax). Compiles each call: prefer ``Patterns``."""
-    return Patterns.compile(include, exclude).allow(url)

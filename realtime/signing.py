@@ -72,8 +72,3 @@ def claim(nonce: object) -> str | None:
         return "too many signed requests: try again shortly"
     _seen[nonce] = now + 2 * MAX_AGE
     return None
-
-
-def refusal(body: bytes, timestamp: str | None, signature: str | None, nonce: object) -> str | None:
-    """``check`` then ``claim``: why this request must be refused, or None when it is authentic, fresh and new."""
-    return check(body, timestamp, signature) or claim(nonce)
