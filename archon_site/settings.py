@@ -141,6 +141,12 @@ REALTIME_MAX_ROOMS_PER_CONNECTION: int = env.int("REALTIME_MAX_ROOMS_PER_CONNECT
 REALTIME_MAX_CONNECTIONS_PER_USER: int = env.int("REALTIME_MAX_CONNECTIONS_PER_USER", default=50)  # per server process
 # Failed-authentication connects per client address per minute; beyond, refused without checking.
 REALTIME_AUTH_FAILURES_PER_MINUTE: int = env.int("REALTIME_AUTH_FAILURES_PER_MINUTE", default=30)
+# An engine.io connection that has not connected Socket.IO (authenticated) within this many seconds is closed;
+# at most REALTIME_MAX_PENDING_PER_ADDRESS such connections per client address (beyond, the handshake gets a 401).
+REALTIME_CONNECT_TIMEOUT: float = env.float("REALTIME_CONNECT_TIMEOUT", default=10.0)
+REALTIME_MAX_PENDING_PER_ADDRESS: int = env.int("REALTIME_MAX_PENDING_PER_ADDRESS", default=20)
+# Client events of one connection being handled at once; beyond: {ok: false, error: "busy: too many requests in flight"}.
+REALTIME_MAX_EVENTS_IN_FLIGHT: int = env.int("REALTIME_MAX_EVENTS_IN_FLIGHT", default=4)
 # Bytes sent to a connection but not yet written out (a watcher that stopped reading);
 # over this the connection is closed with a logged reason, so it cannot hold the server's memory.
 REALTIME_MAX_BUFFERED_BYTES: int = env.int("REALTIME_MAX_BUFFERED_BYTES", default=4_000_000)

@@ -50,6 +50,10 @@ def _check(packets: list[packet.Packet]) -> None:
         # raise RecursionError there.
         if not isinstance(pkt.data, str | bytes):
             raise ValueError(f"{packet.packet_names[pkt.packet_type]} packet with JSON data ({type(pkt.data).__name__})")
+        # Nor one that opens a JSON array or object and does not decode ('4[[[' unclosed): here that failed as
+        # invalid JSON, but there, deeper in the stack, the same nesting can hit the recursion limit first.
+        if isinstance(pkt.data, str) and pkt.data.lstrip(" \t\n\r")[:1] in ("[", "{"):
+            raise ValueError(f"{packet.packet_names[pkt.packet_type]} packet with undecodable JSON data")
 
 
 class Socket(async_socket.AsyncSocket):

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 User = get_user_model()
 
 Ack = dict[str, Any]
+BUSY = "busy: too many requests in flight"
 Handler = Callable[..., Awaitable[Ack | None]]
 
 
@@ -77,7 +78,7 @@ def parse(model: type[Payload], args: tuple[Any, ...]) -> Payload:
 
 
 class Dispatcher(socketio.AsyncNamespace):
-    """Routes every client event through the rate limit, ``parse``, the user lookup and the registered handler."""
+    """Routes every client event through the rate limit, the in-flight bound, ``parse``, the user lookup and the registered handler."""
 
     async def trigger_event(self, event: str, *args: Any) -> Any:
         sid, data = args[0], args[1:]
@@ -99,18 +100,38 @@ class Dispatcher(socketio.AsyncNamespace):
             if not limits.take_event(session):
                 return self._rate_limited(sid, session, name)
             session["_refused_in_a_row"] = 0
-            entry = _events.get(event) if isinstance(event, str) else None
-            if entry is None:
-                raise Reject(f"unknown event: {name}")
-            payload = parse(entry.payload, data)
-            user = await self.current_user(sid, session)
-            return {"ok": True, **(await entry.handler(self, sid, user, payload) or {})}
+            # Every event runs as its own task: without a bound, one connection under the rate limit
+            # could still queue many costly handlers (snapshot builds). Checked and counted with no
+            # await in between, so concurrent events of one connection cannot both take the last place.
+            in_flight = session.get("_in_flight", 0)
+            if in_flight >= settings.REALTIME_MAX_EVENTS_IN_FLIGHT:
+                return self._busy(sid, session, name)
+            session["_in_flight"] = in_flight + 1
+            session["_busy_in_a_row"] = 0
+            try:
+                return await self._dispatch(sid, session, event, name, data)
+            finally:
+                session["_in_flight"] -= 1
         except Reject as refusal:
             log.warning("refused %s from %s: %s", name, sid, refusal)
             return {"ok": False, "error": str(refusal)}
         except Exception:
             log.exception("handler for %s failed", name)
             return {"ok": False, "error": "internal error"}
+
+    async def _dispatch(self, sid: str, session: dict[str, Any], event: Any, name: str, data: tuple[Any, ...]) -> Ack:
+        entry = _events.get(event) if isinstance(event, str) else None
+        if entry is None:
+            raise Reject(f"unknown event: {name}")
+        payload = parse(entry.payload, data)
+        user = await self.current_user(sid, session)
+        return {"ok": True, **(await entry.handler(self, sid, user, payload) or {})}
+
+    def _busy(self, sid: str, session: dict[str, Any], name: str) -> Ack:
+        busy = session["_busy_in_a_row"] = session.get("_busy_in_a_row", 0) + 1
+        if busy == 1:  # once per run of refusals, not once per event
+            log.warning("refused %s from %s: %d events in flight", name, sid, settings.REALTIME_MAX_EVENTS_IN_FLIGHT)
+        return {"ok": False, "error": BUSY}
 
     def _setting_up_or_tearing_down(self, sid: str, event: str) -> bool:
         manager = self.server.manager

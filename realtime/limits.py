@@ -3,6 +3,7 @@
 * ``take_event``: a token bucket per connection, kept in its Socket.IO session.
 * ``connections``: connections per user in this process.
 * ``auth_failures``: failed-authentication connects per client address, per minute.
+* ``handshakes``: connections not yet authenticated per client address, each closed after a timeout.
 * ``OutgoingQueue``, ``admit`` and ``drop``: bytes sent to a connection but not yet written out are
   bounded; a connection that stays over the bound for a grace period (a client that stopped
   reading), or goes over a hard ceiling, is closed.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -136,6 +138,66 @@ def client_address(environ: dict[str, Any]) -> str:
     if client:
         return str(client[0])
     return str(environ.get("REMOTE_ADDR") or "unknown")
+
+
+# --- connections not yet authenticated, per address -----------------------------------------
+
+
+class PendingHandshakes:
+    """Engine.IO connections whose Socket.IO namespace is not connected yet, per client address.
+
+    An entry lives from the engine.io handshake until the namespace connects or the connection
+    closes, and at most REALTIME_CONNECT_TIMEOUT: then ``expire`` is called (it closes the
+    connection). So the table holds only open connections, at most REALTIME_MAX_PENDING_PER_ADDRESS
+    per address, each for a bounded time.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[str, asyncio.TimerHandle | None]] = {}  # eio sid -> (address, timer)
+        self._count: dict[str, int] = {}
+
+    def add(self, eio_sid: str, address: str, expire: Callable[[str], None]) -> bool:
+        """Count a new connection from ``address``, unless that address has REALTIME_MAX_PENDING_PER_ADDRESS pending."""
+        if self._count.get(address, 0) >= settings.REALTIME_MAX_PENDING_PER_ADDRESS or eio_sid in self._entries:
+            return False
+        try:
+            timer = asyncio.get_running_loop().call_later(settings.REALTIME_CONNECT_TIMEOUT, self._expire, eio_sid, expire)
+        except RuntimeError:  # not on an event loop (a unit test): no timeout
+            timer = None
+        self._entries[eio_sid] = (address, timer)
+        self._count[address] = self._count.get(address, 0) + 1
+        return True
+
+    def remove(self, eio_sid: str) -> None:
+        """The connection connected its namespace or closed: no longer pending (a no-op when it was not)."""
+        entry = self._entries.pop(eio_sid, None)
+        if entry is None:
+            return
+        address, timer = entry
+        if timer is not None:
+            timer.cancel()
+        left = self._count[address] - 1
+        if left:
+            self._count[address] = left
+        else:
+            del self._count[address]
+
+    def _expire(self, eio_sid: str, expire: Callable[[str], None]) -> None:
+        if eio_sid in self._entries:
+            self.remove(eio_sid)
+            expire(eio_sid)
+
+    def of(self, address: str) -> int:
+        return self._count.get(address, 0)
+
+    def __contains__(self, eio_sid: object) -> bool:
+        return eio_sid in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+handshakes = PendingHandshakes()
 
 
 # --- unsent bytes per connection ------------------------------------------------------------

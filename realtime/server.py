@@ -10,7 +10,7 @@ from django.conf import settings
 from socketio import packet as sio_packet
 
 from . import bus, direct_write, handlers, lifecycle, limits, rooms  # noqa: F401  (handlers registers the client events)
-from .auth import Refused, authenticate
+from .auth import Identity, Refused, authenticate
 from .channels_bridge import build_bridge
 from .eio import EngineServer
 from .events import Dispatcher, Reject
@@ -34,13 +34,10 @@ class Realtime(Dispatcher):
         if limits.auth_failures.blocked(address):  # checked before anything touches the database
             raise _refuse(sid, "too many failed attempts: try again in a minute") from None
         try:
-            identity = await sync_to_async(authenticate)(environ, auth)
+            identity = await self._authenticate(environ, auth)
         except Refused as refusal:
             limits.auth_failures.record(address)
             raise _refuse(sid, str(refusal)) from None
-        except Exception:
-            log.exception("authentication failed")
-            raise socketio.exceptions.ConnectionRefusedError("server error during authentication") from None
         if not limits.connections.add(identity.user_id, sid):
             limit = settings.REALTIME_MAX_CONNECTIONS_PER_USER
             raise _refuse(sid, f"too many connections for this user (limit {limit}): close one first") from None
@@ -52,12 +49,47 @@ class Realtime(Dispatcher):
             if identity.session_key is not None:  # logout and password changes close these (revocation)
                 await self.enter_room(sid, rooms.session(identity.session_key))
                 await self.enter_room(sid, rooms.user_cookies(identity.user_id))
+            await self._check_again(sid, environ, auth, identity)
             socket = self.server.eio.sockets.get(self.server.manager.eio_sid_from_sid(sid, self.namespace))
-            if socket is not None:
-                socket.realtime_sid = sid  # logs name connections by their Socket.IO sid
+            if socket is None or socket.closed:
+                raise KeyError("Session is disconnected")  # closed during the second check
+            socket.realtime_sid = sid  # logs name connections by their Socket.IO sid
+        except KeyError:
+            # The client closed the connection while it was authenticating (its session is gone).
+            # python-socketio skipped the disconnect handler (the connection was not connected yet);
+            # a refusal makes it forget the connection, and the user's count is given back here.
+            limits.connections.remove(sid)
+            raise _refuse(sid, "connection closed") from None
         except BaseException:
             limits.connections.remove(sid)
             raise
+
+    async def _authenticate(self, environ: dict[str, Any], auth: Any) -> Identity:
+        """``authenticate`` off the event loop; ``Refused`` passes through, any other failure is a refusal."""
+        try:
+            return await sync_to_async(authenticate)(environ, auth)
+        except Refused:
+            raise
+        except Exception:
+            log.exception("authentication failed")
+            raise socketio.exceptions.ConnectionRefusedError("server error during authentication") from None
+
+    async def _check_again(self, sid: str, environ: dict[str, Any], auth: Any, identity: Identity) -> None:
+        """Refuse a connection whose credentials were revoked while it was being set up.
+
+        A revocation (token deleted, logout, password change, deactivation) closes the members of
+        the connection's rooms: one committed before this connection entered them closed nothing
+        here. So, as ``join_project`` does: check, enter, check again. One committed after the rooms
+        were entered reaches this connection while it is still connecting (``Server.disconnect``).
+        """
+        try:
+            again = await self._authenticate(environ, auth)
+        except Refused as refusal:  # not a failed attempt of this address: the credentials were good a moment ago
+            raise _refuse(sid, str(refusal)) from None
+        if again.user_id != identity.user_id:
+            raise _refuse(sid, "credentials changed while connecting")
+        if self.server.revoked_while_connecting(sid):
+            raise _refuse(sid, "access revoked while connecting")
 
     async def on_disconnect(self, sid: str, reason: str) -> None:
         limits.connections.remove(sid)  # Socket.IO removes the connection from its rooms
@@ -129,14 +161,76 @@ class Server(socketio.AsyncServer):
     client announcing many and streaming megabytes made the server hold them all.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # engine.io sids of connections told to disconnect while still connecting; an entry lives
+        # only as long as that connection's connect handling (``_handle_connect``).
+        self._revoked_connecting: set[str] = set()
+
     def _engineio_server_class(self) -> type[engineio.AsyncServer]:
         return EngineServer
 
-    async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> None:
+    async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
+        address = limits.client_address(environ)
+        if not limits.handshakes.add(eio_sid, address, self._connect_timed_out):
+            limit = settings.REALTIME_MAX_PENDING_PER_ADDRESS
+            reason = f"too many connections not yet authenticated from this address (limit {limit})"
+            log.warning("refused handshake from %s: %s", address, reason)
+            return {"detail": reason}  # engine.io answers 401 with this body and forgets the socket
         socket = self.eio.sockets.get(eio_sid)
         if socket is not None and isinstance(socket.queue, limits.OutgoingQueue):
             socket.queue.socket = socket  # from now on the queue can drop its connection
         await super()._handle_eio_connect(eio_sid, environ)
+        return None
+
+    async def _handle_eio_disconnect(self, eio_sid: str, reason: Any) -> None:
+        limits.handshakes.remove(eio_sid)
+        await super()._handle_eio_disconnect(eio_sid, reason)
+
+    def _connect_timed_out(self, eio_sid: str) -> None:
+        """REALTIME_CONNECT_TIMEOUT after its handshake, the connection has not connected the namespace: closed."""
+        socket = self.eio.sockets.get(eio_sid)
+        if socket is not None and not socket.closed:
+            limits.drop(socket, f"no Socket.IO connect within {settings.REALTIME_CONNECT_TIMEOUT:g} s")
+
+    async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
+        """python-socketio's connect handling, then: is the connection still wanted now that it is connected?
+
+        python-socketio ignores a disconnect of a connection that is still connecting, and does not
+        notice its engine.io connection closing meanwhile: either would leave it connected.
+        """
+        namespace = namespace or "/"
+        if self.manager.sid_from_eio_sid(eio_sid, namespace) is not None:
+            # Connected or connecting already: python-socketio refuses this one ("Unable to connect").
+            return await super()._handle_connect(eio_sid, namespace, data)
+        try:
+            await super()._handle_connect(eio_sid, namespace, data)
+        finally:
+            revoked = eio_sid in self._revoked_connecting
+            self._revoked_connecting.discard(eio_sid)
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
+        if sid is None or not self.manager.is_connected(sid, namespace):
+            return None  # refused: python-socketio has forgotten it
+        socket = self.eio.sockets.get(eio_sid)
+        if socket is None or socket.closed or revoked:
+            log.warning("disconnected %s: %s while connecting", sid, "access revoked" if revoked else "connection closed")
+            await self.disconnect(sid, namespace=namespace, ignore_queue=True)
+        else:
+            limits.handshakes.remove(eio_sid)  # connected: no longer pending, no timeout
+        return None
+
+    async def disconnect(self, sid: str, namespace: str | None = None, ignore_queue: bool = False) -> None:
+        """python-socketio's disconnect; a connection still connecting is remembered and refused (see ``_handle_connect``)."""
+        namespace = namespace or "/"
+        if sid in self.manager.pending_connect.get(namespace, ()):
+            eio_sid = self.manager.eio_sid_from_sid(sid, namespace)
+            if eio_sid is not None:
+                self._revoked_connecting.add(eio_sid)
+        await super().disconnect(sid, namespace=namespace, ignore_queue=ignore_queue)
+
+    def revoked_while_connecting(self, sid: str, namespace: str = "/") -> bool:
+        """Whether a disconnect reached ``sid`` while it was still connecting."""
+        return self.manager.eio_sid_from_sid(sid, namespace) in self._revoked_connecting
 
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
         socket = self.eio.sockets.get(eio_sid)
