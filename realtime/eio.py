@@ -67,8 +67,16 @@ class Socket(async_socket.AsyncSocket):
 
         async def checked_wait() -> Any:
             data = await wait()
-            # Over the size limit: engine.io refuses it without decoding (and without a traceback).
-            if data is not None and len(data) <= self.server.max_http_buffer_size:
+            if isinstance(data, bytes):
+                # Nothing in this protocol is binary: refused whatever its size, before anything reads it.
+                limits.drop(self, "binary engine.io message refused (this protocol uses none)")
+                raise MalformedFrame("binary message")
+            if data is not None and len(data) > self.server.max_http_buffer_size:
+                # engine.io would only stop reading and send a close frame: a client that ignores it keeps
+                # streaming into a half-closed connection. The transport is aborted instead.
+                limits.drop(self, f"message of {len(data)} bytes over the {self.server.max_http_buffer_size}-byte limit")
+                raise MalformedFrame("message too large")
+            if data is not None:
                 try:
                     _check([packet.Packet(encoded_packet=data)])
                 except Exception as error:  # noqa: BLE001  (any failure to decode means: not a packet)
