@@ -147,8 +147,9 @@ REALTIME_CONNECT_TIMEOUT: float = env.float("REALTIME_CONNECT_TIMEOUT", default=
 REALTIME_MAX_PENDING_PER_ADDRESS: int = env.int("REALTIME_MAX_PENDING_PER_ADDRESS", default=20)
 # Client events of one connection being handled at once; beyond: {ok: false, error: "busy: too many requests in flight"}.
 REALTIME_MAX_EVENTS_IN_FLIGHT: int = env.int("REALTIME_MAX_EVENTS_IN_FLIGHT", default=4)
-# Bytes sent to a connection but not yet written out (a watcher that stopped reading);
-# over this the connection is closed with a logged reason, so it cannot hold the server's memory.
+# Bytes sent to a connection but not yet written out (a watcher that stopped reading): over this a
+# connection has REALTIME_BUFFER_GRACE_SECONDS to drain, else it is closed with a logged reason, so it
+# cannot hold the server's memory (over 4x, limits.HARD_CEILING_FACTOR, it is closed at once).
 REALTIME_MAX_BUFFERED_BYTES: int = env.int("REALTIME_MAX_BUFFERED_BYTES", default=4_000_000)
 # A connection may stay over that bound this long (a burst to a reader that is keeping up) before it is
 # closed; over 4x the bound it is closed at once (realtime/limits.py: HARD_CEILING_FACTOR).
