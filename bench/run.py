@@ -67,8 +67,8 @@ class Django:
         self.dir = tempfile.mkdtemp(prefix="archon-bench-")
         self.env = {"DATABASE_URL": f"sqlite:///{self.dir}/bench.sqlite3", "DEBUG": "false", "SECRET_KEY": "bench-secret",
                     "ALLOWED_HOSTS": "127.0.0.1,localhost", "REALTIME_LOG_LEVEL": "WARNING", "REDIS_URL": "",
-                    # Every load-generator client is the one bench user: the per-user connection cap is lifted.
-                    "REALTIME_MAX_CONNECTIONS_PER_USER": "100000"}  # fmt: skip
+                    # Every load-generator client is the one bench user on one address: the per-user and per-address caps are lifted.
+                    "REALTIME_MAX_CONNECTIONS_PER_USER": "100000", "REALTIME_MAX_PENDING_PER_ADDRESS": "100000"}  # fmt: skip
         self.redis_url = redis_url
 
     def manage(self, *args: str, **env: str) -> str:
