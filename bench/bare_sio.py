@@ -10,9 +10,13 @@ import time
 from urllib.parse import parse_qs
 
 import socketio
+from django.conf import settings
 
-from realtime import direct_write
-from realtime.manager import FastManager
+# The project's manager applies realtime's per-connection byte bound: its two settings, at their defaults.
+settings.configure(REALTIME_MAX_BUFFERED_BYTES=4_000_000, REALTIME_BUFFER_GRACE_SECONDS=5.0)
+
+from realtime import direct_write  # noqa: E402
+from realtime.manager import FastManager  # noqa: E402
 
 stock = os.environ.get("BENCH_MANAGER") == "stock"
 if not stock:
