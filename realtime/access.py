@@ -56,7 +56,7 @@ def may_stay(user: AbstractBaseUser, room: str) -> bool:
         return True
     for kind in PROGRESS_KINDS:
         operation = progress.find(kind, str(room_id))
-        if operation is not None and (operation.started_by_id == user.pk or user.is_staff):
+        if operation is not None and operation.may_watch(user):
             return True
     return False
 

@@ -2,7 +2,7 @@
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -47,6 +47,21 @@ async def _fresh_user(ns: Dispatcher, sid: str) -> Any:
         return await ns.current_user(sid)
     except KeyError:  # the session is gone: the connection closed meanwhile
         raise Reject(GONE) from None
+
+
+async def _enter_checked(ns: Dispatcher, sid: str, room: str, check: Callable[[Any], Awaitable[None]]) -> None:
+    """Enter ``room``, then run ``check(user)`` again with the user read afresh; leave it if that refuses.
+
+    Every join checks twice, before and after entering: a revocation committed in between
+    (membership, staff, deactivation) is then either seen by this second check or finds the
+    connection already in the room.
+    """
+    await ns.enter_room(sid, room)
+    try:
+        await check(await _fresh_user(ns, sid))
+    except Reject:
+        await ns.leave_room(sid, room)
+        raise
 
 
 # Snapshots are read, serialised and cut into frames in a worker thread: never on the event loop.
@@ -106,16 +121,13 @@ async def join_project(ns: Dispatcher, sid: str, user: Any, payload: ProjectRef)
     _still_connected(ns, sid)
     if not await can_see_project(user=user, project_id=project_id):
         raise Reject("project not found")  # the same answer for unknown and invisible: no probing
-    await ns.enter_room(sid, room)
-    try:
-        # Checked again inside the room, with the user read again: a revocation committed in
-        # between (membership, staff, deactivation) is not missed.
-        if not await can_see_project(user=await _fresh_user(ns, sid), project_id=project_id):
+
+    async def still_visible(fresh: Any) -> None:
+        if not await can_see_project(user=fresh, project_id=project_id):
             raise Reject("project not found")
         _still_connected(ns, sid)
-    except Reject:
-        await ns.leave_room(sid, room)
-        raise
+
+    await _enter_checked(ns, sid, room, still_visible)
     # Subscribed first, snapshot second: no update can fall in the gap.
     frames = await sync_to_async(_tasks_snapshot)(project_id, lambda: _connected(ns, sid))
     if frames is None:
@@ -150,19 +162,14 @@ async def unsubscribe_projects(ns: Dispatcher, sid: str, user: Any, payload: Emp
 async def _subscribe(ns: Dispatcher, sid: str, user: Any, payload: ProgressRef, *, kind: str, event: str) -> Ack:
     progress_id = str(payload.progress_id)
     operation = await sync_to_async(progress.find)(kind, progress_id)
-    if operation is None or (operation.started_by_id != user.pk and not user.is_staff):
+    if operation is None or not operation.may_watch(user):
         raise Reject("unknown progress id")  # the same answer for unknown and someone else's
-    room = rooms.progress(progress_id)
-    await ns.enter_room(sid, room)
-    try:
-        # Checked again inside the room, with the user read again (as join_project does): staff
-        # removed while this join ran is not missed by the revocation, which saw only older rooms.
-        fresh = await _fresh_user(ns, sid)
-        if operation.started_by_id != fresh.pk and not fresh.is_staff:
+
+    async def still_allowed(fresh: Any) -> None:
+        if not operation.may_watch(fresh):
             raise Reject("unknown progress id")
-    except Reject:
-        await ns.leave_room(sid, room)
-        raise
+
+    await _enter_checked(ns, sid, rooms.progress(progress_id), still_allowed)
     # Read after entering: nothing missed. Running here? Its last sent state, with no
     # await before the emit; else the stored state (the operation runs elsewhere or ended).
     state = progress.live_state(kind, progress_id)
@@ -197,7 +204,7 @@ on("crawl_unsubscribe", ProgressRef)(_unsubscribe)
 async def crawl_stop(ns: Dispatcher, sid: str, user: Any, payload: ProgressRef) -> Ack:
     progress_id = str(payload.progress_id)
     job = await sync_to_async(crawl_selectors.crawl_by_progress_id)(progress_id)
-    if job is None or (job.started_by_id != user.pk and not user.is_staff):
+    if job is None or not progress.may_watch(job.started_by_id, user):
         raise Reject("unknown progress id")
     try:
         await sync_to_async(crawl_services.crawl_request_stop)(job=job)  # says crawl:stopping at once
@@ -222,14 +229,11 @@ def _chat_session(user: Any, session_id: str) -> Any:
 async def join_chat(ns: Dispatcher, sid: str, user: Any, payload: ChatRef) -> Ack:
     session_id, room = str(payload.session_id), rooms.chat(payload.session_id)
     await sync_to_async(_chat_session)(user, session_id)
-    await ns.enter_room(sid, room)
-    # Checked again inside the room, with the user read again, as join_project does: a removal
-    # (or a deactivation) committed in between is not missed.
-    try:
-        await sync_to_async(_chat_session)(await _fresh_user(ns, sid), session_id)
-    except Reject:
-        await ns.leave_room(sid, room)
-        raise
+
+    async def still_participant(fresh: Any) -> None:
+        await sync_to_async(_chat_session)(fresh, session_id)
+
+    await _enter_checked(ns, sid, room, still_participant)
     messages = await sync_to_async(_chat_history)(session_id)  # subscribed first, history second
     await ns.emit("chat_history", {"session_id": session_id, "messages": messages}, to=sid)
     return {"session_id": session_id}

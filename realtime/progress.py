@@ -15,6 +15,15 @@ class Operation:
     started_by_id: int | None
     state: dict[str, Any] | None  # the payload of the latest progress event, if any
 
+    def may_watch(self, user: Any) -> bool:
+        """Its starter and staff may watch (and stop) an operation; nobody else."""
+        return may_watch(self.started_by_id, user)
+
+
+def may_watch(started_by_id: int | None, user: Any) -> bool:
+    """The rule for any operation with a starter: the starter, or staff."""
+    return started_by_id == user.pk or user.is_staff
+
 
 Lookup = Callable[[str], Operation | None]  # sync: may use the ORM
 Live = Callable[[str], dict[str, Any] | None]  # in memory, called on the event loop: must not block

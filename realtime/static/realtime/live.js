@@ -15,6 +15,7 @@ export class Live {
   constructor({ indicator = document.querySelector("[data-testid=connection]") } = {}) {
     this.indicator = indicator;
     this.wants = new Map(); // key -> {event, payload, onAck}
+    this.retriedAt = 0; // when the last retry after a server-side close was made (see "disconnect")
     // WebSocket first (a websocket-born connection gets the server's fast broadcast path), falling
     // back to long-polling where websockets are blocked. A page (or a test) may pin the transports:
     // window.LIVE_TRANSPORTS = ["polling"].
@@ -33,7 +34,7 @@ export class Live {
       if (reason === "io server disconnect") {
         this.setState("offline");
         const now = Date.now();
-        if (!this.retriedAt || now - this.retriedAt > 60_000) {
+        if (now - this.retriedAt > 60_000) {
           this.retriedAt = now;
           setTimeout(() => this.socket.connect(), 1_000);
         }
