@@ -302,8 +302,8 @@ class OutgoingQueue(asyncio.Queue):
     def get_nowait(self) -> Any:
         item = super().get_nowait()
         socket = self.socket
-        # A websocket's writer still holds the packet until ``written``; a poll answers with it now.
-        if not (socket is not None and socket.upgraded):
+        # A websocket's writer still holds the packet until ``written`` (when counted); a poll answers with it now.
+        if not (socket is not None and direct_write.counts_writes(socket)):
             self.pending = max(0, self.pending - _size(item))
         return item
 
