@@ -21,6 +21,8 @@ run: migrate
 
 test: setup
 	@scripts/bootstrap.sh redis nginx chromium
+	@.venv/bin/lint-imports --no-cache  # the import contract (pyproject's [tool.importlinter]) before any test
+	@PYTHONPATH=examples/noteboard .venv/bin/lint-imports --no-cache --config examples/noteboard/.importlinter
 	@$(PY) -m pytest
 
 bench: setup

@@ -5,7 +5,6 @@ Run with ``uvicorn archon_site.asgi:application`` (or granian).
 
 import os
 
-import socketio
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "archon_site.settings")
@@ -14,9 +13,9 @@ django_app = get_asgi_application()
 from django.conf import settings  # noqa: E402
 
 from archon_site.body_limit import BodyLimit  # noqa: E402
-from realtime.server import on_shutdown, on_startup, sio  # noqa: E402  (needs Django set up)
+from realtime import asgi_app  # noqa: E402  (needs Django set up)
 
-live_app = socketio.ASGIApp(sio, other_asgi_app=django_app, on_startup=on_startup, on_shutdown=on_shutdown)
+live_app = asgi_app(django_app)
 # Outermost: bodies over their cap are refused before Django or engine.io reads them.
 application = BodyLimit(
     live_app,

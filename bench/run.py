@@ -198,12 +198,12 @@ async def cross_process(server: Server, django: Django, path: str, messages: int
         server.url, clients=1, rooms=[django.projects[0]], auth={"token": django.token}, event="bench_ping", id_key="seq"
     ) as gen:
         code = (
-            "import json, time; from realtime import bus, broadcasts, remote; sent = {}\n"
+            "import json, time, realtime; sent = {}\n"
             f"for i in range({messages}):\n"
             "    sent[i] = time.time() * 1000\n"
-            f"    bus.submit(broadcasts.bus.emit('bench_ping', {{'seq': i}}, room='{django.projects[0]}'))\n"
+            f"    realtime.emit_now_ignoring_transaction('bench_ping', {{'seq': i}}, room='{django.projects[0]}')\n"
             "    time.sleep(0.01)\n"
-            "remote.flush(10); print(json.dumps(sent))"
+            "realtime.flush(10); print(json.dumps(sent))"
         )
         env = {"REDIS_URL": django.redis_url} if path == "redis" else {"REALTIME_SERVER_URL": server.url}
         sent = json.loads(await asyncio.to_thread(lambda: django.manage("shell", "-c", code, **env).strip().splitlines()[-1]))

@@ -1,23 +1,19 @@
-"""Chat over REST: scripts and agents post into a session with a token; messages arrive live."""
+"""Chat over REST: scripts and agents post into a session with a token; messages arrive live.
+
+A session the user does not take part in is a 404 "chat session not found" (the site's API answers
+a selector's ``DoesNotExist``), the same for unknown and not a participant.
+"""
 
 from typing import Any
 from uuid import UUID
 
-from django.http import Http404, HttpRequest
+from django.http import HttpRequest
 from ninja import Router, Status
 
 from . import selectors, services
-from .models import ChatSession
 from .schemas import MessageIn, MessageOut, SessionIn, SessionOut
 
 router = Router(tags=["chat"])
-
-
-def _session(request: HttpRequest, session_id: UUID) -> ChatSession:
-    try:
-        return selectors.session_for(user=request.user, session_id=session_id)
-    except ChatSession.DoesNotExist:
-        raise Http404("chat session not found") from None
 
 
 @router.get("/", response=list[SessionOut])
@@ -32,9 +28,10 @@ def create_session(request: HttpRequest, payload: SessionIn) -> Any:
 
 @router.get("/{uuid:session_id}/messages/", response=list[MessageOut])
 def list_messages(request: HttpRequest, session_id: UUID) -> Any:
-    return selectors.history(session_id=_session(request, session_id).pk)
+    return selectors.history(session_id=selectors.session_for(user=request.user, session_id=session_id).pk)
 
 
 @router.post("/{uuid:session_id}/messages/", response={201: MessageOut})
 def post_message(request: HttpRequest, session_id: UUID, payload: MessageIn) -> Any:
-    return Status(201, services.chat_message_post(session=_session(request, session_id), author=request.user, body=payload.body))
+    session = selectors.session_for(user=request.user, session_id=session_id)
+    return Status(201, services.chat_message_post(session=session, author=request.user, body=payload.body))

@@ -1,3 +1,5 @@
+"""Chat's JSON shapes: sessions and messages for the API and the events, and the ``chat_message`` payload."""
+
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -5,9 +7,11 @@ from uuid import UUID
 from ninja import Field, Schema
 from pydantic import ConfigDict
 
+from realtime import Payload
+
 from .models import ChatMessage, ChatSession
 
-MAX_BODY = 4_000
+MAX_BODY = 4_000  # characters of one message, over REST and Socket.IO alike
 
 
 class MessageOut(Schema):
@@ -37,6 +41,13 @@ class SessionIn(Schema):
 
 class MessageIn(Schema):
     model_config = ConfigDict(extra="forbid")
+    body: str = Field(..., min_length=1, max_length=MAX_BODY)
+
+
+class ChatPost(Payload):
+    """``chat_message``: a post into a session over Socket.IO."""
+
+    session_id: UUID
     body: str = Field(..., min_length=1, max_length=MAX_BODY)
 
 

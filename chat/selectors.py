@@ -1,3 +1,5 @@
+"""Reads: the sessions a user takes part in, and a session's latest messages."""
+
 from uuid import UUID
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -16,6 +18,10 @@ def sessions_of(*, user: AbstractBaseUser) -> QuerySet[ChatSession]:
 def session_for(*, user: AbstractBaseUser, session_id: UUID | str) -> ChatSession:
     """The session if the user is a participant; ``ChatSession.DoesNotExist`` otherwise."""
     return sessions_of(user=user).get(pk=session_id)
+
+
+def is_participant(*, user: AbstractBaseUser, session_id: UUID | str) -> bool:
+    return ChatSession.objects.filter(pk=session_id, participants=user).exists()
 
 
 def history(*, session_id: UUID | str) -> list[ChatMessage]:

@@ -3,12 +3,12 @@
 from uuid import UUID
 
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
 from django.views.decorators.csrf import ensure_csrf_cookie
 
 from . import selectors
-from .models import ChatSession
+from .schemas import MAX_BODY
 
 
 @login_required
@@ -20,9 +20,7 @@ def session_list(request: HttpRequest) -> HttpResponse:
 @login_required
 @ensure_csrf_cookie
 def room(request: HttpRequest, session_id: UUID) -> HttpResponse:
-    try:
-        session = selectors.session_for(user=request.user, session_id=session_id)
-    except ChatSession.DoesNotExist:
-        raise Http404("chat session not found") from None  # the same answer for unknown and not a participant
+    # The same 404 for unknown and not a participant.
+    session = get_object_or_404(selectors.sessions_of(user=request.user), pk=session_id)
     participants = sorted(u.get_username() for u in session.participants.all())
-    return render(request, "chat/room.html", {"session": session, "participants": participants})
+    return render(request, "chat/room.html", {"session": session, "participants": participants, "max_body": MAX_BODY})

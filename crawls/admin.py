@@ -1,6 +1,6 @@
 from django.contrib import admin, messages
 
-from . import runner, services
+from . import services
 from .models import CrawledPage, CrawlJob
 
 
@@ -32,11 +32,10 @@ class CrawlJobAdmin(admin.ModelAdmin):
     def stop_crawls(self, request, queryset) -> None:  # type: ignore[no-untyped-def]
         for job in queryset:
             try:
-                services.crawl_request_stop(job=job)
+                services.crawl_stop(job=job)
             except services.CrawlError as error:
                 self.message_user(request, f"{job.start_url}: {error}", messages.WARNING)
                 continue
-            runner.stop_local(str(job.progress_id))
             self.message_user(request, f"Stopping {job.start_url}")
 
 

@@ -3,14 +3,13 @@
 from typing import Any
 from uuid import UUID
 
-from django.http import Http404, HttpRequest
+from django.http import HttpRequest
 from ninja import Router, Status
 from ninja.errors import HttpError
 
-from realtime import bus
+from realtime import submit
 
 from . import runner, selectors, services
-from .models import CrawlJob
 from .schemas import CrawlIn, page_json, progress_json
 
 router = Router(tags=["crawls"])
@@ -18,13 +17,6 @@ router = Router(tags=["crawls"])
 
 async def _launch(job_id: int) -> None:
     runner.launch(job_id)
-
-
-def _job(request: HttpRequest, progress_id: UUID) -> CrawlJob:
-    try:
-        return selectors.crawl_for_user(user=request.user, progress_id=progress_id)
-    except CrawlJob.DoesNotExist:
-        raise Http404("crawl not found") from None
 
 
 @router.post("/", response={202: dict})
@@ -37,7 +29,7 @@ def start_crawl(request: HttpRequest, payload: CrawlIn) -> Any:
         job = services.crawl_create(started_by=request.user, **{**payload.dict(), "url": str(payload.url)})
     except services.CrawlLimitReached as error:
         raise HttpError(429, str(error)) from None
-    bus.submit(_launch(job.pk))  # onto the server's event loop
+    submit(_launch(job.pk))  # onto the server's event loop
     return Status(202, {"progress_id": str(job.progress_id)})
 
 
@@ -48,15 +40,14 @@ def list_crawls(request: HttpRequest, limit: int = 50) -> Any:
 
 @router.get("/{uuid:progress_id}/", response=dict)
 def get_crawl(request: HttpRequest, progress_id: UUID) -> Any:
-    job = _job(request, progress_id)
+    job = selectors.crawl_for_user(user=request.user, progress_id=progress_id)  # 404 "crawl not found" (the site's API)
     return {**progress_json(job), "pages": [page_json(p) for p in job.pages.all()]}
 
 
 @router.post("/{uuid:progress_id}/stop/", response={202: dict})
 def stop_crawl(request: HttpRequest, progress_id: UUID) -> Any:
     try:
-        job = services.crawl_request_stop(job=_job(request, progress_id))
+        job = services.crawl_stop(job=selectors.crawl_for_user(user=request.user, progress_id=progress_id))
     except services.CrawlError as error:
         raise HttpError(409, str(error)) from None
-    runner.stop_local(str(job.progress_id))
     return Status(202, {"progress_id": str(job.progress_id), "status": "stopping"})

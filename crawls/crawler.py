@@ -27,7 +27,7 @@ import httpcore
 import httpx
 from selectolax.lexbor import LexborHTMLParser
 
-from . import netguard, urls
+from . import links, netguard
 
 log = logging.getLogger(__name__)
 
@@ -151,11 +151,11 @@ class Crawler:
         network_backend: httpcore.AsyncNetworkBackend | None = None,
     ) -> None:
         """``ValueError`` for a start URL that is not http(s) or a pattern RE2 refuses."""
-        start = urls.normalize(start_url)
+        start = links.normalize(start_url)
         if start is None:
             raise ValueError(f"not an http(s) URL: {start_url!r}")
         self.start, self.options = start, options
-        self.patterns = urls.Patterns.compile(options.include_patterns, options.exclude_patterns)  # once per crawl
+        self.patterns = links.Patterns.compile(options.include_patterns, options.exclude_patterns)  # once per crawl
         self.on_page, self.on_fetch, self.on_note, self.should_stop = on_page, on_fetch, on_note, should_stop
         self.network_backend = network_backend
         self.stats = Stats()
@@ -222,13 +222,13 @@ class Crawler:
                 page.error = page.error or f"following its links: {type(error).__name__}: {error}"
         await self.on_page(page, self.stats)
 
-    async def _discover(self, links: list[str], depth: int) -> None:
+    async def _discover(self, candidates: list[str], depth: int) -> None:
         """Queue the page's new links that robots.txt allows, up to the discovery cap."""
         budget = min(self._discovery_cap() - self.stats.discovered, self.seen_cap - len(self.seen))
         if budget <= 0:
             return
         fresh = []
-        for link in links:
+        for link in candidates:
             if link in self.seen:
                 continue
             origin = _origin(link)
@@ -257,7 +257,7 @@ class Crawler:
         return self.options.max_pages
 
     def _in_scope(self, url: str) -> bool:
-        if self.options.same_site_only and not urls.same_site(url, self.start):
+        if self.options.same_site_only and not links.same_site(url, self.start):
             return False
         return url == self.start or self.patterns.allow(url)
 
@@ -332,12 +332,15 @@ class Crawler:
                     page.error = "disallowed by robots.txt"
                     return page
                 await self._polite(page.final_url)
+                if self.should_stop():  # asked while this worker waited (robots.txt, politeness): send nothing more
+                    page.error = "crawl stopped"
+                    return page
                 target, body, encoding = None, b"", None
                 async with asyncio.timeout(deadline):  # the request and its whole body, however it drips
                     async with self.client.stream("GET", page.final_url) as response:
                         page.status_code = response.status_code
                         if response.status_code in REDIRECT_STATUSES and "location" in response.headers:
-                            target = urls.normalize(response.headers["location"], page.final_url)
+                            target = links.normalize(response.headers["location"], page.final_url)
                         elif reason := self._unreadable(response):
                             page.error = reason
                             return page
@@ -353,7 +356,7 @@ class Crawler:
                             encoding = response.encoding or "utf-8"
                 if encoding is not None:
                     return await asyncio.to_thread(self._parse, page, body, encoding)
-                if target is None or not urls.same_site(target, self.start):
+                if target is None or not links.same_site(target, self.start):
                     page.error = f"redirect off the site to {target}"
                     return page
                 page.final_url = target
@@ -392,12 +395,12 @@ class Crawler:
             for node in body_node.css("script, style, noscript"):
                 node.decompose()
             page.text = body_node.text(separator=" ", strip=True)
-        links: dict[str, None] = {}
+        found: dict[str, None] = {}  # ordered, without repeats
         for seen_anchors, anchor in enumerate(tree.css("a[href]")):
-            if len(links) >= MAX_LINKS_PER_PAGE or (seen_anchors % 100 == 0 and self.should_stop()):
+            if len(found) >= MAX_LINKS_PER_PAGE or (seen_anchors % 100 == 0 and self.should_stop()):
                 break
-            link = urls.normalize(anchor.attributes.get("href") or "", page.final_url)
-            if link is not None and link not in links and self._in_scope(link):
-                links[link] = None
-        page.links = list(links)
+            link = links.normalize(anchor.attributes.get("href") or "", page.final_url)
+            if link is not None and link not in found and self._in_scope(link):
+                found[link] = None
+        page.links = list(found)
         return page

@@ -44,6 +44,7 @@ class CrawlJob(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        verbose_name = "crawl"  # the API's 404 says "crawl not found"
 
     def __str__(self) -> str:
         return f"{self.start_url} ({self.status})"

@@ -12,7 +12,6 @@ row says ``cancelled``.
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -20,48 +19,18 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
-from realtime import broadcasts
-from realtime.coalesce import ProgressStream
+from realtime import ProgressRun
 
 from . import services
 from .crawler import Crawler, Options, Page, Stats
+from .live import CRAWLS
 from .models import CrawlJob, CrawlStatus
 from .schemas import progress_json
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.2
 
-
-@dataclass
-class Active:
-    """A crawl running in this process."""
-
-    stop_requested: bool = False
-    crawl: asyncio.Task[Stats] | None = None
-    state: dict[str, Any] | None = None  # the last progress sent: what a new subscriber gets at once
-    loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.get_running_loop)
-
-    def stop(self) -> None:
-        """Thread-safe: stop fetching and cancel in-flight requests."""
-        self.loop.call_soon_threadsafe(self._stop)
-
-    def _stop(self) -> None:
-        self.stop_requested = True
-        if self.crawl is not None:
-            self.crawl.cancel()
-
-
-# The crawls this process runs, by progress id (process state, not client state).
-active: dict[str, Active] = {}
 _slots: asyncio.Semaphore | None = None
-
-
-def stop_local(progress_id: str) -> bool:
-    """Stop the crawl if this process runs it; False if it runs elsewhere (its runner polls the flag)."""
-    crawl = active.get(progress_id)
-    if crawl is not None:
-        crawl.stop()
-    return crawl is not None
 
 
 def _slots_here() -> asyncio.Semaphore:
@@ -77,48 +46,38 @@ def launch(job_id: int) -> asyncio.Task[str]:
 
 
 async def _queued(job_id: int) -> str:
-    slots = _slots_here()
-    if slots.locked():
-        job = await CrawlJob.objects.aget(pk=job_id)
-        message = f"queued: waiting for a free crawl slot ({settings.CRAWL_MAX_CONCURRENT} running)"
-        await sync_to_async(services.crawl_save_progress)(job_id=job_id, log=message)
-        await broadcasts.broadcast_crawl_progress(job.progress_id, progress_json(job, log=message))
-    # Wait for a slot, noticing a stop (and keeping the heartbeat) meanwhile. Polled rather than
-    # wait_for(acquire()): a timeout racing a grant could leak a slot on Python 3.11.
-    while slots.locked():
-        await asyncio.sleep(POLL_SECONDS)
-        job = await CrawlJob.objects.aget(pk=job_id)
-        if job.cancel_requested:
-            return await _finish(job, Stats(discovered=0), ProgressStream(partial(_send, job)), CrawlStatus.CANCELLED, "")
-        await sync_to_async(services.crawl_save_progress)(job_id=job_id)
-    await slots.acquire()  # free now, and no await since the check: this does not wait
-    try:
-        return await run(job_id)
-    finally:
-        slots.release()
+    job = await CrawlJob.objects.aget(pk=job_id)
+    # The run is open while the job waits: a watcher gets the queued state, and a stop reaches it at once.
+    async with CRAWLS.run(job.progress_id, persist=partial(_persist, job.pk)) as progress:
+        slots = _slots_here()
+        if slots.locked():
+            message = f"queued: waiting for a free crawl slot ({settings.CRAWL_MAX_CONCURRENT} running)"
+            await progress.update(progress_json(job, log=message))
+        # Wait for a slot, noticing a stop (and keeping the heartbeat) meanwhile. Polled rather than
+        # wait_for(acquire()): a timeout racing a grant could leak a slot on Python 3.11.
+        while slots.locked():
+            await asyncio.sleep(POLL_SECONDS)
+            if progress.stop_requested or await CrawlJob.objects.filter(pk=job_id, cancel_requested=True).aexists():
+                return await _finish(job, Stats(discovered=0), progress, CrawlStatus.CANCELLED, "")
+            await sync_to_async(services.crawl_save_progress)(job_id=job_id)
+        await slots.acquire()  # free now, and no await since the check: this does not wait
+        try:
+            return await _run(job, progress)
+        finally:
+            slots.release()
 
 
 async def run(job_id: int) -> str:
-    """Run the job to its end; returns its final status."""
-    job = await CrawlJob.objects.select_related(None).aget(pk=job_id)
-    progress_id = str(job.progress_id)
-    me = active[progress_id] = Active()
-    stream = ProgressStream(lambda state: _send(job, state, me))
-    try:
-        return await _run(job, me, stream)
-    finally:
-        active.pop(progress_id, None)
+    """Run the job to its end in this process (``manage.py crawl``); returns its final status."""
+    job = await CrawlJob.objects.aget(pk=job_id)
+    async with CRAWLS.run(job.progress_id, persist=partial(_persist, job.pk)) as progress:
+        return await _run(job, progress)
 
 
-def current_state(progress_id: str) -> dict[str, Any] | None:
-    """The last progress this process sent for a crawl it runs (read on the event loop, no waiting)."""
-    crawl = active.get(progress_id)
-    return crawl.state if crawl is not None else None
-
-
-async def _send(job: CrawlJob, state: dict[str, Any], me: Active | None = None) -> None:
+async def _persist(job_id: int, state: dict[str, Any]) -> None:
+    """Each state is stored before it is sent: a late subscriber reads what the others were sent."""
     await sync_to_async(services.crawl_save_progress)(
-        job_id=job.pk,
+        job_id=job_id,
         status=state["status"],
         percentage=state["percentage"],
         pages_done=state["pagesDone"],
@@ -127,21 +86,18 @@ async def _send(job: CrawlJob, state: dict[str, Any], me: Active | None = None) 
         log=state["log"][:500],
         error=state["error"],
     )
-    if me is not None:
-        me.state = state  # no await between this and the emit: a subscriber gets this or a newer one
-    await broadcasts.broadcast_crawl_progress(job.progress_id, state)
 
 
 def _percentage(stats: Stats) -> float:
     return min(100.0, 100.0 * stats.done / max(stats.discovered, 1))
 
 
-async def _run(job: CrawlJob, me: Active, stream: ProgressStream) -> str:
+async def _run(job: CrawlJob, progress: ProgressRun) -> str:
     if job.cancel_requested:
-        me.stop_requested = True
+        progress.stop()
     job.status, job.started_at, job.runner = CrawlStatus.CRAWLING, timezone.now(), services.runner_id()
     await sync_to_async(services.crawl_save_progress)(job_id=job.pk, status=job.status, runner=job.runner, started_at=job.started_at)
-    await stream.update(progress_json(job, pages_discovered=1, log=f"crawling {job.start_url}"))
+    await progress.update(progress_json(job, pages_discovered=1, log=f"crawling {job.start_url}"))
 
     def state(stats: Stats, message: str) -> dict[str, Any]:
         return progress_json(
@@ -155,18 +111,18 @@ async def _run(job: CrawlJob, me: Active, stream: ProgressStream) -> str:
         )
 
     async def on_fetch(url: str, stats: Stats) -> None:
-        await stream.update(state(stats, f"fetching {url}"))
+        await progress.update(state(stats, f"fetching {url}"))
 
     async def on_page(page: Page, stats: Stats) -> None:
         await sync_to_async(services.crawl_record_page)(job_id=job.pk, page=page)
         outcome = page.error or f"{page.status_code} {page.title!r}"
-        await stream.update(state(stats, f"{page.url}: {outcome}"))
+        await progress.update(state(stats, f"{page.url}: {outcome}"))
 
     notes: list[str] = []
 
     async def on_note(note: str) -> None:
         notes.append(note)  # also in the final log: a note may be overtaken by the next progress at once
-        await stream.update(state(crawler.stats, note), force=True)
+        await progress.update(state(crawler.stats, note), force=True)
 
     options = Options(
         max_pages=job.max_pages,
@@ -184,23 +140,22 @@ async def _run(job: CrawlJob, me: Active, stream: ProgressStream) -> str:
     )
     try:
         crawler = Crawler(
-            job.start_url, options, on_page=on_page, on_fetch=on_fetch, on_note=on_note, should_stop=lambda: me.stop_requested
+            job.start_url, options, on_page=on_page, on_fetch=on_fetch, on_note=on_note, should_stop=lambda: progress.stop_requested
         )
     except ValueError as exc:  # e.g. a pattern stored before RE2 was required: the job ends, it never hangs
-        return await _finish(job, Stats(discovered=0), stream, CrawlStatus.FAILED, str(exc))
-    me.crawl = asyncio.create_task(crawler.run())
-    if me.stop_requested:
-        me.crawl.cancel()
-    watcher = asyncio.create_task(_watch_flag(job.pk, me))
+        return await _finish(job, Stats(discovered=0), progress, CrawlStatus.FAILED, str(exc))
+    crawl = asyncio.create_task(crawler.run())
+    progress.on_stop(crawl.cancel)  # in-flight requests cancelled at once (at once, too, if a stop came already)
+    watcher = asyncio.create_task(_watch_flag(job.pk, progress))
     error = ""
     try:
         async with asyncio.timeout(settings.CRAWL_DEADLINE):  # on expiry the crawl task is cancelled with us
-            await me.crawl
-        status = CrawlStatus.CANCELLED if me.stop_requested else CrawlStatus.COMPLETED
+            await crawl
+        status = CrawlStatus.CANCELLED if progress.stop_requested else CrawlStatus.COMPLETED
     except TimeoutError:
         status, error = CrawlStatus.FAILED, "deadline exceeded"
     except asyncio.CancelledError:
-        if not me.stop_requested:
+        if not progress.stop_requested:
             raise  # the process itself is shutting down
         status = CrawlStatus.CANCELLED
     except Exception as exc:
@@ -208,10 +163,10 @@ async def _run(job: CrawlJob, me: Active, stream: ProgressStream) -> str:
         status, error = CrawlStatus.FAILED, f"{type(exc).__name__}: {exc}"
     finally:
         watcher.cancel()
-    return await _finish(job, crawler.stats, stream, status, error, notes=notes)
+    return await _finish(job, crawler.stats, progress, status, error, notes=notes)
 
 
-async def _finish(job: CrawlJob, stats: Stats, stream: ProgressStream, status: str, error: str, *, notes: Sequence[str] = ()) -> str:
+async def _finish(job: CrawlJob, stats: Stats, progress: ProgressRun, status: str, error: str, *, notes: Sequence[str] = ()) -> str:
     messages = {
         CrawlStatus.COMPLETED: f"completed: {stats.done} pages",
         CrawlStatus.CANCELLED: f"cancelled after {stats.done} pages",
@@ -241,19 +196,19 @@ async def _finish(job: CrawlJob, stats: Stats, stream: ProgressStream, status: s
         log=final["log"],
         error=error,
     )
-    await stream.close(final)
+    await progress.close(final)
     if status == CrawlStatus.CANCELLED:
-        await broadcasts.broadcast_crawl_progress(job.progress_id, services.stopped_payload(job), event="crawl:stopped")
+        await progress.emit("crawl:stopped", services.stopped_payload(job))
     return status
 
 
-async def _watch_flag(job_id: int, me: Active) -> None:
+async def _watch_flag(job_id: int, progress: ProgressRun) -> None:
     """Poll the stop flag (a stop requested from any process) and keep the heartbeat fresh."""
     beats = 0
     while True:
         await asyncio.sleep(POLL_SECONDS)
         if await CrawlJob.objects.filter(pk=job_id, cancel_requested=True).aexists():
-            me._stop()
+            progress.stop()
             return
         beats += 1
         if beats % 10 == 0:

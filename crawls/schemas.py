@@ -2,31 +2,27 @@
 
 from datetime import datetime
 from typing import Any
-from uuid import UUID
 
-from django.utils import timezone
 from ninja import Field, Schema
 from pydantic import ConfigDict, HttpUrl, field_validator
-from pydantic.alias_generators import to_camel
 
-from . import urls
+from realtime import ProgressState
+
+from . import links
 from .models import CrawledPage, CrawlJob
 
 
-class CrawlProgress(Schema):
-    """``crawl_progress``: also the state a late subscriber gets and what ``GET /api/crawls/<id>/`` returns."""
+class CrawlProgress(ProgressState):
+    """``crawl_progress``: also the state a late subscriber gets and what ``GET /api/crawls/<id>/`` returns.
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
-    progress_id: UUID
-    status: str
-    percentage: float
+    ``error`` is always sent ("" when none), unlike tracked imports' (left out when None).
+    """
+
     pages_done: int
     pages_discovered: int
     current_url: str
-    log: str
     error: str
     start_url: str
-    timestamp: datetime
 
 
 class CrawlPageOut(Schema):
@@ -53,13 +49,13 @@ class CrawlIn(Schema):
     @classmethod
     def _regexes(cls, patterns: list[str]) -> list[str]:
         for pattern in patterns:
-            urls.compile_pattern(pattern)  # RE2 (linear time), length-capped: a ValueError naming the pattern
+            links.compile_pattern(pattern)  # RE2 (linear time), length-capped: a ValueError naming the pattern
         return patterns
 
 
 def progress_json(job: CrawlJob, **overrides: Any) -> dict[str, Any]:
     """The job's current progress as sent to clients (camelCase, ISO 8601 timestamp)."""
-    data = {
+    fields = {
         "progress_id": job.progress_id,
         "status": job.status,
         "percentage": job.percentage,
@@ -69,10 +65,8 @@ def progress_json(job: CrawlJob, **overrides: Any) -> dict[str, Any]:
         "log": job.log,
         "error": job.error,
         "start_url": job.start_url,
-        "timestamp": timezone.now(),
-        **overrides,
     }
-    return CrawlProgress.model_validate(data).model_dump(mode="json", by_alias=True)
+    return CrawlProgress.payload(**{**fields, **overrides})
 
 
 def page_json(page: CrawledPage) -> dict[str, Any]:

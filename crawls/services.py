@@ -1,8 +1,9 @@
-"""Writes for crawl jobs. Running them is ``runner``'s business; these only change state."""
+"""Writes for crawl jobs. Running them is ``runner``'s business; these change state (``crawl_stop`` also tells a run here)."""
 
 import os
 import socket
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -12,9 +13,9 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from realtime import broadcasts, bus
+from realtime import emit_on_commit
 
-from . import netguard, urls
+from . import links, live, netguard
 from .crawler import Page
 from .models import FINISHED, CrawledPage, CrawlJob, CrawlStatus
 
@@ -49,7 +50,7 @@ def crawl_create(
     ``CRAWL_ALLOW_PRIVATE_NETWORKS``); ``CrawlLimitReached`` past ``CRAWL_MAX_PER_USER``.
     Blocking (the address is resolved): call it from a thread, not the event loop.
     """
-    errors = urls.pattern_errors(include_patterns or [], exclude_patterns or [])  # syntax, length, RE2 program size
+    errors = links.pattern_errors(include_patterns or [], exclude_patterns or [])  # syntax, length, RE2 program size
     if not settings.CRAWL_ALLOW_PRIVATE_NETWORKS:
         try:
             netguard.check_url(url)  # resolved here, outside the transaction; every connection is checked again
@@ -102,15 +103,21 @@ def stopped_payload(job: CrawlJob) -> dict[str, Any]:
 
 
 @transaction.atomic
-def crawl_request_stop(*, job: CrawlJob) -> CrawlJob:
-    """Ask a running or queued crawl to stop. Its runner (in any process) stops it and then says ``crawl:stopped``."""
+def crawl_stop(*, job: CrawlJob) -> CrawlJob:
+    """Stop a queued or running crawl, wherever it runs: the one stop sequence (event, API, admin, ``manage.py crawl``).
+
+    Once committed: ``crawl:stopping`` to its watchers, and, if this process runs it, its requests
+    cancelled at once; a runner in another process sees the flag within ``runner.POLL_SECONDS``.
+    The runner says ``crawl:stopped`` when its row says ``cancelled``. ``CrawlError`` if already over.
+    """
     job = CrawlJob.objects.select_for_update().get(pk=job.pk)
     if job.status in FINISHED:
         raise CrawlError(f"crawl already {job.status}")
     job.cancel_requested = True
     job.save(update_fields=["cancel_requested", "updated_at"])
-    payload = stopping_payload(job)
-    transaction.on_commit(lambda: bus.submit(broadcasts.broadcast_crawl_progress(job.progress_id, payload, event="crawl:stopping")))
+    emit_on_commit("crawl:stopping", stopping_payload(job), room=live.CRAWLS.room(job.progress_id))
+    # On commit too, after the event above: a stop rolled back stops nothing, and "stopping" is said before "stopped".
+    transaction.on_commit(partial(live.CRAWLS.stop_local, job.progress_id))
     return job
 
 

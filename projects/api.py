@@ -1,19 +1,15 @@
-"""The REST API (django-ninja): session cookie with CSRF, or ``Authorization: Bearer <token>``."""
+"""Projects and tasks over REST: two routers the site's API (``archon_site.api``) mounts."""
 
 from typing import Any
 from uuid import UUID
 
 import pydantic_core
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import Http404, HttpRequest, HttpResponse
-from ninja import NinjaAPI, Router, Status
+from django.http import HttpRequest, HttpResponse
+from ninja import Router, Status
 from ninja.errors import HttpError
-from ninja.errors import ValidationError as NinjaValidationError
-from ninja.renderers import JSONRenderer
-from ninja.security import HttpBearer, SessionAuth
 
-from realtime import bus
-from realtime.tokens import token_owner
+from realtime import submit
 
 from . import selectors, services, tracked
 from .models import Project, Task
@@ -31,87 +27,16 @@ from .schemas import (
 )
 
 
-class BearerToken(HttpBearer):
-    def authenticate(self, request: HttpRequest, token: str) -> Any:
-        found = token_owner(token)
-        if found is None:
-            return None
-        request.user = found[0]
-        return found[0]
-
-
-class SchemaJSON(JSONRenderer):
-    """Serialise with pydantic, exactly as the Socket.IO events do: one JSON shape everywhere."""
-
-    def render(self, request: HttpRequest, data: Any, *, response_status: int) -> bytes:
-        return pydantic_core.to_json(data, fallback=str)
-
-
-class SessionCookie(SessionAuth):
-    """Django's session, with CSRF enforced on writes — checked only for a logged-in session,
-    so a request without valid credentials is a 401, not a CSRF 403."""
-
-    def _get_key(self, request: HttpRequest) -> str | None:
-        if not request.user.is_authenticated:
-            return None
-        return super()._get_key(request)
-
-
-# Bearer first: a script's token is honoured even if a stray session cookie came along.
-api = NinjaAPI(title="Archon live API", version="1", auth=[BearerToken(), SessionCookie()], renderer=SchemaJSON(), urls_namespace="api")
-
-
-@api.exception_handler(NinjaValidationError)
-def _bad_input(request: HttpRequest, exc: NinjaValidationError) -> HttpResponse:
-    errors = [{"field": ".".join(str(p) for p in e["loc"] if p not in ("body", "payload")), "message": e["msg"]} for e in exc.errors]
-    return api.create_response(request, {"detail": "invalid input", "errors": errors}, status=400)
-
-
-@api.exception_handler(Http404)
-def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
-    return api.create_response(request, {"detail": str(exc) or "not found"}, status=404)
-
-
-@api.exception_handler(HttpError)
-def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
-    body: dict[str, Any] = {"detail": str(exc)}
-    if exc.status_code == 400:  # e.g. a body that is not JSON: the same shape as every other 400
-        body = {"detail": "invalid input", "errors": [{"field": "body", "message": str(exc)}]}
-    return api.create_response(request, body, status=exc.status_code)
-
-
-@api.exception_handler(DjangoValidationError)
-def _invalid(request: HttpRequest, exc: DjangoValidationError) -> HttpResponse:
-    fields = exc.message_dict if hasattr(exc, "error_dict") else {"__all__": exc.messages}
-    errors = [{"field": f, "message": m} for f, messages in fields.items() for m in messages]
-    return api.create_response(request, {"detail": "invalid input", "errors": errors}, status=400)
-
-
-@api.exception_handler(services.VersionConflict)
-def _conflict(request: HttpRequest, exc: services.VersionConflict) -> HttpResponse:
+def version_conflict(request: HttpRequest, exc: services.VersionConflict) -> HttpResponse:
+    """409 with the current state and its ``ETag``: the client shows the other user's change."""
     current = exc.current
     body = {"detail": "version conflict", "current": task_json(current) if isinstance(current, Task) else project_json(current)}
-    response = api.create_response(request, body, status=409)
+    response = HttpResponse(pydantic_core.to_json(body), status=409, content_type="application/json")
     response["ETag"] = _etag(current)
     return response
 
 
-@api.exception_handler(Task.DoesNotExist)
-def _task_gone(request: HttpRequest, exc: Task.DoesNotExist) -> HttpResponse:
-    # Deleted between the permission check and the locked re-read: the same answer as an unknown task.
-    return api.create_response(request, {"detail": "task not found"}, status=404)
-
-
-@api.exception_handler(Project.DoesNotExist)
-def _project_gone(request: HttpRequest, exc: Project.DoesNotExist) -> HttpResponse:
-    return api.create_response(request, {"detail": "project not found"}, status=404)
-
-
-@api.exception_handler(RecursionError)
-def _too_deep(request: HttpRequest, exc: RecursionError) -> HttpResponse:
-    # A body nested deeper than the JSON parser can follow: refused like any unparsable body.
-    body = {"detail": "invalid input", "errors": [{"field": "body", "message": "nested too deeply"}]}
-    return api.create_response(request, body, status=400)
+EXCEPTION_HANDLERS = {services.VersionConflict: version_conflict}  # registered on the site's API
 
 
 def _etag(obj: Task | Project) -> str:
@@ -143,10 +68,7 @@ def _if_match(request: HttpRequest, expected_version: int | None = None) -> set[
 
 
 def _project(request: HttpRequest, project_id: UUID) -> Project:
-    try:
-        return selectors.project_for_user(user=request.user, project_id=project_id)
-    except Project.DoesNotExist:
-        raise Http404("project not found") from None
+    return selectors.project_for_user(user=request.user, project_id=project_id)  # DoesNotExist: the site's 404
 
 
 def _managed_project(request: HttpRequest, project_id: UUID) -> Project:
@@ -158,10 +80,7 @@ def _managed_project(request: HttpRequest, project_id: UUID) -> Project:
 
 
 def _task(request: HttpRequest, task_id: UUID) -> Task:
-    try:
-        return selectors.task_for_user(user=request.user, task_id=task_id)
-    except Task.DoesNotExist:
-        raise Http404("task not found") from None
+    return selectors.task_for_user(user=request.user, task_id=task_id)  # DoesNotExist: the site's 404
 
 
 projects = Router(tags=["projects"])
@@ -191,7 +110,7 @@ def create_project(request: HttpRequest, payload: TrackedProjectIn) -> Any:
         fmt=spec.format if spec else None,
         content=spec.content if spec else None,
     )
-    bus.submit(_launch_import(record.pk))  # onto the server's event loop
+    submit(_launch_import(record.pk))  # onto the server's event loop
     return Status(202, {"progress_id": str(record.progress_id)})
 
 
@@ -258,7 +177,3 @@ def delete_task(request: HttpRequest, task_id: UUID) -> Any:
     task = _task(request, task_id)
     services.task_delete(task=task, if_match=_if_match(request))
     return Status(204, None)
-
-
-api.add_router("/projects/", projects)
-api.add_router("/tasks/", tasks)

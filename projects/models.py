@@ -139,13 +139,6 @@ class Task(models.Model):
         """The opaque ``ETag`` value (unquoted) of this state: the version."""
         return str(self.version)
 
-    @classmethod
-    def from_db(cls, db, field_names, values):  # type: ignore[no-untyped-def]
-        instance = super().from_db(db, field_names, values)
-        # Remembered so that moving a task to another project tells the old room.
-        instance._loaded_project_id = instance.__dict__.get("project_id")
-        return instance
-
     def save(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         update_fields = kwargs.get("update_fields")
         if update_fields is not None:

@@ -6,7 +6,8 @@ from uuid import UUID
 
 from ninja import Field, Schema
 from pydantic import AfterValidator, ConfigDict, StringConstraints
-from pydantic.alias_generators import to_camel
+
+from realtime import ProgressState
 
 from .models import (
     MAX_DESCRIPTION_CHARS,
@@ -159,33 +160,23 @@ class TrackedProjectIn(ProjectIn):
     import_tasks: ImportSpec | None = None
 
 
-class ProjectProgress(Schema):
-    """``project_progress``: camelCase like every progress event."""
+class ProjectProgress(ProgressState):
+    """``project_progress``: realtime's progress fields (camelCase), the step, and the project once created."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
-    progress_id: UUID
-    status: str
-    percentage: float
     step: str
-    log: str
-    timestamp: datetime
-    error: str | None = None
     project: dict[str, Any] | None = None
 
 
 def progress_json(record: Any, **overrides: Any) -> dict[str, Any]:
     """A ``ProjectImport``'s progress as sent to clients."""
-    from django.utils import timezone
-
     data = {
         "progress_id": record.progress_id,
         "status": record.status,
         "percentage": record.percentage,
         "step": record.step,
         "log": record.log,
-        "timestamp": timezone.now(),
         "error": record.error or None,
         "project": project_json(record.project) if record.project_id else None,
         **overrides,
     }
-    return ProjectProgress.model_validate(data).model_dump(mode="json", by_alias=True, exclude_none=True)
+    return ProjectProgress.payload(**data)

@@ -1,8 +1,9 @@
 """Tracked project creation: validating → creating → importing N of M → completed (or error), live.
 
-Runs as a background task of the server process; each step goes to the progress
-room as ``project_progress`` (coalesced, percentage never backwards) and is
-stored, so ``subscribe_progress`` gets the current state at once.
+Runs as a background task of the server process, through realtime's progress
+pipeline (``live.IMPORTS``): each step is stored, then sent to the progress room
+as ``project_progress`` (coalesced, percentage never backwards), so
+``subscribe_progress`` gets the current state at once.
 
 Parsing is CPU work on user input: it runs in a worker thread of its own
 (``asyncio.to_thread``), never on the event loop nor in the thread the ORM calls
@@ -23,17 +24,16 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from realtime import broadcasts
-from realtime.coalesce import ProgressStream
+from realtime import ProgressRun
 
 from . import imports, services
+from .live import IMPORTS
 from .models import ProjectImport, Task
 from .schemas import progress_json
 
 CHUNK = 50  # tasks per transaction
 HEARTBEAT = timedelta(seconds=10)
 STALE_AFTER = timedelta(seconds=60)  # an unfinished import not heard of for this long is dead
-live: dict[str, dict[str, Any]] = {}  # last state sent, per running import of this process
 
 
 def runner_id() -> str:
@@ -73,9 +73,8 @@ async def _heartbeat(import_id: int) -> None:
 
 async def run(import_id: int) -> None:
     record = await ProjectImport.objects.select_related("started_by").aget(pk=import_id)
-    progress_id = str(record.progress_id)
 
-    async def send(state: dict[str, Any]) -> None:
+    async def persist(state: dict[str, Any]) -> None:
         await sync_to_async(_save)(
             import_id,
             status=state["status"],
@@ -84,11 +83,13 @@ async def run(import_id: int) -> None:
             log=state["log"],
             error=state.get("error", ""),
         )
-        live[progress_id] = state  # no await between this and the emit
-        await broadcasts.broadcast_progress_update(record.progress_id, state)
 
-    stream = ProgressStream(send)
     await sync_to_async(_save)(import_id, request={**record.request, "runner": runner_id()})
+    async with IMPORTS.run(record.progress_id, persist=persist) as stream:
+        await _run(import_id, record, stream)
+
+
+async def _run(import_id: int, record: ProjectImport, stream: ProgressRun) -> None:
     heartbeat = asyncio.create_task(_heartbeat(import_id))
 
     async def step(status: str, percentage: float, step: str, log: str) -> None:
@@ -120,7 +121,6 @@ async def run(import_id: int) -> None:
         heartbeat.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await heartbeat
-        live.pop(progress_id, None)
 
 
 def _task(spec: imports.TaskSpec, *, project: Any = None, order: int = 0) -> Task:

@@ -3,12 +3,11 @@
 from uuid import UUID
 
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
 from django.views.decorators.csrf import ensure_csrf_cookie
 
 from . import selectors
-from .models import Project
 
 COLUMNS = [("todo", "To do"), ("doing", "Doing"), ("review", "Review"), ("done", "Done")]
 
@@ -22,8 +21,5 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 @login_required
 @ensure_csrf_cookie
 def board(request: HttpRequest, project_id: UUID) -> HttpResponse:
-    try:
-        project = selectors.project_for_user(user=request.user, project_id=project_id)
-    except Project.DoesNotExist:
-        raise Http404("project not found") from None  # the same answer for unknown and invisible
+    project = get_object_or_404(selectors.visible_projects(user=request.user), pk=project_id)  # unknown and invisible alike
     return render(request, "projects/board.html", {"project": project, "columns": COLUMNS})

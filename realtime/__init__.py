@@ -1,0 +1,69 @@
+"""realtime: live Django over Socket.IO. This module is its public API; the rest of the package is internal.
+
+    from realtime import live_model, room_kind, emit_on_commit
+
+Each application declares its live models, room kinds, client events and progress
+kinds in its own ``live.py``, which realtime imports at startup (as the admin does
+``admin.py``). Names are resolved on first use, so importing ``realtime`` never
+loads Django models before the app registry is ready.
+"""
+
+from importlib import import_module
+from typing import Any
+
+_API = {
+    # sending
+    "emit": "realtime.broadcast",
+    "emit_on_commit": "realtime.broadcast",
+    "emit_now_ignoring_transaction": "realtime.broadcast",
+    "run_on_commit": "realtime.broadcast",
+    "submit": "realtime.broadcast",
+    "leave_rooms": "realtime.broadcast",
+    "leave_rooms_on_commit": "realtime.broadcast",
+    "close_room": "realtime.broadcast",
+    "close_room_on_commit": "realtime.broadcast",
+    "disconnect_on_commit": "realtime.broadcast",
+    "recheck_user_on_commit": "realtime.broadcast",
+    "flush": "realtime.remote",
+    # declaring
+    "live_model": "realtime.live_models",
+    "room_kind": "realtime.room_kinds",
+    "RoomKind": "realtime.room_kinds",
+    "Snapshot": "realtime.snapshots",
+    "Frames": "realtime.snapshots",
+    "snapshot_frames": "realtime.snapshots",
+    "emit_frames": "realtime.snapshots",
+    "client_event": "realtime.dispatcher",
+    "Client": "realtime.dispatcher",
+    "Payload": "realtime.dispatcher",
+    "Reject": "realtime.dispatcher",
+    "progress_kind": "realtime.progress",
+    "ProgressKind": "realtime.progress",
+    "ProgressRun": "realtime.progress",
+    "ProgressState": "realtime.progress",
+    "Operation": "realtime.progress",
+    "may_watch": "realtime.progress",
+    "at_startup": "realtime.lifecycle",
+    "m2m_changed_ids": "realtime.m2m",
+    # rooms realtime keeps for every connection
+    "user_room": "realtime.rooms",
+    # credentials and serving
+    "token_user": "realtime.tokens",
+    "asgi_app": "realtime.asgi",
+}
+_RENAMED = {"user_room": "user", "token_user": "token_owner"}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str) -> Any:
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'realtime' has no attribute {name!r}")
+    value = getattr(import_module(module), _RENAMED.get(name, name))
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -17,12 +17,12 @@ import asyncio
 import contextvars
 import logging
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import socketio
 
-from . import ops, remote
+from . import remote, room_ops
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,12 @@ _loop: asyncio.AbstractEventLoop | None = None
 _loop_thread: int | None = None
 # Strong references, so scheduled emits are not garbage-collected before they run.
 _pending: set[asyncio.Future[Any]] = set()
+# Set by realtime.testing.capture_broadcasts: while set, every emit and room operation is handed to it as a bus
+# message (the shape ``remote`` carries) instead of being delivered, and ``submit`` runs in the caller's thread,
+# so a test sees what was sent by the time the code under test returns, with no server running.
+# A context variable, not a global: work another thread or the server loop already had in hand (its own
+# context) is delivered as usual, so a capture records exactly what the code under it sent.
+_capture: contextvars.ContextVar[Callable[[dict[str, Any]], None] | None] = contextvars.ContextVar("realtime_capture", default=None)
 
 
 def attach(server: socketio.AsyncServer) -> None:
@@ -60,6 +66,9 @@ async def emit(event: str, data: Any, *, room: str, skip_sid: str | None = None)
     if not isinstance(room, str) or not room:
         # python-socketio reads room None as "everyone": never let a missing room broadcast.
         raise ValueError(f"emit of {event!r} without a room refused")
+    if (capture := _capture.get()) is not None:
+        capture({"op": "emit", "event": event, "data": data, "room": room})
+        return
     server = local_server()
     if server is not None:
         await server.emit(event, data, room=room, skip_sid=skip_sid)
@@ -68,9 +77,12 @@ async def emit(event: str, data: Any, *, room: str, skip_sid: str | None = None)
 
 
 async def _operate(op: dict[str, Any]) -> None:
-    reason = ops.problem(op)
+    reason = room_ops.problem(op)
     if reason is not None:
         raise ValueError(f"room operation refused: {reason}")
+    if (capture := _capture.get()) is not None:
+        capture(op)
+        return
     server = local_server()
     if server is None:
         await remote.publish(op)
@@ -80,22 +92,22 @@ async def _operate(op: dict[str, Any]) -> None:
 
 async def leave(*, members_of: str, room: str) -> None:
     """Take every connection in room ``members_of`` out of ``room``, on every node."""
-    await _operate(ops.leave(members_of=members_of, room=room))
+    await _operate(room_ops.leave(members_of=members_of, room=room))
 
 
 async def disconnect(*, members_of: str) -> None:
     """Close every connection in room ``members_of``, on every node."""
-    await _operate(ops.disconnect(members_of=members_of))
+    await _operate(room_ops.disconnect(members_of=members_of))
 
 
 async def recheck(*, members_of: str) -> None:
     """Every connection in room ``members_of`` leaves the rooms the database no longer allows it, on every node."""
-    await _operate(ops.recheck(members_of=members_of))
+    await _operate(room_ops.recheck(members_of=members_of))
 
 
 async def deliver(message: dict[str, Any]) -> None:
     """Carry out one bus message as written by ``remote`` (emit or a room operation); ``ValueError`` if malformed."""
-    reason = ops.problem(message)
+    reason = room_ops.problem(message)
     if reason is not None:
         raise ValueError(reason)
     if message["op"] == "emit":
@@ -115,20 +127,44 @@ def _done(future: asyncio.Future[Any]) -> None:
         log.error("broadcast failed", exc_info=future.exception())
 
 
+# Per submitting thread, its last submission still running on the server loop (touched on the loop only).
+_tails: dict[int, asyncio.Task[Any]] = {}
+# A submission waits at most this long for its predecessor: order is kept for the short work submitted
+# here (emits, room operations, a list framed), and one stuck coroutine cannot hold back a thread's later ones.
+IN_TURN_WAIT = 5.0
+
+
+def _start_after_previous(thread: int, coro: Coroutine[Any, Any, Any]) -> None:
+    """On the server loop: run ``coro`` once the thread's previous submission has finished (whatever its outcome)."""
+    previous = _tails.get(thread)
+
+    async def in_turn() -> Any:
+        if previous is not None and not previous.done():
+            await asyncio.wait([previous], timeout=IN_TURN_WAIT)  # never raises: a failed predecessor was logged by _done
+        return await coro
+
+    task = asyncio.get_running_loop().create_task(in_turn())
+    _tails[thread] = task
+    task.add_done_callback(lambda done: _tails.pop(thread) if _tails.get(thread) is done else None)
+    _keep(task)
+
+
 def submit(coro: Coroutine[Any, Any, Any]) -> None:
     """Run an async emit helper (or any coroutine) from sync code, in any thread, without waiting.
 
-    In a server process it runs on the server's event loop. Calls from one thread
-    are delivered in the order they were submitted.
+    In a server process it runs on the server's event loop. What one thread submits is carried
+    out in the order submitted, each after the previous one has finished: rooms revoked on commit
+    are left before the list sent after them arrives, whatever each of them awaits.
     """
-    loop = _loop
+    loop = None if _capture.get() is not None else _loop  # captured: never handed to a server loop in another thread
     if loop is not None and loop.is_running():
-        if threading.get_ident() == _loop_thread:
-            _keep(loop.create_task(coro))
+        thread = threading.get_ident()
+        if thread == _loop_thread:
+            _start_after_previous(thread, coro)
         else:
             # A fresh context, not the caller's: a request thread's context (asgiref's
             # per-request executor) must not leak into work that outlives the request.
-            loop.call_soon_threadsafe(lambda: _keep(loop.create_task(coro)), context=contextvars.Context())
+            loop.call_soon_threadsafe(_start_after_previous, thread, coro, context=contextvars.Context())
         return
     try:
         running = asyncio.get_running_loop()

@@ -1,7 +1,7 @@
 """Client managers of a serving process: in memory, or python-socketio's Redis manager between nodes.
 
 The Redis manager is python-socketio's own ``AsyncRedisManager``; this subclass
-only adds what a fleet needs: room operations (see ``ops``) on every node, an
+only adds what a fleet needs: room operations (see ``room_ops``) on every node, an
 outage logged once rather than per message, room operations held through an
 outage and published in order once Redis is back, and a reconnect backoff capped
 at a few seconds so cross-node delivery resumes promptly.
@@ -17,7 +17,7 @@ from django.conf import settings
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
-from . import direct_write, limits, ops
+from . import direct_write, limits, room_ops
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = 5.0
@@ -26,7 +26,7 @@ OP_BACKLOG = 10_000
 PUBLISH_TIMEOUT = 5.0  # seconds; a timed-out operation is kept and may arrive twice (operations are idempotent)
 # Redis must answer this long before held operations go out: every node's listener has resubscribed by then.
 SETTLE = MAX_BACKOFF + 1.0
-# python-socketio's own cross-node messages that change rooms or connections (kept like ``ops`` in an outage).
+# python-socketio's own cross-node messages that change rooms or connections (kept like ``room_ops`` in an outage).
 ROOM_METHODS = frozenset({"disconnect", "enter_room", "leave_room", "close_room"})
 
 
@@ -38,7 +38,8 @@ class FastManager(socketio.AsyncManager):
     (uvicorn, see ``direct_write``) or put on its outgoing queue (what engine.io's ``socket.send``
     does, minus the task), whose writer sends it as usual. Emits with an acknowledgement
     callback (one recipient) take the stock path. Either way what a connection holds unsent is
-    bounded (``limits.admit``): one that stopped reading is dropped, not buffered for.
+    bounded (``limits.admit``): one that stopped reading is dropped, not buffered for. A direct
+    write that fails moves its connection to the queue; the broadcast goes on to the others.
     """
 
     async def emit(self, event: str, data: Any, namespace: str, room: Any = None, skip_sid: Any = None, callback: Any = None,
@@ -60,20 +61,24 @@ class FastManager(socketio.AsyncManager):
             socket = sockets.get(eio_sid)
             if socket is None or socket.closed:
                 continue
-            protocol = direct_write.protocol_for(socket) if len(packets) == 1 else None
-            if protocol is not None:  # a websocket-born connection: always direct, so always in order
-                frame = frame or direct_write.text_frame(packets[0].encode())
-                # O(1) per recipient: the transport's buffer size, the queue's byte count, a timestamp.
-                if not direct_write.closing(protocol) and limits.admit(socket, limits.unsent(socket), len(frame)):
-                    direct_write.send(protocol, frame)
-                continue
+            if len(packets) == 1:
+                try:
+                    protocol = direct_write.protocol_for(socket)
+                    if protocol is not None:  # a websocket-born connection: always direct, so always in order
+                        frame = frame or direct_write.text_frame(packets[0].encode())
+                        # O(1) per recipient: the transport's buffer size, the queue's byte count, a timestamp.
+                        if not direct_write.closing(protocol) and limits.admit(socket, limits.unsent(socket), len(frame)):
+                            direct_write.send(protocol, frame)
+                        continue
+                except Exception as error:  # noqa: BLE001  (one recipient's failure must not cost the rest their frame)
+                    direct_write.abandon(socket, error)  # this connection takes the queue, from this frame on
             for pkt in packets:  # engine.io packets cache their encoding: shared by every recipient
                 socket.queue.put_nowait(pkt)  # limits.OutgoingQueue bounds what it holds
         return None
 
     async def publish_op(self, op: dict[str, Any]) -> None:
-        """Apply a room operation (see ``ops``) on every node: here, the only one."""
-        await ops.apply(self.server, op)
+        """Apply a room operation (see ``room_ops``) on every node: here, the only one."""
+        await room_ops.apply(self.server, op)
 
 
 class RedisManager(socketio.AsyncRedisManager, FastManager):
@@ -81,7 +86,7 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
 
     During an outage local clients are served as usual. Emits for other nodes are dropped
     (their state is in the database; clients reload snapshots when they reconnect), but room
-    operations (``ops``, and python-socketio's own disconnect / room messages) wait in a
+    operations (``room_ops``, and python-socketio's own disconnect / room messages) wait in a
     bounded backlog. Redis pub/sub reaches only nodes subscribed at that moment, so the
     backlog goes out, in order and before anything newer, only once Redis has answered for
     ``SETTLE`` seconds: longer than any node's reconnect backoff, so every node listens again.
@@ -99,13 +104,13 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         """Apply a room operation here and on every other node."""
         await super().publish_op(op)
         await self._publish(
-            {"method": "emit", "event": ops.OP_EVENT, "data": [op], "namespace": "/", "room": None, "host_id": self.host_id}
+            {"method": "emit", "event": room_ops.OP_EVENT, "data": [op], "namespace": "/", "room": None, "host_id": self.host_id}
         )
 
     async def _handle_emit(self, message: dict[str, Any]) -> None:
-        if message.get("event") == ops.OP_EVENT:
+        if message.get("event") == room_ops.OP_EVENT:
             data = message.get("data")
-            await ops.apply(self.server, data[0] if isinstance(data, list) and data else data)  # apply() refuses malformed ops
+            await room_ops.apply(self.server, data[0] if isinstance(data, list) and data else data)  # apply() refuses malformed ops
         else:
             await super()._handle_emit(message)
 
@@ -118,7 +123,7 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
 
     @staticmethod
     def _is_room_op(data: dict[str, Any]) -> bool:
-        return data.get("method") in ROOM_METHODS or (data.get("method") == "emit" and data.get("event") == ops.OP_EVENT)
+        return data.get("method") in ROOM_METHODS or (data.get("method") == "emit" and data.get("event") == room_ops.OP_EVENT)
 
     def _keep(self, data: dict[str, Any]) -> None:
         """Hold an unpublished room operation for when Redis is back; emits are let go."""

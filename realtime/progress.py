@@ -1,54 +1,184 @@
-"""Where long operations are looked up: apps register a source per kind of progress room.
+"""Long operations, watched live: one pipeline for every kind (crawls, tracked imports, yours).
 
-``subscribe_progress`` asks the ``"project"`` source, ``crawl_subscribe`` the
-``"crawl"`` source. A source answers who started the operation and its current
-state, so a late subscriber sees where it stands.
+A ``ProgressKind`` is a room kind (subscribe / unsubscribe events, keyed by
+``progress_id``) plus the runs of this process:
+
+* ``async with kind.run(progress_id, persist=save) as run``: ``await run.update(state)``
+  is coalesced (at most ~10 events a second, never a lost first, status change or
+  final state; percentages never move backwards), persisted by ``save`` before it
+  is sent, and remembered, so a subscriber gets the current state at once;
+  ``await run.close(final)`` sends the final state after anything held.
+* subscribing: the starter or staff only (``may_watch``); the state of a run in this
+  process (no await before it is sent) or else the stored one (``lookup``).
+* stopping: ``kind.stop_local(progress_id)`` stops a run of this process (thread-safe);
+  ``run.stop_requested`` tells the work to wind down.
+
+Payloads are built by ``ProgressState.payload`` (subclass it to add fields): camelCase,
+a timestamp, fields that are None left out.
 """
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
 from typing import Any
+from uuid import UUID
+
+from django.utils import timezone
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from . import bus
+from .progress_stream import ProgressStream
+from .room_kinds import RoomKind, room_kind
+from .snapshots import Snapshot
+
+State = dict[str, Any]
+
+
+class ProgressState(BaseModel):
+    """The fields every progress event has; subclass it to add a kind's own."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+    progress_id: UUID
+    status: str
+    percentage: float
+    log: str
+    error: str | None = None
+    timestamp: datetime = Field(default_factory=timezone.now)
+
+    @classmethod
+    def payload(cls, **fields: Any) -> State:
+        """The event's JSON: validated, camelCase, None fields left out."""
+        return cls.model_validate(fields).model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 @dataclass(frozen=True)
 class Operation:
-    started_by_id: int | None
-    state: dict[str, Any] | None  # the payload of the latest progress event, if any
+    """What a kind's ``lookup`` answers: who started it, and its stored state (None: nothing sent yet)."""
 
-    def may_watch(self, user: Any) -> bool:
-        """Its starter and staff may watch (and stop) an operation; nobody else."""
-        return may_watch(self.started_by_id, user)
+    started_by_id: int | None
+    state: State | None
 
 
 def may_watch(started_by_id: int | None, user: Any) -> bool:
-    """The rule for any operation with a starter: the starter, or staff."""
-    return started_by_id == user.pk or user.is_staff
+    """The rule for any operation with a starter: the starter, or staff, may watch and stop it."""
+    return started_by_id == user.pk or bool(user.is_staff)
 
 
-Lookup = Callable[[str], Operation | None]  # sync: may use the ORM
-Live = Callable[[str], dict[str, Any] | None]  # in memory, called on the event loop: must not block
+class ProgressRun:
+    """One operation running in this process (see the module's docstring)."""
 
-_sources: dict[str, Lookup] = {}
-_live: dict[str, Live] = {}
+    def __init__(self, kind: "ProgressKind", progress_id: str, persist: Callable[[State], Awaitable[None]] | None) -> None:
+        self.kind, self.progress_id, self._persist = kind, progress_id, persist
+        self.state: State | None = None  # the last state sent: what a new subscriber gets at once
+        self.stop_requested = False
+        self._on_stop: list[Callable[[], None]] = []
+        self._loop = asyncio.get_running_loop()
+        self._stream = ProgressStream(self._send)
+
+    async def __aenter__(self) -> "ProgressRun":
+        self.kind._runs[self.progress_id] = self
+        return self
+
+    async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        if self.kind._runs.get(self.progress_id) is self:
+            del self.kind._runs[self.progress_id]
+
+    async def update(self, state: State, *, force: bool = False) -> None:
+        """Offer a new state: sent now if due (or a status change, or ``force``), else held briefly."""
+        await self._stream.update(state, force=force)
+
+    async def close(self, final: State) -> None:
+        """Send the final state, after anything held (which it replaces)."""
+        await self._stream.close(final)
+
+    async def emit(self, event: str, data: Any) -> None:
+        """Another event to this operation's watchers (e.g. ``crawl:stopped``)."""
+        await bus.emit(event, data, room=self.kind.room(self.progress_id))
+
+    def on_stop(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` on the run's loop when a stop is asked (at once if it already was)."""
+        self._on_stop.append(callback)
+        if self.stop_requested:
+            callback()
+
+    def stop(self) -> None:
+        """Ask the run to stop: at once on the run's own loop, else (any other thread) as soon as that loop runs."""
+        try:
+            here = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            here = False
+        if here:
+            self._stop()
+        else:
+            self._loop.call_soon_threadsafe(self._stop)
+
+    def _stop(self) -> None:
+        if self.stop_requested:
+            return
+        self.stop_requested = True
+        for callback in self._on_stop:
+            callback()
+
+    async def _send(self, state: State) -> None:
+        if self._persist is not None:
+            await self._persist(state)  # stored first: a late subscriber reads the same
+        self.state = state  # no await between this and the emit: a subscriber gets this or a newer one
+        await bus.emit(self.kind.event, state, room=self.kind.room(self.progress_id))
 
 
-def register(kind: str, lookup: Lookup, live: Live | None = None) -> None:
-    """Called from an app's ``ready()``: ``lookup(progress_id)`` finds its operations.
+class ProgressKind:
+    """A kind of long operation; see the module's docstring."""
 
-    ``live(progress_id)``, when given, returns the last state sent by an operation
-    running in this process: read with no await before the snapshot is emitted, so
-    the snapshot can never overtake a newer live event.
-    """
-    _sources[kind] = lookup
-    if live is not None:
-        _live[kind] = live
+    def __init__(self, *, subscribe: str, unsubscribe: str, event: str, lookup: Callable[[str], Operation | None]) -> None:
+        self.event, self._lookup = event, lookup
+        self._runs: dict[str, ProgressRun] = {}  # this process's runs (process state, not client state)
+        self.rooms: RoomKind = room_kind(
+            join=subscribe,
+            leave=unsubscribe,
+            key="progress_id",
+            may_join=self._may_join,
+            snapshot=self._stored,
+            live_snapshot=self._live,
+            refusal="unknown progress id",  # the same answer for unknown and someone else's
+        )
+
+    def room(self, progress_id: UUID | str) -> str:
+        return self.rooms.room(progress_id)
+
+    def find(self, progress_id: UUID | str) -> Operation | None:
+        """Sync (ORM): the operation, wherever it runs, or None."""
+        return self._lookup(str(progress_id))
+
+    def run(self, progress_id: UUID | str, *, persist: Callable[[State], Awaitable[None]] | None = None) -> ProgressRun:
+        """A run of this process, to use as ``async with``; ``persist(state)`` stores each state before it is sent."""
+        return ProgressRun(self, str(progress_id), persist)
+
+    def running(self, progress_id: UUID | str) -> ProgressRun | None:
+        return self._runs.get(str(progress_id))
+
+    def stop_local(self, progress_id: UUID | str) -> bool:
+        """Stop the run if this process has it (thread-safe); False if it runs elsewhere or not at all."""
+        run = self._runs.get(str(progress_id))
+        if run is not None:
+            run.stop()
+        return run is not None
+
+    def _may_join(self, user: Any, progress_id: UUID) -> bool:
+        operation = self.find(progress_id)
+        return operation is not None and may_watch(operation.started_by_id, user)
+
+    def _stored(self, user: Any, progress_id: UUID) -> Snapshot | None:
+        operation = self.find(progress_id)
+        return Snapshot(self.event, operation.state) if operation is not None and operation.state is not None else None
+
+    def _live(self, progress_id: UUID) -> Snapshot | None:
+        run = self._runs.get(str(progress_id))
+        return Snapshot(self.event, run.state) if run is not None and run.state is not None else None
 
 
-def find(kind: str, progress_id: str) -> Operation | None:
-    lookup = _sources.get(kind)
-    return lookup(progress_id) if lookup else None
-
-
-def live_state(kind: str, progress_id: str) -> dict[str, Any] | None:
-    live = _live.get(kind)
-    return live(progress_id) if live else None
+def progress_kind(*, subscribe: str, unsubscribe: str, event: str, lookup: Callable[[str], Operation | None]) -> ProgressKind:
+    """Declare a kind of long operation: its subscribe / unsubscribe events, its progress event, and ``lookup(progress_id)``."""
+    return ProgressKind(subscribe=subscribe, unsubscribe=unsubscribe, event=event, lookup=lookup)

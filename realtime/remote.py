@@ -26,7 +26,7 @@ import httpx
 import socketio
 from django.conf import settings
 
-from . import ops, signing
+from . import room_ops, signing
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class RedisPath:
             if message["op"] == "emit":
                 self.manager.emit(message["event"], message["data"], namespace="/", room=message["room"])
             else:
-                self.manager.emit(ops.OP_EVENT, message, namespace="/")
+                self.manager.emit(room_ops.OP_EVENT, message, namespace="/")
             batch.pop(0)
 
 
@@ -84,7 +84,7 @@ class EmbeddedPath:
                 log.error(
                     "a live message over REALTIME_PUBLISH_MAX_BYTES (%d bytes) was dropped: %s",
                     settings.REALTIME_PUBLISH_MAX_BYTES,
-                    ops.describe(message) if message.get("op") != "emit" else f"{message.get('event')} to {message.get('room')!r}",
+                    room_ops.describe(message) if message.get("op") != "emit" else f"{message.get('event')} to {message.get('room')!r}",
                 )
                 continue
             self._post(body)
@@ -169,7 +169,7 @@ def _report_lost(batch: list[dict[str, Any]], *, attempts: int, error: Exception
     events = len(batch) - len(room_ops)
     log.error("could not deliver %d live event(s) and %d room operation(s) after %d attempts: %s", events, len(room_ops), attempts, error)
     if room_ops:
-        shown = "; ".join(ops.describe(op) for op in room_ops[:20])
+        shown = "; ".join(room_ops.describe(op) for op in room_ops[:20])
         more = f" (and {len(room_ops) - 20} more)" if len(room_ops) > 20 else ""
         log.error(
             "LOST room operations (connections on the servers keep rooms they should have left until they reconnect): %s%s", shown, more

@@ -1,31 +1,19 @@
-"""Room names: the only place they are spelled."""
+"""The rooms realtime itself uses to address connections (never joined by clients).
+
+Every connection is in its user's room; token connections in their token's, browser
+connections in their session's and their user's cookie room. Revocations close or
+move the members of these rooms, on every node. Application rooms are named by their
+room kinds (``room_kinds``) and live models.
+"""
 
 import hashlib
-from uuid import UUID
 
-PROJECT_LIST = "project_list"
-
-
-def project(project_id: UUID | str) -> str:
-    return str(project_id)
-
-
-def progress(progress_id: UUID | str) -> str:
-    return str(progress_id)
-
-
-def chat(session_id: UUID | str) -> str:
-    return f"chat_{session_id}"
+INTERNAL_PREFIXES = ("user_", "token_", "session_", "cookies_")
 
 
 def user(user_id: int) -> str:
     """Every connection of one user: lets access changes reach exactly them."""
     return f"user_{user_id}"
-
-
-def project_list_of(user_id: int) -> str:
-    """The user's connections that subscribed to ``project_list`` (each user sees their own list)."""
-    return f"{PROJECT_LIST}_user_{user_id}"
 
 
 def token(token_id: int) -> str:
@@ -48,4 +36,4 @@ def user_cookies(user_id: int) -> str:
 
 def is_internal(room: str) -> bool:
     """Rooms the server uses to address connections, not rooms clients watch."""
-    return room.startswith(("user_", "token_", f"{PROJECT_LIST}_user_", "session_", "cookies_"))
+    return room.startswith(INTERNAL_PREFIXES)

@@ -9,11 +9,11 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from socketio import packet as sio_packet
 
-from . import bus, direct_write, handlers, lifecycle, limits, rooms  # noqa: F401  (handlers registers the client events)
+from . import bus, direct_write, lifecycle, limits, rooms
 from .auth import Identity, Refused, authenticate
 from .channels_bridge import build_bridge
+from .dispatcher import Dispatcher, Reject
 from .eio import EngineServer
-from .events import Dispatcher, Reject
 from .manager import build_manager
 
 log = logging.getLogger(__name__)

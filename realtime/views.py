@@ -14,7 +14,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from . import bus, ops, signing
+from . import bus, room_ops, signing
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ async def publish(request: HttpRequest) -> JsonResponse:
         return _refuse(400, parsed)
     messages, nonce = parsed
     for index, message in enumerate(messages):
-        if problem := ops.problem(message):
+        if problem := room_ops.problem(message):
             return _refuse(400, f"malformed message {index}: {problem}")
     if reason := signing.claim(nonce):
         return _refuse(429 if reason.startswith("too many") else 403, reason)

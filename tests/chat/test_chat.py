@@ -1,6 +1,9 @@
 """Chat rooms chat_{session_id}: history on join, live messages, participants only, posts by script."""
 
+import pytest
+
 from chat import services
+from chat.schemas import MAX_BODY
 from tests.conftest import db
 from tests.support import factories as f
 
@@ -87,3 +90,40 @@ async def test_bad_chat_input_is_refused_with_a_reason(connect):
     ]:
         ack = await client.call("chat_message", payload)
         assert ack["ok"] is False and needle in ack["error"], ack
+
+
+@pytest.mark.parametrize("how", ["from the user's side", "by clearing the session"])
+async def test_a_participant_removed_from_either_side_leaves_the_room(connect, how):
+    alice, bob, _, session = await world()
+    watcher = await connect(bob)
+    await watcher.call("join_chat", {"session_id": str(session.pk)})
+    await watcher.wait_for("chat_history")
+    if how == "by clearing the session":
+        await db(session.participants.clear)()
+    else:
+        await db(bob.chat_sessions.remove)(session)
+    await db(services.chat_message_post)(session=session, author=alice, body="after bob left")
+    # bob's next round trip proves the message had its chance to arrive.
+    assert await watcher.call("join_chat", {"session_id": str(session.pk)}) == {"ok": False, "error": "chat session not found"}
+    assert watcher.received("chat_message") == []
+
+
+async def test_a_blank_message_is_refused_with_the_reason(connect):
+    alice, _, _, session = await world()
+    client = await connect(alice)
+    ack = await client.call("chat_message", {"session_id": str(session.pk), "body": "   "})
+    assert ack == {"ok": False, "error": "invalid payload: body: empty message"}
+
+
+async def test_one_body_limit_over_socketio_and_rest(connect, http):
+    alice, _, eve, session = await world()
+    client = await connect(alice)
+    headers = {"Authorization": f"Bearer {await db(f.token_for)(alice)}"}
+    path = f"/api/chat/{session.pk}/messages/"
+    assert (await client.call("chat_message", {"session_id": str(session.pk), "body": "x" * MAX_BODY}))["ok"]
+    assert (await http.post(path, json={"body": "y" * MAX_BODY}, headers=headers)).status_code == 201
+    over = await client.call("chat_message", {"session_id": str(session.pk), "body": "x" * (MAX_BODY + 1)})
+    assert over["ok"] is False and f"at most {MAX_BODY} characters" in over["error"]
+    assert (await http.post(path, json={"body": "y" * (MAX_BODY + 1)}, headers=headers)).status_code == 400
+    outsider = await http.get(path, headers={"Authorization": f"Bearer {await db(f.token_for)(eve)}"})
+    assert (outsider.status_code, outsider.json()) == (404, {"detail": "chat session not found"})

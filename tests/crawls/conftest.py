@@ -1,10 +1,15 @@
-"""A stub resolver for SSRF tests: names map to addresses we choose, and no query ever leaves the machine."""
+"""A stub resolver for SSRF tests (names map to addresses we choose, and no query ever leaves the machine),
+and a log of the requests the crawlers of this process send."""
 
 import ipaddress
 import socket
+import time
 from collections.abc import Callable, Iterator
 
+import httpx
 import pytest
+
+from crawls import netguard
 
 Answer = list[str] | Callable[[], list[str]]
 
@@ -44,3 +49,23 @@ def fake_dns(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Answer]]:
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     yield names
+
+
+@pytest.fixture
+def crawler_requests(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, str]]:
+    """``(time.monotonic(), url)`` of each request a crawl of this process hands to its transport, as it does.
+
+    Recorded on the crawler's side, on its event loop, so it orders exactly against the events that
+    loop emits afterwards (``crawl:stopped``). The test site's own log cannot: its handler thread
+    may wait for the GIL a few milliseconds after the bytes arrived, long enough for a stop to be
+    stored, announced and received in between.
+    """
+    sent: list[tuple[float, str]] = []
+    original = netguard.GuardedTransport.handle_async_request
+
+    async def recording(self: netguard.GuardedTransport, request: httpx.Request) -> httpx.Response:
+        sent.append((time.monotonic(), str(request.url)))
+        return await original(self, request)
+
+    monkeypatch.setattr(netguard.GuardedTransport, "handle_async_request", recording)
+    return sent

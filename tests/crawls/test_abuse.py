@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 import pytest
 
-from crawls import runner
+from crawls.live import CRAWLS
 from crawls.models import CrawlJob
 from tests.conftest import db
 from tests.support import factories as f
@@ -149,7 +149,7 @@ async def test_a_crawl_past_its_deadline_fails_and_frees_its_slot(http, site, se
     state = await until_final(http, headers, progress_id)
     assert (state["status"], state["error"]) == ("failed", "deadline exceeded")
     assert "failed: deadline exceeded" in state["log"]
-    assert progress_id not in runner.active
+    assert CRAWLS.running(progress_id) is None  # its run has ended: nothing of it is left in this process
     settings.CRAWL_DEADLINE = 60
     # Both slots are free again: two crawls run at once and complete.
     second = [await start(http, headers, site.url + "/", max_pages=3) for _ in range(2)]
@@ -171,7 +171,7 @@ async def test_links_that_break_url_parsing_become_page_errors_and_the_crawl_end
     assert len(broken) == 5, broken  # "http://[::1" is not a URL at all: never a page
     assert all(broken.values()), broken  # IDNA errors, an invalid host, a name that does not resolve
     print("\n" + "\n".join(f"{url[:50]:<50} {error[:90]}" for url, error in sorted(broken.items())))
-    assert progress_id not in runner.active
+    assert CRAWLS.running(progress_id) is None  # its run has ended: nothing of it is left in this process
     # Its slot is free: a next crawl runs.
     assert (await until_final(http, headers, await start(http, headers, site.url + "/", max_pages=2)))["status"] == "completed"
 

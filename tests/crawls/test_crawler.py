@@ -3,7 +3,7 @@
 import asyncio
 
 from crawls.crawler import Crawler, Options, Page
-from crawls.urls import normalize
+from crawls.links import normalize
 
 
 def test_normalize_strips_fragments_default_ports_and_empty_queries():

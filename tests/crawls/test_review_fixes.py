@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pytest
 
 from crawls import crawler as crawler_module
-from crawls import netguard, urls
+from crawls import links, netguard
 from crawls.crawler import Crawler, Options, Page, web_encoding
 from crawls.models import CrawlJob
 from tests.conftest import db
@@ -175,22 +175,22 @@ async def test_disallowed_links_count_against_the_memory_cap():
 def test_patterns_with_a_huge_re2_program_are_refused():
     costly = "(?:.?.?.?.?){1000}z"  # RE2 program of 36,005 instructions: ~110 ms per 2 KB URL
     with pytest.raises(ValueError) as refused:
-        urls.compile_pattern(costly)
+        links.compile_pattern(costly)
     assert str(refused.value) == f"pattern too complex: '{costly}' (RE2 program size 36005, at most 1000)"
     with pytest.raises(ValueError, match="too complex"):
         Crawler("http://127.0.0.1:9/", Options(exclude_patterns=["ok", costly]), on_page=None)
     # Ordinary patterns, even long ones, stay well under the bound.
     for pattern in (r"/page/\d+$", "a" * 500, r"^https?://[^/]+/(blog|news)/\d{4}/"):
-        urls.compile_pattern(pattern)
+        links.compile_pattern(pattern)
 
 
 def test_patterns_together_are_bounded_and_the_one_over_is_named():
     many = [f"{'a' * 497}{k:03d}" for k in range(10)]  # 504 RE2 instructions each: 5,040 in all
-    errors = urls.pattern_errors(include=many[:6], exclude=many[6:])
+    errors = links.pattern_errors(include=many[:6], exclude=many[6:])
     assert list(errors) == ["exclude_patterns"]
     [message] = errors["exclude_patterns"]
     assert message.startswith(f"patterns too complex together: '{many[9][:40]}'") and "at most 5000" in message
-    assert urls.pattern_errors(include=many[:5], exclude=many[5:9]) == {}
+    assert links.pattern_errors(include=many[:5], exclude=many[5:9]) == {}
 
 
 async def test_the_api_refuses_a_too_complex_pattern_naming_it(http):
@@ -221,8 +221,8 @@ def asked(fake_dns, monkeypatch) -> list[str]:
 
 @pytest.mark.parametrize(("max_pages", "bound"), [(3, 3), (500, crawler_module.MAX_ORIGINS)])
 async def test_robots_txt_is_fetched_for_no_more_origins_than_the_budget_or_the_cap(asked, max_pages, bound):
-    links = "".join(f"<a href=http://h{i}.test/>h</a>" for i in range(2_000))
-    async with Site({**NO_ROBOTS, "/": (HTML, links.encode())}) as base:
+    anchors = "".join(f"<a href=http://h{i}.test/>h</a>" for i in range(2_000))
+    async with Site({**NO_ROBOTS, "/": (HTML, anchors.encode())}) as base:
         crawler, pages, _ = await crawl(base + "/", max_pages=max_pages, max_depth=1, same_site_only=False, timeout=2)
     other_hosts = {name for name in asked if name.endswith(".test")}
     assert len(other_hosts) <= bound  # 2,000 origins were offered

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 
+from realtime import dispatcher
 from tests.conftest import db
 from tests.support import factories as f
 from tests.support.py_client import PyClient
@@ -63,6 +64,17 @@ CASES = [
     case("subscribe_projects", {"all_users": True}, reason="all_users", id="subscribe-projects-extra-key"),
     case("subscribe_projects", "please", reason="must be an object", id="subscribe-projects-string"),
     case("subscribe_projects", ["x" * 1000] * 20, reason="payload too large", id="subscribe-projects-20KB"),
+    case("unsubscribe_projects", {"all_users": True}, reason="all_users", id="unsubscribe-projects-extra-key"),
+    # crawls and chat
+    case("crawl_unsubscribe", {"progress_id": 7}, reason="progress_id", id="crawl-unsubscribe-int"),
+    case("crawl_stop", {"progress_id": "not-a-uuid"}, reason="progress_id", id="crawl-stop-malformed"),
+    case("crawl_stop", {}, reason="progress_id", id="crawl-stop-missing"),
+    case("join_chat", {"session_id": "not-a-uuid"}, reason="session_id", id="join-chat-malformed"),
+    case("join_chat", {"session_id": str(uuid.uuid4())}, reason="chat session not found", id="join-chat-unknown"),
+    case("leave_chat", {"session_id": ["x"]}, reason="session_id", id="leave-chat-list"),
+    case("chat_message", {"session_id": str(uuid.uuid4())}, reason="body", id="chat-message-no-body"),
+    case("chat_message", {"session_id": str(uuid.uuid4()), "body": ""}, reason="body", id="chat-message-empty-body"),
+    case("chat_message", {"session_id": str(uuid.uuid4()), "body": 42}, reason="body", id="chat-message-int-body"),
     # unknown events
     case("drop_database", {}, reason="unknown event", id="drop_database"),
     case("", {"project_id": OWN}, reason="unknown event", id="empty-event-name"),
@@ -73,7 +85,16 @@ CASES = [
     case("join_project\x00", {"project_id": OWN}, reason="unknown event", id="nul-in-name"),
     case("\ud800", {}, reason="unknown event", id="lone-surrogate-name"),
 ]
-assert len(CASES) >= 24
+
+
+def test_every_client_event_the_server_knows_is_tried_with_bad_input() -> None:
+    """The cases follow the server: each event it registers has one, and each "unknown event" case names one it does not know."""
+    known = set(dispatcher.registered())
+    tried = {param.values[0] for param in CASES}
+    unknown = {param.values[0] for param in CASES if param.values[2] == "unknown event"}
+    assert known - tried == set(), "client events without a bad-input case"
+    assert known & unknown == set(), "'unknown event' cases that the server knows"
+    assert tried - unknown <= known, "cases for events the server does not register (renamed?)"
 
 
 def resolve(value: Any, ids: dict[str, str]) -> Any:

@@ -1,9 +1,13 @@
 """Model changes reach exactly the rooms that should see them, only after commit."""
 
+import asyncio
+
 from django.db import transaction
 
 from projects import services
+from projects.live import PROJECT
 from projects.models import Project, Task
+from realtime import emit_now_ignoring_transaction
 from tests.conftest import db
 from tests.support import factories as f
 
@@ -91,16 +95,20 @@ async def test_events_wait_for_the_commit(connect):
     alice = await db(f.make_user)("alice")
     project = await db(f.make_project)(alice)
     client = await _joined(connect, alice, project)
-    seen_inside: list[int] = []
+    loop = asyncio.get_running_loop()
+    seen_inside: list[list] = []
 
     def save_then_look() -> None:
         with transaction.atomic():
             Task.objects.create(project=project, title="pending")
-            # Still inside the transaction: nothing may have been sent yet.
-            seen_inside.append(len(client.received("task_created")))
+            # A marker sent now, ignoring the transaction, along the same path to the same room: had the
+            # save's event been sent at the save, it would have arrived before the marker.
+            emit_now_ignoring_transaction("test_marker", {"n": 1}, room=PROJECT.room(project.pk))
+            asyncio.run_coroutine_threadsafe(client.wait_for("test_marker", timeout=10), loop).result(timeout=15)
+            seen_inside.append(client.received("task_created"))
 
     await db(save_then_look)()
-    assert seen_inside == [0]
+    assert seen_inside == [[]], "task_created arrived before the commit"
     assert (await client.wait_for("task_created"))["title"] == "pending"
 
 

@@ -19,7 +19,7 @@ import pytest
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
-from realtime import events, handlers, limits
+from realtime import dispatcher, limits, room_kinds
 from realtime import server as realtime_server
 from realtime.models import ApiToken
 from tests.conftest import db
@@ -288,18 +288,18 @@ async def test_events_beyond_the_in_flight_bound_are_refused_without_running(con
     client = await connect(alice)
     join = {"project_id": str(project.pk)}
     release, entered = threading.Event(), []
-    real_check = handlers.can_see_project
+    real_join = room_kinds.join_room
 
-    async def slow_check(*, user: Any, project_id: str) -> bool:
-        entered.append(project_id)
+    async def slow_join(kind: Any, client: Any, key: Any) -> Any:
+        entered.append(key)
         await asyncio.to_thread(release.wait, 20)  # (the server's loop is not this test's: a thread waits)
-        return await real_check(user=user, project_id=project_id)
+        return await real_join(kind, client, key)
 
-    monkeypatch.setattr(handlers, "can_see_project", slow_check)
+    monkeypatch.setattr(room_kinds, "join_room", slow_join)
     calls = [asyncio.create_task(client.call("join_project", join, timeout=20)) for _ in range(6)]
     try:
         await wait_until(lambda: sum(c.done() for c in calls) == 4)
-        assert [c.result() for c in calls if c.done()] == [{"ok": False, "error": events.BUSY}] * 4
+        assert [c.result() for c in calls if c.done()] == [{"ok": False, "error": dispatcher.BUSY}] * 4
         assert len(entered) == 2  # the refused four never reached the handler
     finally:
         release.set()

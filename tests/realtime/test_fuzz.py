@@ -32,8 +32,7 @@ import websockets
 from django.conf import settings
 
 from chat import services as chat_services
-from realtime import rooms
-from realtime.events import Reject
+from realtime.dispatcher import Reject
 from realtime.server import sio
 from tests.conftest import db
 from tests.support import factories as f
@@ -280,7 +279,7 @@ FORMER_BUGS = [
         '421["connect",{}]',
         "421[" + deep(900, "[") + "]",
         answer=r'^431\[\{"ok":false,"error":"unknown event: (<(int|NoneType|list)>|\x27connect\x27)"\}\]$',
-        log=r"WARNING realtime\.events: refused (<\w+>|'connect') from \S+: unknown event: (<\w+>|'connect')$",
+        log=r"WARNING realtime\.dispatcher: refused (<\w+>|'connect') from \S+: unknown event: (<\w+>|'connect')$",
     ),
     # hash_token encoded the raw token as strict UTF-8.
     *former(
@@ -455,7 +454,7 @@ async def test_a_join_on_a_connection_that_has_gone_is_refused(server):
     """Former race (enter-room-after-disconnect): a join still running when its connection closed raised KeyError."""
     namespace = sio.namespace_handlers["/"]
     with pytest.raises(Reject, match="the connection is closed"):
-        await namespace.enter_room("no-such-sid", rooms.project(uuid.uuid4()))
+        await namespace.enter_room("no-such-sid", str(uuid.uuid4()))
 
 
 async def test_a_client_connect_event_on_a_connection_that_has_gone_is_ignored(server):

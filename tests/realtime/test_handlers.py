@@ -104,7 +104,7 @@ async def test_joins_of_a_connection_that_closed_build_no_snapshot_and_log_no_tr
 
     from projects import selectors
     from projects.models import Task
-    from realtime import bus, events, handlers, limits
+    from realtime import bus, limits, room_kinds
 
     alice = await db(f.make_user)("alice")
     project = await db(f.make_project)(alice)
@@ -114,24 +114,23 @@ async def test_joins_of_a_connection_that_closed_build_no_snapshot_and_log_no_tr
     )()
 
     release, held, finished, built = threading.Event(), [], [], []
-    real_check, real_tasks, join = handlers.can_see_project, selectors.project_tasks, events._events["join_project"]
+    real_send, real_tasks, real_join = room_kinds._send_snapshot, selectors.project_tasks, room_kinds.join_room
 
-    async def held_inside_the_room(*, user, project_id):
-        seen = await real_check(user=user, project_id=project_id)
-        if bus.local_server() is not None and bus.local_server().manager.rooms["/"].get(project_id):
-            held.append(project_id)  # a join is inside the room, about to read the snapshot: the connection closes now
+    async def held_inside_the_room(kind, client, key):
+        if bus.local_server() is not None and bus.local_server().manager.rooms["/"].get(str(key)):
+            held.append(key)  # a join is inside the room, about to read the snapshot: the connection closes now
             await asyncio.to_thread(release.wait, 30)
-        return seen
+        return await real_send(kind, client, key)
 
-    async def counted(*args):
+    async def counted(kind, client, key):
         try:
-            return await join.handler(*args)
+            return await real_join(kind, client, key)
         finally:
             finished.append(1)
 
-    monkeypatch.setattr(handlers, "can_see_project", held_inside_the_room)
+    monkeypatch.setattr(room_kinds, "_send_snapshot", held_inside_the_room)
     monkeypatch.setattr(selectors, "project_tasks", lambda **kw: built.append(1) or real_tasks(**kw))
-    monkeypatch.setitem(events._events, "join_project", events.Event(join.payload, counted))
+    monkeypatch.setattr(room_kinds, "join_room", counted)
     caplog.set_level(logging.WARNING, logger="realtime")
 
     client = await connect(alice)

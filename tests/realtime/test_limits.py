@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from realtime import events, limits, rooms
+from realtime import dispatcher, limits, rooms
 from realtime import server as realtime_server
 from tests.conftest import db
 from tests.support import factories as f
@@ -55,13 +55,13 @@ async def test_events_over_the_rate_are_refused_before_validation_and_the_databa
     settings.REALTIME_EVENT_RATE = 0.001  # practically no refill during the test: the burst is all there is
     settings.REALTIME_EVENT_BURST = 3
     lookups = []
-    original = events.Dispatcher.current_user
+    original = dispatcher.Dispatcher.current_user
 
     async def counting(self: Any, sid: str, session: Any = None) -> Any:
         lookups.append(sid)
         return await original(self, sid, session)
 
-    monkeypatch.setattr(events.Dispatcher, "current_user", counting)
+    monkeypatch.setattr(dispatcher.Dispatcher, "current_user", counting)
     alice = await db(f.make_user)("alice")
     project = await db(f.make_project)(alice)
     client = await connect(alice)

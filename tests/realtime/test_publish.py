@@ -13,7 +13,7 @@ import pytest
 import redis
 from django.conf import settings
 
-from realtime import ops, signing
+from realtime import room_ops, signing
 from tests.conftest import db
 from tests.support import factories as f
 
@@ -128,7 +128,7 @@ async def test_deeply_nested_json_is_a_400_not_a_500(connect, http):
         ([{"op": "recheck", "members_of": ["user_1"]}], "recheck needs members_of"),
         ([{"op": "explode", "members_of": "user_1"}], "unknown op 'explode'"),
         (["not an object"], "a message must be an object"),
-        ([{"op": "emit", "event": ops.OP_EVENT, "data": {"op": "disconnect"}, "room": "r"}], "'realtime:op' is reserved"),
+        ([{"op": "emit", "event": room_ops.OP_EVENT, "data": {"op": "disconnect"}, "room": "r"}], "'realtime:op' is reserved"),
         ([{"op": "emit", "event": "task_updated", "room": "r"}], "emit needs data"),
     ],
     ids=lambda v: v if isinstance(v, str) and len(v) < 30 else None,
@@ -188,7 +188,7 @@ def test_the_nonce_store_is_bounded_and_pruned(monkeypatch):
 
 
 async def test_ops_without_a_room_arriving_through_redis_do_nothing(spawn, redis_server, database_path):
-    """Defence in depth: a malformed operation published on the Redis channel reaches ops.apply, which ignores it."""
+    """Defence in depth: a malformed operation published on the Redis channel reaches room_ops.apply, which ignores it."""
     from tests.support.py_client import PyClient
 
     node = spawn(REDIS_URL=redis_server.url)
@@ -206,7 +206,7 @@ async def test_ops_without_a_room_arriving_through_redis_do_nothing(spawn, redis
             publisher.publish(channel, json.dumps(message))
 
         for bad in ({"op": "disconnect"}, {"op": "disconnect", "members_of": None}, {"op": "leave", "room": str(project.pk)}, "junk"):
-            publish(ops.OP_EVENT, bad)
+            publish(room_ops.OP_EVENT, bad)
         publish("task_updated", {"title": "after the bad ops"}, room=str(project.pk))  # the listener handles in order
         assert (await client.wait_for("task_updated"))["title"] == "after the bad ops"
         assert client.connected

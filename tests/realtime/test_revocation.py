@@ -12,13 +12,20 @@ from typing import Any
 
 import httpx
 
+import realtime
 from crawls.models import CrawlJob
-from realtime import broadcasts, bus
 from tests.conftest import CLIENT_KINDS, db
 from tests.realtime.test_remote import watcher
 from tests.support import factories as f
 from tests.support.clients import ConnectionRefused
 from tests.support.processes import manage
+
+
+def mark_progress(crawl: CrawlJob, mark: Any) -> None:
+    """A marked ``crawl_progress`` to the crawl's room, straight from here (the test's thread)."""
+    realtime.emit_now_ignoring_transaction(
+        "crawl_progress", {"progressId": str(crawl.progress_id), "mark": mark}, room=str(crawl.progress_id)
+    )
 
 
 async def wait_disconnected(client: Any, seconds: float = 5.0) -> None:
@@ -75,7 +82,7 @@ async def test_losing_staff_leaves_what_is_no_longer_visible_and_stays_connected
     await db(f.make_task)(theirs, title="hidden")
     assert (await alice_client.wait_for("task_created"))["title"] == "hidden"
     for crawl in (their_crawl, my_crawl):
-        bus.submit(broadcasts.broadcast_crawl_progress(crawl.progress_id, {"progressId": str(crawl.progress_id), "mark": "after"}))
+        mark_progress(crawl, "after")
     await db(f.make_task)(shared, title="shared marker")
     await db(f.make_task)(mine, title="own marker")
     await client.wait_for("task_created", lambda t: t["title"] == "own marker")
@@ -129,7 +136,9 @@ async def test_staff_loss_from_a_command_reaches_every_node_through_redis(spawn,
 
 async def test_staff_lost_between_the_two_checks_of_a_join_keeps_no_room(connect, monkeypatch):
     """The window made deterministic: staff is removed right after a join's first check passed (on the stale user)."""
-    from realtime import handlers, progress
+    from crawls.live import CRAWLS
+
+    from projects import selectors
 
     alice, carol = await db(f.make_user)("alice"), await db(f.make_user)("carol", staff=True)
     theirs, mine = await db(f.make_project)(alice, title="alice's"), await db(f.make_project)(carol, title="carol's")
@@ -138,32 +147,33 @@ async def test_staff_lost_between_the_two_checks_of_a_join_keeps_no_room(connect
     await join(client, mine)
     assert (await client.call("crawl_subscribe", {"progress_id": str(my_crawl.progress_id)}))["ok"]
 
-    real_check, real_find = handlers.can_see_project, progress.find
+    real_check, real_find = selectors.can_see_project, CRAWLS._lookup
 
-    async def check_then_revoke(*, user: Any, project_id: str) -> bool:
-        seen = await real_check(user=user, project_id=project_id)
-        if project_id == str(theirs.pk) and user.is_staff:  # the first check, on the user read before it
-            await db(set_fields)(carol, is_staff=False)
+    # Both run in the server's worker thread (sync, ORM): the revocation is written right there.
+    def check_then_revoke(*, user: Any, project_id: Any) -> bool:
+        seen = real_check(user=user, project_id=project_id)
+        if str(project_id) == str(theirs.pk) and user.is_staff:  # the first check, on the user read before it
+            set_fields(type(carol).objects.get(pk=carol.pk), is_staff=False)
         return seen
 
-    def find_then_revoke(kind: str, progress_id: str) -> Any:
-        operation = real_find(kind, progress_id)
+    def find_then_revoke(progress_id: str) -> Any:
+        operation = real_find(progress_id)
         if progress_id == str(their_crawl.progress_id):
             set_fields(type(carol).objects.get(pk=carol.pk), is_staff=False)
         return operation
 
-    monkeypatch.setattr(handlers, "can_see_project", check_then_revoke)
+    monkeypatch.setattr(selectors, "can_see_project", check_then_revoke)
     assert await client.call("join_project", {"project_id": str(theirs.pk)}) == {"ok": False, "error": "project not found"}
     await db(set_fields)(carol, is_staff=True)
-    monkeypatch.setattr(progress, "find", find_then_revoke)
+    monkeypatch.setattr(CRAWLS, "_lookup", find_then_revoke)
     refused = await client.call("crawl_subscribe", {"progress_id": str(their_crawl.progress_id)})
     assert refused == {"ok": False, "error": "unknown progress id"}
     monkeypatch.undo()
 
     # Nothing of alice's reaches carol afterwards; her own rooms still do (the markers prove delivery had its chance).
     await db(f.make_task)(theirs, title="hidden")
-    bus.submit(broadcasts.broadcast_crawl_progress(their_crawl.progress_id, {"progressId": str(their_crawl.progress_id), "mark": 1}))
-    bus.submit(broadcasts.broadcast_crawl_progress(my_crawl.progress_id, {"progressId": str(my_crawl.progress_id), "mark": 2}))
+    mark_progress(their_crawl, 1)
+    mark_progress(my_crawl, 2)
     await db(f.make_task)(mine, title="own marker")
     await client.wait_for("task_created", lambda t: t["title"] == "own marker")
     await client.wait_for("crawl_progress", lambda p: p.get("mark") == 2)

@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from crawls import runner, services
 from crawls.models import CrawlJob, CrawlStatus
-from realtime import remote
+from realtime import flush
 
 EXIT = {CrawlStatus.COMPLETED: 0, CrawlStatus.FAILED: 1, CrawlStatus.CANCELLED: 130}
 
@@ -46,7 +46,7 @@ class Command(BaseCommand):
         self.stdout.write(str(job.progress_id))
         self.stdout.flush()
         status = asyncio.run(self._crawl(job, show=not no_progress))
-        delivered = remote.flush(5.0)
+        delivered = flush(5.0)
         job.refresh_from_db()
         self.stderr.write(f"\n{job.status}: {job.pages_done} pages{' — ' + job.error if job.error else ''}")
         if not delivered:
@@ -70,10 +70,9 @@ class Command(BaseCommand):
 
     async def _stop(self, job: CrawlJob) -> None:
         try:
-            await sync_to_async(services.crawl_request_stop)(job=job)  # crawl:stopping, then…
+            await sync_to_async(services.crawl_stop)(job=job)  # crawl:stopping, cancelled; the runner says crawl:stopped
         except services.CrawlError:
             return  # already over
-        runner.stop_local(str(job.progress_id))  # …cancel; the runner says crawl:stopped when done
 
     async def _paint(self, job: CrawlJob) -> None:
         width = 30

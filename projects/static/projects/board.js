@@ -2,7 +2,8 @@
 // The DOM is only ever drawn from the store; REST answers go through the store too (idempotent by version).
 // Every edit says which version it was made from (If-Match): if someone else changed the task first, the
 // server refuses it (409) with the task as it is now, which the board shows along with a conflict notice.
-import { Live, TaskStore, api, reason } from "../realtime/live.js";
+import { Live, api, reason } from "../realtime/live.js";
+import { TaskStore } from "./tasks.js";
 import { $, say } from "../realtime/dom.js";
 
 const STATUSES = ["todo", "doing", "review", "done"];

@@ -2,7 +2,7 @@
 // (re)connect with their snapshots reloaded, and events applied idempotently.
 //
 //   <script src="/static/vendor/socket.io/socket.io.min.js"></script>   (socket.io-client from npm)
-//   import { Live, TaskStore, ProgressState, api } from "/static/realtime/live.js";
+//   import { Live, ItemStore, ProgressState, api } from "/static/realtime/live.js";
 //
 // After a reconnect the server has a new session with no rooms: `want` remembers what the page
 // watches and sends it again on every connect, so snapshots (initial_tasks, projects_update, the
@@ -129,10 +129,14 @@ export class SnapshotParts {
   }
 }
 
-/** Tasks of one project, applied idempotently: by id, the higher `version` wins, deletions are final. */
-export class TaskStore {
-  constructor(onChange) {
-    this.tasks = new Map();
+/**
+ * Items of one room (tasks, notes…), applied idempotently: by `id`, the higher `version` wins, deletions are
+ * final. `key` names the snapshot frames' list (`initial_tasks` frames carry `tasks`).
+ */
+export class ItemStore {
+  constructor(onChange, { key = "items" } = {}) {
+    this.key = key;
+    this.items = new Map();
     this.deleted = new Set();
     this.liveSinceJoin = new Set();
     this.parts = new SnapshotParts();
@@ -145,50 +149,43 @@ export class TaskStore {
     this.parts.clear(); // frames of a snapshot cut off by the disconnect never complete
   }
 
-  apply(task, { live = true } = {}) {
-    if (this.deleted.has(task.id)) return false;
-    if (live) this.liveSinceJoin.add(task.id);
-    const current = this.tasks.get(task.id);
-    if (current && current.version >= task.version) return false;
-    this.tasks.set(task.id, task);
+  apply(item, { live = true } = {}) {
+    if (this.deleted.has(item.id)) return false;
+    if (live) this.liveSinceJoin.add(item.id);
+    const current = this.items.get(item.id);
+    if (current && current.version >= item.version) return false;
+    this.items.set(item.id, item);
     this.onChange();
     return true;
   }
 
-  remove(taskId) {
-    this.deleted.add(taskId);
-    this.liveSinceJoin.add(taskId);
-    if (this.tasks.delete(taskId)) this.onChange();
+  remove(id) {
+    this.deleted.add(id);
+    this.liveSinceJoin.add(id);
+    if (this.items.delete(id)) this.onChange();
   }
 
-  /** A whole `initial_tasks` snapshot: authoritative for everything not touched live since the join. */
-  snapshot(tasks) {
-    const present = new Set(tasks.map((t) => t.id));
-    for (const id of [...this.tasks.keys()]) {
-      if (!present.has(id) && !this.liveSinceJoin.has(id)) this.tasks.delete(id);
+  /** A whole snapshot: authoritative for everything not touched live since the join. */
+  snapshot(items) {
+    const present = new Set(items.map((t) => t.id));
+    for (const id of [...this.items.keys()]) {
+      if (!present.has(id) && !this.liveSinceJoin.has(id)) this.items.delete(id);
     }
-    for (const task of tasks) this.apply(task, { live: false });
+    for (const item of items) this.apply(item, { live: false });
     this.onChange();
   }
 
   /**
-   * One `initial_tasks` frame: its tasks apply at once (idempotently, so parts simply merge); when the
-   * snapshot's last part is in, tasks it does not list (and not touched live since the join) go.
+   * One snapshot frame: its items apply at once (idempotently, so parts simply merge); when the
+   * snapshot's last part is in, items it does not list (and not touched live since the join) go.
    */
   snapshotFrame(frame) {
-    const all = this.parts.add(frame, "tasks");
+    const all = this.parts.add(frame, this.key);
     if (all) {
       this.snapshot(all);
       return;
     }
-    for (const task of frame.tasks || []) this.apply(task, { live: false });
-  }
-
-  /** Visible tasks of one status, in board order. */
-  column(status) {
-    return [...this.tasks.values()]
-      .filter((t) => t.status === status && !t.archived)
-      .sort((a, b) => a.task_order - b.task_order || a.created_at.localeCompare(b.created_at));
+    for (const item of frame[this.key] || []) this.apply(item, { live: false });
   }
 }
 

@@ -1,8 +1,10 @@
-"""The event dispatcher: validation, permission errors and acknowledgements, in one place.
+"""Client events: the registry (``client_event``) and the dispatcher that runs them.
 
 Every client -> server event answers through its acknowledgement with
-``{"ok": true, ...}`` or ``{"ok": false, "error": "<reason>"}``. Bad input is
-logged once at warning level and never raises out of a handler.
+``{"ok": true, ...}`` or ``{"ok": false, "error": "<reason>"}``. Before a handler
+runs: the rate limit, the in-flight bound, payload validation (a ``Payload``
+model) and the user read afresh. Bad input is logged once at warning level and
+never raises out of a handler.
 """
 
 import json
@@ -15,21 +17,68 @@ import socketio
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from . import limits
-from .payloads import Empty, Payload
 
 log = logging.getLogger(__name__)
 User = get_user_model()
 
 Ack = dict[str, Any]
 BUSY = "busy: too many requests in flight"
-Handler = Callable[..., Awaitable[Ack | None]]
+GONE = "the connection is closed"  # the refusal (never seen by anyone) of work for a connection that went away
+
+
+class Payload(BaseModel):
+    """Base of client event payloads: unknown keys are refused, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Empty(Payload):
+    """An event that takes no payload (``{}`` or nothing)."""
 
 
 class Reject(Exception):
     """Raised by a handler to refuse a request; the message is sent back as the reason."""
+
+
+class Client:
+    """One connection, as a handler sees it: who it is, and what may be done with it."""
+
+    def __init__(self, ns: "Dispatcher", sid: str, user: Any) -> None:
+        self.ns, self.sid, self.user = ns, sid, user
+
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is still open. O(1) dict lookups: safe from a worker thread too."""
+        return bool(self.ns.server.manager.is_connected(self.sid, self.ns.namespace))
+
+    def still_connected(self) -> None:
+        """``Reject`` (one warning line, no traceback) when the connection has gone: nothing more is built for it."""
+        if not self.connected:
+            raise Reject(GONE)
+
+    async def fresh_user(self) -> Any:
+        """The user read again now (``Reject`` if deactivated, deleted or disconnected)."""
+        try:
+            return await self.ns.current_user(self.sid)
+        except KeyError:  # the session is gone: the connection closed meanwhile
+            raise Reject(GONE) from None
+
+    async def emit(self, event: str, data: Any) -> None:
+        """Send ``event`` to this connection only."""
+        await self.ns.emit(event, data, to=self.sid)
+
+    async def enter(self, room: str) -> None:
+        """Enter ``room`` (``Reject`` past REALTIME_MAX_ROOMS_PER_CONNECTION)."""
+        await self.ns.enter_room(self.sid, room)
+
+    async def leave(self, room: str) -> None:
+        await self.ns.leave_room(self.sid, room)
+
+
+Handler = Callable[[Client, Any], Awaitable[Ack | None]]
 
 
 @dataclass(frozen=True)
@@ -41,14 +90,26 @@ class Event:
 _events: dict[str, Event] = {}
 
 
-def on(name: str, payload: type[Payload] = Empty) -> Callable[[Handler], Handler]:
-    """Register ``handler(ns, sid, user, payload)`` for client event ``name``."""
+def client_event(name: str, payload: type[Payload] = Empty) -> Callable[[Handler], Handler]:
+    """Register ``async handler(client, payload) -> ack fields`` for client event ``name``.
+
+    The payload is validated against ``payload`` first; raise ``Reject("reason")`` to refuse.
+    The acknowledgement is ``{"ok": true, **returned}``. One handler per name: a second
+    registration of a name is a programming error (``ValueError``).
+    """
 
     def register(handler: Handler) -> Handler:
+        if name in _events:
+            raise ValueError(f"client event {name!r} is registered twice")
         _events[name] = Event(payload, handler)
         return handler
 
     return register
+
+
+def registered() -> dict[str, Event]:
+    """The registered client events, by name (a copy)."""
+    return dict(_events)
 
 
 def _describe(error: ValidationError) -> str:
@@ -125,7 +186,7 @@ class Dispatcher(socketio.AsyncNamespace):
             raise Reject(f"unknown event: {name}")
         payload = parse(entry.payload, data)
         user = await self.current_user(sid, session)
-        return {"ok": True, **(await entry.handler(self, sid, user, payload) or {})}
+        return {"ok": True, **(await entry.handler(Client(self, sid, user), payload) or {})}
 
     def _busy(self, sid: str, session: dict[str, Any], name: str) -> Ack:
         busy = session["_busy_in_a_row"] = session.get("_busy_in_a_row", 0) + 1

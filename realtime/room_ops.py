@@ -34,7 +34,7 @@ def disconnect(*, members_of: str) -> dict[str, Any]:
 
 
 def recheck(*, members_of: str) -> dict[str, Any]:
-    """Each connection in ``members_of`` leaves the rooms the database no longer allows it (see ``access``)."""
+    """Each connection in ``members_of`` leaves the rooms its room kinds no longer allow it (``room_kinds.may_stay``)."""
     return {"op": "recheck", "members_of": members_of}
 
 
@@ -91,7 +91,7 @@ async def apply(server: socketio.AsyncServer, op: Any) -> None:
 
 
 async def _recheck(server: socketio.AsyncServer, sids: list[str]) -> None:
-    from . import access  # imported late: it needs the apps' models, and bus (hence ops) loads early
+    from . import room_kinds  # imported late: bus (hence this module) loads before the dispatcher
 
     by_user: dict[int, dict[str, list[str]]] = defaultdict(dict)
     for sid in sids:
@@ -106,7 +106,7 @@ async def _recheck(server: socketio.AsyncServer, sids: list[str]) -> None:
     for user_id, watching in by_user.items():
         candidates = {room for watched in watching.values() for room in watched}
         # The database is read off the event loop; the rooms are left on it.
-        lost = set(await sync_to_async(access.rooms_to_leave)(user_id=user_id, candidates=sorted(candidates)))
+        lost = set(await sync_to_async(room_kinds.rooms_to_leave)(user_id=user_id, candidates=sorted(candidates)))
         for sid, watched in watching.items():
             for room in watched:
                 if room in lost:

@@ -1,0 +1,216 @@
+"""Room kinds: the rooms clients may enter, who may, and what a joiner is sent.
+
+A kind declares its join and leave events, the payload key naming the room's
+subject, the permission rule and the snapshot. realtime registers the two events
+and runs every join the same way:
+
+    validate → may_join(user, key) → enter → may_join again (the user read afresh; leave if refused)
+    → snapshot to the joiner (subscribed first, snapshot second: no update falls in the gap)
+
+The same rule answers ``recheck`` (a user lost a privilege: each of their rooms is
+checked again on every node). A room no kind claims fails closed.
+"""
+
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from pydantic import create_model
+
+from . import rooms
+from .dispatcher import GONE, Client, Empty, Payload, Reject, client_event
+from .snapshots import Frames, Snapshot, send_frames, unsent_bytes
+
+log = logging.getLogger(__name__)
+
+Key = Any
+SnapshotBuilder = Callable[[Any, Key], Snapshot | Frames | None]
+
+
+@dataclass(frozen=True)
+class RoomKind:
+    """One kind of room. Build it with ``room_kind``; ``room(key)`` spells a room of this kind."""
+
+    join: str  # client event that enters, e.g. "join_project"
+    leave: str  # client event that leaves
+    key: str | None = None  # payload field naming the subject ("project_id"); None: the event takes no payload
+    key_type: type = uuid.UUID
+    prefix: str = ""  # a keyed room is spelled prefix + str(key)
+    per_user: Callable[[Any], Sequence[str]] | None = None  # a keyless kind's rooms for one user
+    may_join: Callable[[Any, Key], bool] | None = None  # sync (ORM allowed); None: any authenticated user
+    snapshot: SnapshotBuilder | None = None  # sync, in a worker thread: sent to the joiner after entering
+    live_snapshot: Callable[[Key], Snapshot | None] | None = None  # on the event loop, must not block: tried first
+    refusal: str = "not found"  # the same answer for unknown and forbidden: no probing
+
+    def room(self, key: Key) -> str:
+        """The room of ``key`` (keyed kinds)."""
+        return f"{self.prefix}{key}"
+
+    def rooms_for(self, user: Any, key: Key) -> list[str]:
+        if self.key is None:
+            return list(self.per_user(user)) if self.per_user else []
+        return [self.room(key)]
+
+    def parse(self, room: str) -> tuple[bool, Key]:
+        """``(True, key)`` when ``room`` is spelled like a room of this (keyed) kind."""
+        if self.key is None or not room.startswith(self.prefix):
+            return False, None
+        try:
+            return True, self.key_type(room[len(self.prefix) :])
+        except (TypeError, ValueError):
+            return False, None
+
+    def allows(self, user: Any, key: Key) -> bool:
+        """Sync: may ``user`` be in the room of ``key``?"""
+        return bool(user.is_active) and (self.may_join is None or bool(self.may_join(user, key)))
+
+
+_kinds: list[RoomKind] = []
+
+
+def room_kind(
+    *,
+    join: str,
+    leave: str,
+    key: str | None = None,
+    key_type: type = uuid.UUID,
+    prefix: str = "",
+    per_user: Callable[[Any], Sequence[str]] | None = None,
+    may_join: Callable[[Any, Key], bool] | None = None,
+    snapshot: SnapshotBuilder | None = None,
+    live_snapshot: Callable[[Key], Snapshot | None] | None = None,
+    refusal: str = "not found",
+) -> RoomKind:
+    """Declare a kind of room and register its join and leave client events.
+
+    Keyed kinds (``key="board_id"``): the payload is ``{board_id: <key_type>}``, the room is
+    ``prefix + str(key)``, and the acks are ``{ok, board_id}``. Keyless kinds take no payload
+    and enter ``per_user(user)``. ``may_join(user, key)`` is checked before entering and again,
+    with the user read afresh, after; ``snapshot(user, key)`` builds what the joiner is sent.
+    """
+    if key is None and per_user is None:
+        raise ValueError(f"{join}: a keyless room kind needs per_user")
+    if key is not None and prefix.startswith(rooms.INTERNAL_PREFIXES):
+        raise ValueError(f"{join}: room prefix {prefix!r} is reserved for realtime's own rooms")
+    kind = RoomKind(join, leave, key, key_type, prefix, per_user, may_join, snapshot, live_snapshot, refusal)
+    model: type[Payload] = create_model(f"{join}_payload", __base__=Payload, **{key: (key_type, ...)}) if key else Empty
+
+    @client_event(join, model)
+    async def _join(client: Client, payload: Payload) -> dict[str, Any]:
+        return await join_room(kind, client, getattr(payload, key) if key else None)
+
+    @client_event(leave, model)
+    async def _leave(client: Client, payload: Payload) -> dict[str, Any]:
+        value = getattr(payload, key) if key else None
+        for room in kind.rooms_for(client.user, value):
+            await client.leave(room)
+        return _ack(kind, value)
+
+    _kinds.append(kind)
+    return kind
+
+
+def _ack(kind: RoomKind, key: Key) -> dict[str, Any]:
+    """``{key: value}`` as the client would send it: ints stay numbers, anything else (a UUID) is its string."""
+    if kind.key is None:
+        return {}
+    return {kind.key: key if isinstance(key, int | str) else str(key)}
+
+
+async def join_room(kind: RoomKind, client: Client, key: Key) -> dict[str, Any]:
+    """Enter the kind's room(s) for ``key``, checked before and after entering, then send the snapshot."""
+    client.still_connected()
+    allowed = sync_to_async(kind.allows)
+    if not await allowed(client.user, key):
+        raise Reject(kind.refusal)
+    entered = kind.rooms_for(client.user, key)
+    try:
+        for room in entered:
+            await client.enter(room)
+        # Checked again with the user read afresh: a revocation committed in between (membership,
+        # staff, deactivation) is then either seen here or finds the connection already in the room.
+        if not await allowed(await client.fresh_user(), key):
+            raise Reject(kind.refusal)
+        client.still_connected()
+    except Reject:
+        for room in entered:
+            await client.leave(room)
+        raise
+    await _send_snapshot(kind, client, key)
+    return _ack(kind, key)
+
+
+async def _send_snapshot(kind: RoomKind, client: Client, key: Key) -> None:
+    if kind.live_snapshot is not None:
+        # Read and emitted with no await in between: it cannot overtake a newer live event.
+        current = kind.live_snapshot(key)
+        if current is not None:
+            await client.emit(current.event, current.data)
+            return
+    if kind.snapshot is None:
+        return
+    built = await sync_to_async(_build)(kind, client, key)
+    if built is None:
+        raise Reject(GONE)
+    event, frames = built
+    ns = client.ns
+    await send_frames(
+        event,
+        frames,
+        emit=client.emit,
+        unsent=lambda: unsent_bytes(ns.server, client.sid, ns.namespace),
+        still_connected=client.still_connected,
+    )
+
+
+def _build(kind: RoomKind, client: Client, key: Key) -> tuple[str, list[Any]] | None:
+    """The snapshot as (event, payloads), built in a worker thread; None when the joiner left meanwhile.
+
+    Many snapshots may wait for that thread: each checks, when its turn comes, that someone still wants it.
+    """
+    if not client.connected:
+        return None
+    snapshot = kind.snapshot(client.user, key) if kind.snapshot else None
+    if not client.connected:
+        return None
+    if snapshot is None:
+        return "", []
+    if isinstance(snapshot, Frames):
+        return snapshot.event, snapshot.frames()
+    return snapshot.event, [snapshot.data]
+
+
+def may_stay(user: Any, room: str) -> bool:
+    """Sync: whether ``user`` may still be in ``room``. Internal rooms stay; a room no kind claims fails closed."""
+    if rooms.is_internal(room):
+        return True
+    claimed = False
+    for kind in _kinds:
+        if kind.key is None:
+            if kind.per_user is not None and room in kind.per_user(user):
+                claimed = True
+                if kind.allows(user, None):
+                    return True
+            continue
+        matches, key = kind.parse(room)
+        # Kinds may share a spelling (project and progress rooms are both a bare UUID): any grants it.
+        if matches:
+            claimed = True
+            if kind.allows(user, key):
+                return True
+    if not claimed:
+        log.warning("recheck: room %r is of no known kind: leaving it", room)
+    return False
+
+
+def rooms_to_leave(*, user_id: int, candidates: Sequence[str]) -> list[str]:
+    """Sync: of ``candidates`` (rooms the user's connections are in), those they may no longer be in."""
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.filter(pk=user_id).first()
+    if user is None:
+        return [room for room in candidates if not rooms.is_internal(room)]
+    return [room for room in candidates if not may_stay(user, room)]
