@@ -7,10 +7,8 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.core.exceptions import ValidationError
-from django.db.models.signals import m2m_changed
-from django.dispatch import receiver
 
-from realtime import Client, Reject, Snapshot, client_event, leave_rooms_on_commit, live_model, m2m_changed_ids, room_kind
+from realtime import Client, Reject, Snapshot, client_event, leave_when_removed, live_model, room_kind
 
 from . import schemas, selectors, services
 from .models import ChatMessage, ChatSession
@@ -50,16 +48,5 @@ def _post_as(user: Any, payload: ChatPost) -> ChatMessage:
         raise Reject("invalid payload: " + "; ".join(f"{k}: {m}" for k, ms in error.message_dict.items() for m in ms)) from None
 
 
-def _removed(instance: Any, *, action: str, reverse: bool, pk_set: set[Any] | None) -> list[tuple[int, str]]:
-    """The (user, room) pairs a participants change removed, from either side (``session.participants``, ``user.chat_sessions``)."""
-    changed = m2m_changed_ids(instance, action=action, pk_set=pk_set, related="chat_sessions" if reverse else "participants")
-    if not changed or action == "post_add":
-        return []
-    return [(instance.pk, CHAT.room(s)) for s in changed] if reverse else [(u, CHAT.room(instance.pk)) for u in changed]
-
-
 # A removed participant's connections leave the room at once (they would otherwise keep receiving it).
-@receiver(m2m_changed, sender=ChatSession.participants.through, dispatch_uid="chat.live.participants_changed")
-def _participants_changed(sender: type, instance: Any, action: str, reverse: bool, pk_set: set[Any] | None, **kwargs: Any) -> None:
-    if pairs := _removed(instance, action=action, reverse=reverse, pk_set=pk_set):
-        leave_rooms_on_commit(pairs)
+leave_when_removed(ChatSession.participants, CHAT)

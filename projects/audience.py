@@ -29,7 +29,9 @@ def list_room(user_id: int) -> str:
 
 
 def project_room(project_id: UUID | str) -> str:
-    return str(project_id)
+    from .live import PROJECT  # imported here: live.py imports this module for its receivers
+
+    return PROJECT.room(project_id)
 
 
 @dataclass
@@ -71,7 +73,7 @@ def _flush() -> None:
             seen = {p.pk for p in visible}
             revoked += [(user.pk, project_room(pid)) for pid in changes.project_ids if pid not in seen]
     if lists or revoked:
-        submit(_send(lists, revoked))
+        submit(_send(lists, revoked), ordered=True)  # after the rechecks committed before it (realtime's revocations)
 
 
 async def _send(lists: dict[int, list[dict[str, Any]]], revoked: list[tuple[int, str]]) -> None:

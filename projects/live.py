@@ -32,6 +32,7 @@ PROJECT = room_kind(
 PROJECT_LIST = room_kind(
     join="subscribe_projects",
     leave="unsubscribe_projects",
+    prefix="project_list",
     per_user=lambda user: ["project_list", audience.list_room(user.pk)],
     snapshot=lambda user, _: Frames(
         "projects_update", "projects", [schemas.project_json(p) for p in selectors.visible_projects(user=user)]

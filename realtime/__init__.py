@@ -9,7 +9,7 @@ loads Django models before the app registry is ready.
 """
 
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 _API = {
     # sending
@@ -22,7 +22,9 @@ _API = {
     "leave_rooms_on_commit": "realtime.broadcast",
     "close_room": "realtime.broadcast",
     "close_room_on_commit": "realtime.broadcast",
+    "disconnect_room": "realtime.broadcast",
     "disconnect_on_commit": "realtime.broadcast",
+    "recheck_user": "realtime.broadcast",
     "recheck_user_on_commit": "realtime.broadcast",
     "flush": "realtime.remote",
     # declaring
@@ -45,6 +47,7 @@ _API = {
     "may_watch": "realtime.progress",
     "at_startup": "realtime.lifecycle",
     "m2m_changed_ids": "realtime.m2m",
+    "leave_when_removed": "realtime.m2m",
     # rooms realtime keeps for every connection
     "user_room": "realtime.rooms",
     # credentials and serving
@@ -54,6 +57,34 @@ _API = {
 _RENAMED = {"user_room": "user", "token_user": "token_owner"}
 
 __all__ = sorted(_API)
+
+if TYPE_CHECKING:  # what type checkers and editors see: the same names, resolved eagerly
+    from .asgi import asgi_app
+    from .broadcast import (
+        close_room,
+        close_room_on_commit,
+        disconnect_on_commit,
+        disconnect_room,
+        emit,
+        emit_now_ignoring_transaction,
+        emit_on_commit,
+        leave_rooms,
+        leave_rooms_on_commit,
+        recheck_user,
+        recheck_user_on_commit,
+        run_on_commit,
+        submit,
+    )
+    from .dispatcher import Client, Payload, Reject, client_event
+    from .lifecycle import at_startup
+    from .live_models import live_model
+    from .m2m import leave_when_removed, m2m_changed_ids
+    from .progress import Operation, ProgressKind, ProgressRun, ProgressState, may_watch, progress_kind
+    from .remote import flush
+    from .room_kinds import RoomKind, room_kind
+    from .rooms import user as user_room
+    from .snapshots import Frames, Snapshot, emit_frames, snapshot_frames
+    from .tokens import token_owner as token_user
 
 
 def __getattr__(name: str) -> Any:

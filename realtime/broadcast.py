@@ -23,7 +23,7 @@ async def emit(event: str, data: Any, *, room: str) -> None:
 def run_on_commit(helper: AsyncHelper, *args: Any, **kwargs: Any) -> None:
     """Run an async helper once the current transaction commits (at once in autocommit); never on rollback."""
     # The coroutine is created at commit time: a rollback leaves nothing un-awaited behind.
-    transaction.on_commit(lambda: bus.submit(helper(*args, **kwargs)))
+    transaction.on_commit(lambda: bus.submit(helper(*args, **kwargs), ordered=True))
 
 
 def emit_on_commit(event: str, data: Any, *, room: str) -> None:
@@ -38,7 +38,7 @@ def emit_now_ignoring_transaction(event: str, data: Any, *, room: str) -> None:
 
     For what is not database state (a progress tick, a notice); a model change goes ``emit_on_commit``.
     """
-    bus.submit(bus.emit(event, data, room=room))
+    bus.submit(bus.emit(event, data, room=room), ordered=True)
 
 
 async def leave_rooms(pairs: Iterable[tuple[int, str]]) -> None:
@@ -70,11 +70,19 @@ def disconnect_on_commit(room: str) -> None:
     run_on_commit(disconnect_room, room)
 
 
+async def recheck_user(user_id: int) -> None:
+    """Each connection of the user leaves every room its room kind no longer allows, on every node."""
+    await bus.recheck(members_of=rooms.user(user_id))
+
+
 def recheck_user_on_commit(user_id: int) -> None:
     """Once committed, each connection of the user leaves every room its room kind no longer allows, on every node."""
-    run_on_commit(bus.recheck, members_of=rooms.user(user_id))
+    run_on_commit(recheck_user, user_id)
 
 
-def submit(coro: Coroutine[Any, Any, Any]) -> None:
-    """Run a coroutine on this process's server loop (or to completion here, without one); never waits for delivery."""
-    bus.submit(coro)
+def submit(coro: Coroutine[Any, Any, Any], *, ordered: bool = False) -> None:
+    """Run a coroutine on this process's server loop (or to completion here, without one); never waits for delivery.
+
+    ``ordered``: after whatever this thread submitted before in order (as everything sent on commit is).
+    """
+    bus.submit(coro, ordered=ordered)

@@ -18,6 +18,7 @@ import contextvars
 import logging
 import threading
 from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any
 
 import socketio
@@ -134,6 +135,10 @@ _tails: dict[int, asyncio.Task[Any]] = {}
 IN_TURN_WAIT = 5.0
 
 
+def _start_now(coro: Coroutine[Any, Any, Any]) -> None:
+    _keep(asyncio.get_running_loop().create_task(coro))
+
+
 def _start_after_previous(thread: int, coro: Coroutine[Any, Any, Any]) -> None:
     """On the server loop: run ``coro`` once the thread's previous submission has finished (whatever its outcome)."""
     previous = _tails.get(thread)
@@ -141,6 +146,8 @@ def _start_after_previous(thread: int, coro: Coroutine[Any, Any, Any]) -> None:
     async def in_turn() -> Any:
         if previous is not None and not previous.done():
             await asyncio.wait([previous], timeout=IN_TURN_WAIT)  # never raises: a failed predecessor was logged by _done
+            if not previous.done():
+                log.warning("a broadcast waited %.0f s for the one submitted before it: sent now, out of order", IN_TURN_WAIT)
         return await coro
 
     task = asyncio.get_running_loop().create_task(in_turn())
@@ -149,22 +156,24 @@ def _start_after_previous(thread: int, coro: Coroutine[Any, Any, Any]) -> None:
     _keep(task)
 
 
-def submit(coro: Coroutine[Any, Any, Any]) -> None:
+def submit(coro: Coroutine[Any, Any, Any], *, ordered: bool = False) -> None:
     """Run an async emit helper (or any coroutine) from sync code, in any thread, without waiting.
 
-    In a server process it runs on the server's event loop. What one thread submits is carried
-    out in the order submitted, each after the previous one has finished: rooms revoked on commit
-    are left before the list sent after them arrives, whatever each of them awaits.
+    In a server process it runs on the server's event loop. ``ordered`` submissions of one thread
+    (everything sent on commit) are carried out in the order submitted, each after the previous
+    one has finished: rooms revoked on commit are left before the list sent after them arrives,
+    whatever each of them awaits. Unordered ones (launching a job) start at once.
     """
     loop = None if _capture.get() is not None else _loop  # captured: never handed to a server loop in another thread
     if loop is not None and loop.is_running():
         thread = threading.get_ident()
+        start = partial(_start_after_previous, thread, coro) if ordered else partial(_start_now, coro)
         if thread == _loop_thread:
-            _start_after_previous(thread, coro)
+            start()
         else:
             # A fresh context, not the caller's: a request thread's context (asgiref's
             # per-request executor) must not leak into work that outlives the request.
-            loop.call_soon_threadsafe(_start_after_previous, thread, coro, context=contextvars.Context())
+            loop.call_soon_threadsafe(start, context=contextvars.Context())
         return
     try:
         running = asyncio.get_running_loop()

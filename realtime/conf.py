@@ -31,8 +31,8 @@ DEFAULTS: dict[str, Any] = {
     "REALTIME_PUBLISH_MAX_BYTES": 4_000_000,
     "REDIS_URL": None,  # set: several server processes share rooms through Redis
     "REALTIME_REDIS_CHANNEL": "realtime",
-    # Where commands on this machine publish without Redis: the server ``make run``-style on PORT.
-    "REALTIME_SERVER_URL": f"http://127.0.0.1:{os.environ.get('PORT', '8000')}",
+    # Where commands on this machine publish without Redis: the server on this machine (its PORT).
+    "REALTIME_SERVER_URL": os.environ.get("REALTIME_SERVER_URL") or f"http://127.0.0.1:{os.environ.get('PORT', '8000')}",
 }
 
 

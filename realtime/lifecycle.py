@@ -1,4 +1,4 @@
-"""A serving process's start: work other apps need done (registered from their ``ready()``), GC tuning, log filters."""
+"""A serving process's start: work apps need done (``at_startup``, from their ``live.py``), GC tuning, log filters."""
 
 import gc
 import logging
@@ -15,6 +15,7 @@ _gc_tuned = False
 
 
 def at_startup(hook: Hook) -> Hook:
+    """Run ``async hook()`` when a server process starts, before it serves (e.g. mark jobs a dead process left)."""
     startup_hooks.append(hook)
     return hook
 

@@ -18,6 +18,7 @@ a timestamp, fields that are None left out.
 """
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,11 +31,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from . import bus
-from .progress_stream import ProgressStream
+from .progress_stream import ProgressStream, State
 from .room_kinds import RoomKind, room_kind
 from .snapshots import Snapshot
 
-State = dict[str, Any]
+log = logging.getLogger(__name__)
 
 
 class ProgressState(BaseModel):
@@ -124,7 +125,10 @@ class ProgressRun:
 
     async def _send(self, state: State) -> None:
         if self._persist is not None:
-            await self._persist(state)  # stored first: a late subscriber reads the same
+            try:
+                await self._persist(state)  # stored first: a late subscriber reads the same
+            except Exception:  # noqa: BLE001  (the watchers are told anyway: a lost save must not lose the event too)
+                log.exception("progress %s: storing a state failed; it is sent all the same", self.progress_id)
         self.state = state  # no await between this and the emit: a subscriber gets this or a newer one
         await bus.emit(self.kind.event, state, room=self.kind.room(self.progress_id))
 
@@ -135,7 +139,7 @@ class ProgressKind:
     def __init__(self, *, subscribe: str, unsubscribe: str, event: str, lookup: Callable[[str], Operation | None]) -> None:
         self.event, self._lookup = event, lookup
         self._runs: dict[str, ProgressRun] = {}  # this process's runs (process state, not client state)
-        self.rooms: RoomKind = room_kind(
+        self.room_kind: RoomKind = room_kind(
             join=subscribe,
             leave=unsubscribe,
             key="progress_id",
@@ -146,7 +150,7 @@ class ProgressKind:
         )
 
     def room(self, progress_id: UUID | str) -> str:
-        return self.rooms.room(progress_id)
+        return self.room_kind.room(progress_id)
 
     def find(self, progress_id: UUID | str) -> Operation | None:
         """Sync (ORM): the operation, wherever it runs, or None."""

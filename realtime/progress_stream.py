@@ -6,11 +6,13 @@ Percentages never move backwards.
 """
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 State = dict[str, Any]
+log = logging.getLogger(__name__)
 
 
 class ProgressStream:
@@ -59,4 +61,7 @@ class ProgressStream:
         await asyncio.sleep(max(0.0, self._last_sent + self.interval - time.monotonic()))
         async with self._lock:
             if self._held is not None:
-                await self._send(self._held)
+                try:
+                    await self._send(self._held)
+                except Exception:  # noqa: BLE001  (nobody awaits this task: said here, not lost silently)
+                    log.exception("a held progress state could not be sent")

@@ -9,8 +9,8 @@ wait on the network:
   ``SECRET_KEY`` to the server at ``REALTIME_SERVER_URL`` (``realtime.views``).
 
 A failed delivery is retried briefly, then reported with one clear log line.
-With no server running, events are dropped with one info line: their state is
-in the database already.
+With no server running, events are dropped with one warning line: their state
+is in the database already.
 """
 
 import atexit
@@ -143,8 +143,9 @@ class Sender:
             except NoServer as error:
                 if not self.said_no_server:
                     self.said_no_server = True
-                    log.info(
-                        "no realtime server at %s (%s): live events from this process are dropped; the database has the changes",
+                    log.warning(
+                        "no realtime server at %s (%s): live events from this process are dropped; the database has the changes"
+                        " (set REALTIME_SERVER_URL to the running server, or REDIS_URL)",
                         settings.REALTIME_SERVER_URL,
                         error,
                     )
@@ -165,12 +166,12 @@ class Sender:
 
 def _report_lost(batch: list[dict[str, Any]], *, attempts: int, error: Exception) -> None:
     """One error line saying what was lost: events are state the database has; room operations are revocations."""
-    room_ops = [m for m in batch if m.get("op") != "emit"]
-    events = len(batch) - len(room_ops)
-    log.error("could not deliver %d live event(s) and %d room operation(s) after %d attempts: %s", events, len(room_ops), attempts, error)
-    if room_ops:
-        shown = "; ".join(room_ops.describe(op) for op in room_ops[:20])
-        more = f" (and {len(room_ops) - 20} more)" if len(room_ops) > 20 else ""
+    ops = [m for m in batch if m.get("op") != "emit"]
+    events = len(batch) - len(ops)
+    log.error("could not deliver %d live event(s) and %d room operation(s) after %d attempts: %s", events, len(ops), attempts, error)
+    if ops:
+        shown = "; ".join(room_ops.describe(op) for op in ops[:20])
+        more = f" (and {len(ops) - 20} more)" if len(ops) > 20 else ""
         log.error(
             "LOST room operations (connections on the servers keep rooms they should have left until they reconnect): %s%s", shown, more
         )

@@ -11,14 +11,17 @@ The same rule answers ``recheck`` (a user lost a privilege: each of their rooms 
 checked again on every node). A room no kind claims fails closed.
 """
 
+import contextlib
+import inspect
 import logging
+import re
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from asgiref.sync import sync_to_async
-from pydantic import create_model
+from pydantic import Field, Strict, create_model
 
 from . import rooms
 from .dispatcher import GONE, Client, Empty, Payload, Reject, client_event
@@ -38,7 +41,7 @@ class RoomKind:
     leave: str  # client event that leaves
     key: str | None = None  # payload field naming the subject ("project_id"); None: the event takes no payload
     key_type: type = uuid.UUID
-    prefix: str = ""  # a keyed room is spelled prefix + str(key)
+    prefix: str = ""  # a keyed room is spelled prefix + str(key); a keyless kind's rooms all start with it
     per_user: Callable[[Any], Sequence[str]] | None = None  # a keyless kind's rooms for one user
     may_join: Callable[[Any, Key], bool] | None = None  # sync (ORM allowed); None: any authenticated user
     snapshot: SnapshotBuilder | None = None  # sync, in a worker thread: sent to the joiner after entering
@@ -51,21 +54,26 @@ class RoomKind:
 
     def rooms_for(self, user: Any, key: Key) -> list[str]:
         if self.key is None:
-            return list(self.per_user(user)) if self.per_user else []
+            found = list(self.per_user(user)) if self.per_user else []
+            stray = [room for room in found if not room.startswith(self.prefix) or rooms.is_internal(room)]
+            if stray:  # a programming error: refused rather than entering a room another kind (or realtime) owns
+                raise ValueError(f"{self.join}: per_user gave {stray!r}, not rooms starting with {self.prefix!r}")
+            return found
         return [self.room(key)]
 
     def parse(self, room: str) -> tuple[bool, Key]:
-        """``(True, key)`` when ``room`` is spelled like a room of this (keyed) kind."""
+        """``(True, key)`` when ``room`` is exactly the room of some key of this (keyed) kind."""
         if self.key is None or not room.startswith(self.prefix):
             return False, None
         try:
-            return True, self.key_type(room[len(self.prefix) :])
-        except (TypeError, ValueError):
+            key = self.key_type(room[len(self.prefix) :])
+        except (TypeError, ValueError, OverflowError):
             return False, None
+        return (True, key) if self.room(key) == room else (False, None)  # one spelling per room: "board_01" is not board 1
 
     def allows(self, user: Any, key: Key) -> bool:
-        """Sync: may ``user`` be in the room of ``key``?"""
-        return bool(user.is_active) and (self.may_join is None or bool(self.may_join(user, key)))
+        """Sync: may ``user`` be in the room of ``key``? Only a True answer admits."""
+        return bool(user.is_active) and (self.may_join is None or self.may_join(user, key) is True)
 
 
 _kinds: list[RoomKind] = []
@@ -93,10 +101,12 @@ def room_kind(
     """
     if key is None and per_user is None:
         raise ValueError(f"{join}: a keyless room kind needs per_user")
-    if key is not None and prefix.startswith(rooms.INTERNAL_PREFIXES):
-        raise ValueError(f"{join}: room prefix {prefix!r} is reserved for realtime's own rooms")
+    for name, given in (("per_user", per_user), ("may_join", may_join), ("snapshot", snapshot), ("live_snapshot", live_snapshot)):
+        if inspect.iscoroutinefunction(given):  # a coroutine is truthy: an async may_join would admit everyone
+            raise ValueError(f"{join}: {name} must be a plain function (it runs in a worker thread; the ORM is allowed there)")
     kind = RoomKind(join, leave, key, key_type, prefix, per_user, may_join, snapshot, live_snapshot, refusal)
-    model: type[Payload] = create_model(f"{join}_payload", __base__=Payload, **{key: (key_type, ...)}) if key else Empty
+    _check_spelling(kind)
+    model: type[Payload] = create_model(f"{join}_payload", __base__=Payload, **{key: (_key_field(key_type), ...)}) if key else Empty
 
     @client_event(join, model)
     async def _join(client: Client, payload: Payload) -> dict[str, Any]:
@@ -113,6 +123,50 @@ def room_kind(
     return kind
 
 
+def _check_spelling(kind: RoomKind) -> None:
+    """Refuse (``ValueError``) a kind whose rooms could be spelled like realtime's own or another kind's.
+
+    Otherwise a client allowed into its own room of one kind (a text key, a tag numbered like a board)
+    would receive another kind's room, or name a user's internal room. Two kinds collide when one's
+    prefix plus some key can spell the other's prefix plus some key. UUID-keyed kinds may share a
+    prefix (project and progress rooms are both a bare UUID): a UUID names one thing only.
+    """
+    if kind.key is None and not kind.prefix:
+        raise ValueError(f"{kind.join}: a keyless room kind needs a prefix its rooms start with")
+    internal = [RoomKind("", "", None, str, p) for p in rooms.INTERNAL_PREFIXES]  # realtime's own rooms: any text after
+    for other in [*internal, *_kinds]:
+        if _collide(kind, other):
+            whose = f"{other.join}'s" if other.join else "realtime's own"
+            raise ValueError(f"{kind.join}: rooms spelled {kind.prefix!r} + key could be {whose} rooms ({other.prefix!r} + …)")
+
+
+def _text_after(kind: RoomKind) -> str | None:
+    """What may follow the kind's prefix, as a regular expression (None: any text)."""
+    if kind.key is None or not issubclass(kind.key_type, int | uuid.UUID):
+        return None  # keyless (rooms chosen by code), text or custom keys: anything
+    return r"-?[0-9]*" if issubclass(kind.key_type, int) else r"[0-9a-f-]*"
+
+
+def _collide(a: RoomKind, b: RoomKind) -> bool:
+    if a.prefix == b.prefix:
+        if a.key_type is b.key_type is uuid.UUID and a.key and b.key:
+            return False
+        after_a, after_b = _text_after(a), _text_after(b)
+        return after_a is None or after_b is None or after_a == after_b
+    shorter, longer = (a, b) if b.prefix.startswith(a.prefix) else (b, a)
+    if not longer.prefix.startswith(shorter.prefix):
+        return False
+    pattern = _text_after(shorter)  # can the shorter kind's key begin with the rest of the longer prefix?
+    return pattern is None or re.fullmatch(pattern, longer.prefix[len(shorter.prefix) :]) is not None
+
+
+def _key_field(key_type: type) -> Any:
+    """The payload's key as validated: an int key must be a JSON integer in 64 bits ("5", 5.0 and true are refused)."""
+    if issubclass(key_type, int) and key_type is not bool:
+        return Annotated[int, Strict(), Field(ge=-(2**63), lt=2**63)]
+    return key_type
+
+
 def _ack(kind: RoomKind, key: Key) -> dict[str, Any]:
     """``{key: value}`` as the client would send it: ints stay numbers, anything else (a UUID) is its string."""
     if kind.key is None:
@@ -127,23 +181,29 @@ async def join_room(kind: RoomKind, client: Client, key: Key) -> dict[str, Any]:
     if not await allowed(client.user, key):
         raise Reject(kind.refusal)
     entered = kind.rooms_for(client.user, key)
+    if any(rooms.is_internal(room) for room in entered):  # checked at declaration too; never a client's to enter
+        raise Reject(kind.refusal)
     try:
         for room in entered:
             await client.enter(room)
         # Checked again with the user read afresh: a revocation committed in between (membership,
         # staff, deactivation) is then either seen here or finds the connection already in the room.
-        if not await allowed(await client.fresh_user(), key):
+        fresh = await client.fresh_user()
+        if not await allowed(fresh, key):
             raise Reject(kind.refusal)
         client.still_connected()
-    except Reject:
+        await _send_snapshot(kind, client, key, fresh)  # built for the user as now read, not as before entering
+    except BaseException:
+        # Whatever failed (a refusal, a database error, a snapshot that could not be built or sent):
+        # no room is kept by a join that did not answer ok.
         for room in entered:
-            await client.leave(room)
+            with contextlib.suppress(Exception):
+                await client.leave(room)
         raise
-    await _send_snapshot(kind, client, key)
     return _ack(kind, key)
 
 
-async def _send_snapshot(kind: RoomKind, client: Client, key: Key) -> None:
+async def _send_snapshot(kind: RoomKind, client: Client, key: Key, user: Any) -> None:
     if kind.live_snapshot is not None:
         # Read and emitted with no await in between: it cannot overtake a newer live event.
         current = kind.live_snapshot(key)
@@ -152,7 +212,7 @@ async def _send_snapshot(kind: RoomKind, client: Client, key: Key) -> None:
             return
     if kind.snapshot is None:
         return
-    built = await sync_to_async(_build)(kind, client, key)
+    built = await sync_to_async(_build)(kind, client, key, user)
     if built is None:
         raise Reject(GONE)
     event, frames = built
@@ -166,14 +226,14 @@ async def _send_snapshot(kind: RoomKind, client: Client, key: Key) -> None:
     )
 
 
-def _build(kind: RoomKind, client: Client, key: Key) -> tuple[str, list[Any]] | None:
+def _build(kind: RoomKind, client: Client, key: Key, user: Any) -> tuple[str, list[Any]] | None:
     """The snapshot as (event, payloads), built in a worker thread; None when the joiner left meanwhile.
 
     Many snapshots may wait for that thread: each checks, when its turn comes, that someone still wants it.
     """
     if not client.connected:
         return None
-    snapshot = kind.snapshot(client.user, key) if kind.snapshot else None
+    snapshot = kind.snapshot(user, key) if kind.snapshot else None
     if not client.connected:
         return None
     if snapshot is None:
@@ -189,18 +249,22 @@ def may_stay(user: Any, room: str) -> bool:
         return True
     claimed = False
     for kind in _kinds:
-        if kind.key is None:
-            if kind.per_user is not None and room in kind.per_user(user):
+        try:
+            if kind.key is None:
+                if kind.per_user is not None and room in kind.per_user(user):
+                    claimed = True
+                    if kind.allows(user, None):
+                        return True
+                continue
+            matches, key = kind.parse(room)
+            # Kinds may share a spelling (project and progress rooms are both a bare UUID): any grants it.
+            if matches:
                 claimed = True
-                if kind.allows(user, None):
+                if kind.allows(user, key):
                     return True
-            continue
-        matches, key = kind.parse(room)
-        # Kinds may share a spelling (project and progress rooms are both a bare UUID): any grants it.
-        if matches:
+        except Exception:  # noqa: BLE001  (a check that fails grants nothing: the room is left, fail closed)
+            log.exception("recheck: %s's check of room %r failed: leaving it", kind.join, room)
             claimed = True
-            if kind.allows(user, key):
-                return True
     if not claimed:
         log.warning("recheck: room %r is of no known kind: leaving it", room)
     return False

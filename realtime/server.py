@@ -281,7 +281,12 @@ async def on_startup() -> None:
     lifecycle.install_log_filters()
     bus.attach(sio)
     for hook in lifecycle.startup_hooks:
-        await hook()
+        try:
+            await hook()
+        except Exception:
+            # engine.io's lifespan handler swallows the exception: say here which hook failed, and why.
+            log.exception("startup hook %s.%s failed: the server does not start", hook.__module__, hook.__qualname__)
+            raise
     if settings.REALTIME_GC_TUNING:
         lifecycle.tune_gc()
 

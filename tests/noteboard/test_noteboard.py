@@ -162,9 +162,26 @@ async def test_after_leaving_the_board_nothing_more_arrives(noteboard: NoteBoard
 
 async def test_a_board_id_beyond_sqlite_s_integers_is_refused_and_the_server_keeps_serving(noteboard: NoteBoard, connect: Connect) -> None:
     alice = await connect("alice")
-    # 2**63 parses but overflows SQLite's integers; 2**70 reaches the server in exponent notation and does not parse.
-    assert await alice.call("join_board", {"board_id": 2**63}) == {"ok": False, "error": "board not found"}
-    ack = await alice.call("join_board", {"board_id": 2**70})
-    assert ack["ok"] is False and "board_id" in ack["error"]
+    # Keys are 64-bit JSON integers: 2**63 is refused before any query; 2**70 reaches the server in exponent
+    # notation; "5" and 5.5 are not integers.
+    for bad in (2**63, 2**70, str(2), 5.5, True):
+        ack = await alice.call("join_board", {"board_id": bad})
+        assert ack["ok"] is False and ack["error"].startswith("invalid payload: board_id"), (bad, ack)
     board = await new_board(noteboard, "alice")
     assert (await alice.call("join_board", {"board_id": board}))["ok"] is True
+
+
+async def test_a_member_removed_from_the_board_leaves_its_room(noteboard: NoteBoard, connect: Connect) -> None:
+    board, other = await new_board(noteboard, "alice", "bob"), await new_board(noteboard, "bob")
+    bob = await connect("bob")
+    for joined in (board, other):
+        assert (await bob.call("join_board", {"board_id": joined}))["ok"] is True
+        await bob.wait_for("initial_notes")
+    # From the user's side (user.boards), as an admin's user form would: the room is left on commit.
+    await noteboard.shell(f"from django.contrib.auth.models import User; User.objects.get(username='bob').boards.remove({board})")
+    await noteboard.shell(
+        SERVICES + f"services.note_create(board_id={board}, text='unseen'); services.note_create(board_id={other}, text='marker')"
+    )
+    assert (await bob.wait_for("note_created"))["text"] == "marker"
+    assert [n["text"] for n in bob.received("note_created")] == ["marker"]
+    assert await bob.call("join_board", {"board_id": board}) == {"ok": False, "error": "board not found"}

@@ -116,11 +116,11 @@ async def test_joins_of_a_connection_that_closed_build_no_snapshot_and_log_no_tr
     release, held, finished, built = threading.Event(), [], [], []
     real_send, real_tasks, real_join = room_kinds._send_snapshot, selectors.project_tasks, room_kinds.join_room
 
-    async def held_inside_the_room(kind, client, key):
+    async def held_inside_the_room(kind, client, key, user):
         if bus.local_server() is not None and bus.local_server().manager.rooms["/"].get(str(key)):
             held.append(key)  # a join is inside the room, about to read the snapshot: the connection closes now
             await asyncio.to_thread(release.wait, 30)
-        return await real_send(kind, client, key)
+        return await real_send(kind, client, key, user)
 
     async def counted(kind, client, key):
         try:

@@ -226,3 +226,13 @@ async def test_python_client_is_refused_anonymous_on_a_server_process(spawn):
         assert refusal.message.startswith("authentication required")
     finally:
         await client.close()
+
+
+def test_lost_room_operations_are_named_and_the_sender_lives_on(caplog) -> None:  # type: ignore[no-untyped-def]
+    """A batch given up on says which revocations were lost (its report once raised and killed the sender thread)."""
+    from realtime import remote
+
+    batch = [{"op": "emit", "event": "e", "data": {}, "room": "r"}, {"op": "leave", "members_of": "user_7", "room": "chat_1"}]
+    remote._report_lost(batch, attempts=4, error=RuntimeError("Redis down"))
+    assert "could not deliver 1 live event(s) and 1 room operation(s) after 4 attempts: Redis down" in caplog.text
+    assert "LOST room operations" in caplog.text and "leave 'chat_1' for members of 'user_7'" in caplog.text

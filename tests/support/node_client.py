@@ -21,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from realtime.testing.client import ClientBase
+
 from .clients import ConnectionRefused
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -36,22 +38,20 @@ STREAM_LIMIT = 64 * 1024 * 1024  # longest stdout line we accept
 __all__ = ["NodeClient", "ConnectionRefused"]
 
 
-class NodeClient:
+class NodeClient(ClientBase):
     kind = "node"
 
     def __init__(self) -> None:
+        super().__init__()  # _cond, _pending, _received: wait_for and received
         self._proc: asyncio.subprocess.Process | None = None
         self._reader_task: asyncio.Task | None = None
         self._stderr_task: asyncio.Task | None = None
-        self._cond = asyncio.Condition()
         self._ids = itertools.count(1)
         self._acks: dict[int, asyncio.Future] = {}
         self._ready = False
         self._eof = False
         self._connected = False
         self._connect_result: dict | None = None
-        self._pending: list[tuple[str, Any]] = []
-        self._received: dict[str, list] = collections.defaultdict(list)
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=200)
         self.sid: str | None = None
         self.disconnect_reason: str | None = None
@@ -122,31 +122,6 @@ class NodeClient:
         async with asyncio.timeout(5.0):
             await fut
 
-    async def wait_for(
-        self,
-        event: str,
-        predicate: Callable[[Any], bool] | None = None,
-        timeout: float = 5.0,
-    ) -> object:
-        def find() -> int | None:
-            for i, (name, arg) in enumerate(self._pending):
-                if name == event and (predicate is None or predicate(arg)):
-                    return i
-            return None
-
-        try:
-            async with asyncio.timeout(timeout):
-                async with self._cond:
-                    while (idx := find()) is None:
-                        await self._cond.wait()
-                    return self._pending.pop(idx)[1]
-        except TimeoutError:
-            seen = [name for name, _ in self._pending]
-            raise TimeoutError(f"event {event!r} not received within {timeout}s (pending: {seen})") from None
-
-    def received(self, event: str) -> list:
-        return list(self._received.get(event, ()))
-
     async def disconnect(self) -> None:
         proc = self._proc
         if proc is None:
@@ -188,15 +163,6 @@ class NodeClient:
             self._reader_task = self._stderr_task = None
             self._connected = False
             self._fail_acks(ConnectionError("node client disconnected"))
-
-    async def close(self) -> None:
-        await self.disconnect()
-
-    async def __aenter__(self) -> NodeClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     def __repr__(self) -> str:
         state = "connected" if self.connected else "disconnected"

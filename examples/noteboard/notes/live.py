@@ -1,9 +1,9 @@
 """Notes, live: a board's notes in its room, for its members only (see the README)."""
 
-from realtime import Frames, live_model, room_kind
+from realtime import Frames, leave_when_removed, live_model, room_kind
 
 from . import selectors
-from .models import Note
+from .models import Board, Note
 from .schemas import note_json
 
 BOARD = room_kind(
@@ -29,3 +29,4 @@ live_model(
     deleted_data=lambda note: {"id": note.pk, "board_id": note.board_id},
     moves_with="board_id",
 )
+leave_when_removed(Board.members, BOARD)  # a removed member's open connections leave the board's room
