@@ -23,7 +23,7 @@ from typing import Any
 
 import socketio
 
-from . import history, remote, room_ops
+from . import remote, room_ops
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,7 @@ async def emit(event: str, data: Any, *, room: str, skip_sid: str | None = None)
         return
     server = local_server()
     if server is not None:
-        # Stamped here, where this server sends it: the room's sequence numbers are this process's.
-        await server.emit(event, history.stamp(room, event, data), room=room, skip_sid=skip_sid)
+        await server.emit(event, data, room=room, skip_sid=skip_sid)
     else:
         await remote.publish({"op": "emit", "event": event, "data": data, "room": room})
 

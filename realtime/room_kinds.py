@@ -21,10 +21,9 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from pydantic import Field, Strict, create_model
 
-from . import history, rooms
+from . import rooms
 from .dispatcher import GONE, Client, Empty, Payload, Reject, client_event
 from .snapshots import Frames, Snapshot, send_frames, unsent_bytes
 
@@ -72,24 +71,12 @@ class RoomKind:
             return False, None
         return (True, key) if self.room(key) == room else (False, None)  # one spelling per room: "board_01" is not board 1
 
-    @property
-    def recoverable(self) -> bool:
-        """A keyed kind with a snapshot: its broadcasts are numbered, and a rejoin may get just what it missed."""
-        return self.key is not None and self.snapshot is not None
-
     def allows(self, user: Any, key: Key) -> bool:
         """Sync: may ``user`` be in the room of ``key``? Only a True answer admits."""
         return bool(user.is_active) and (self.may_join is None or self.may_join(user, key) is True)
 
 
 _kinds: list[RoomKind] = []
-
-
-def _recoverable(room: str) -> bool:
-    return any(kind.recoverable and kind.parse(room)[0] for kind in _kinds)
-
-
-history.recoverable(_recoverable)
 
 
 def room_kind(
@@ -120,12 +107,10 @@ def room_kind(
     kind = RoomKind(join, leave, key, key_type, prefix, per_user, may_join, snapshot, live_snapshot, refusal)
     _check_spelling(kind)
     model: type[Payload] = create_model(f"{join}_payload", __base__=Payload, **{key: (_key_field(key_type), ...)}) if key else Empty
-    # A recoverable kind's join may name the last broadcast it saw: {since: {epoch, seq}} (see ``history``).
-    joining = create_model(f"{join}_since", __base__=model, since=(Since | None, None)) if kind.recoverable else model
 
-    @client_event(join, joining)
+    @client_event(join, model)
     async def _join(client: Client, payload: Payload) -> dict[str, Any]:
-        return await join_room(kind, client, getattr(payload, key) if key else None, since=getattr(payload, "since", None))
+        return await join_room(kind, client, getattr(payload, key) if key else None)
 
     @client_event(leave, model)
     async def _leave(client: Client, payload: Payload) -> dict[str, Any]:
@@ -189,14 +174,7 @@ def _ack(kind: RoomKind, key: Key) -> dict[str, Any]:
     return {kind.key: key if isinstance(key, int | str) else str(key)}
 
 
-class Since(Payload):
-    """The last broadcast a client saw in a room: its ``_live`` epoch and seq."""
-
-    epoch: str = Field(..., max_length=64)
-    seq: Annotated[int, Strict(), Field(ge=0, lt=2**63)]
-
-
-async def join_room(kind: RoomKind, client: Client, key: Key, *, since: Since | None = None) -> dict[str, Any]:
+async def join_room(kind: RoomKind, client: Client, key: Key) -> dict[str, Any]:
     """Enter the kind's room(s) for ``key``, checked before and after entering, then send the snapshot."""
     client.still_connected()
     allowed = sync_to_async(kind.allows)
@@ -214,8 +192,7 @@ async def join_room(kind: RoomKind, client: Client, key: Key, *, since: Since | 
         if not await allowed(fresh, key):
             raise Reject(kind.refusal)
         client.still_connected()
-        if not await _recovered(kind, client, key, entered, since):
-            await _send_snapshot(kind, client, key, fresh)  # built for the user as now read, not as before entering
+        await _send_snapshot(kind, client, key, fresh)  # built for the user as now read, not as before entering
     except BaseException:
         # Whatever failed (a refusal, a database error, a snapshot that could not be built or sent):
         # no room is kept by a join that did not answer ok.
@@ -224,28 +201,6 @@ async def join_room(kind: RoomKind, client: Client, key: Key, *, since: Since | 
                 await client.leave(room)
         raise
     return _ack(kind, key)
-
-
-async def _recovered(kind: RoomKind, client: Client, key: Key, entered: list[str], since: Since | None) -> bool:
-    """Tell a recoverable room's joiner where its broadcasts stand: ``realtime:joined {join, room, epoch, seq, missed}``.
-
-    ``join`` names the join it answers (``{event, <key>: <value>}``, as its ack). ``missed`` lists
-    ``[event, data]`` after the joiner's ``since`` when they can all be given (True: no snapshot is
-    needed), else it is null and the snapshot follows. Read and sent with no await in between: every
-    broadcast the joiner receives after this one has a higher seq.
-    """
-    found = history.history()
-    if not kind.recoverable or found is None:
-        return False
-    room = entered[0]
-    missed = None
-    if since is not None:
-        missed = found.missed(room, epoch=since.epoch, seq=since.seq, budget=settings.REALTIME_SNAPSHOT_FRAME_BYTES)
-    join = {"event": kind.join, **_ack(kind, key)}
-    epoch, seq = found.current(room)
-    marker = {"join": join, "room": room, "epoch": epoch, "seq": seq, "missed": missed}
-    await client.emit("realtime:joined", marker)
-    return missed is not None
 
 
 async def _send_snapshot(kind: RoomKind, client: Client, key: Key, user: Any) -> None:

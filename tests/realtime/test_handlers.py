@@ -122,9 +122,9 @@ async def test_joins_of_a_connection_that_closed_build_no_snapshot_and_log_no_tr
             await asyncio.to_thread(release.wait, 30)
         return await real_send(kind, client, key, user)
 
-    async def counted(kind, client, key, **options):
+    async def counted(kind, client, key):
         try:
-            return await real_join(kind, client, key, **options)
+            return await real_join(kind, client, key)
         finally:
             finished.append(1)
 

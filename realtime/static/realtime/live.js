@@ -15,8 +15,6 @@ export class Live {
   constructor({ indicator = document.querySelector("[data-testid=connection]") } = {}) {
     this.indicator = indicator;
     this.wants = new Map(); // key -> {event, payload, onAck}
-    this.handlers = new Map(); // event -> [handler]: what live.on registered (missed events are replayed to them)
-    this.streams = new Map(); // room -> {epoch, seq, want, early}: where each recoverable room's broadcasts stand
     this.retriedAt = 0; // when the last retry after a server-side close was made (see "disconnect")
     // WebSocket first (a websocket-born connection gets the server's fast broadcast path), falling
     // back to long-polling where websockets are blocked. A page (or a test) may pin the transports:
@@ -24,7 +22,6 @@ export class Live {
     const transports = Array.isArray(window.LIVE_TRANSPORTS) ? window.LIVE_TRANSPORTS : ["websocket", "polling"];
     const options = { withCredentials: true, transports, tryAllTransports: true };
     this.socket = window.io(options);
-    this.socket.on("realtime:joined", (marker) => this.joined(marker));
     this.socket.on("connect", () => {
       this.setState("connected");
       for (const want of this.wants.values()) this.send(want);
@@ -68,73 +65,9 @@ export class Live {
     }
   }
 
-  /** Handle `event`; broadcasts of recoverable rooms are checked first (in order, once: see `accept`). */
   on(event, handler) {
-    if (!this.handlers.has(event)) {
-      this.handlers.set(event, []);
-      this.socket.on(event, (data) => this.deliver(event, data));
-    }
-    this.handlers.get(event).push(handler);
+    this.socket.on(event, handler);
     return this;
-  }
-
-  deliver(event, data) {
-    if (!this.accept(data)) return;
-    for (const handler of this.handlers.get(event) || []) handler(data);
-  }
-
-  /**
-   * A broadcast stamped `_live: {room, epoch, seq}` is taken once, in order. One seen twice is dropped;
-   * a gap (a broadcast this client never got) or another epoch (the server lost its history) makes the
-   * room re-join, naming the last one it has: the server sends what is missing, or a fresh snapshot.
-   */
-  accept(data) {
-    const stamp = data && data._live;
-    if (!stamp) return true;
-    const stream = this.streams.get(stamp.room);
-    if (!stream || stream.epoch === null) {
-      if (stream) stream.early.add(stamp.seq); // before this join's marker: the marker's missed list has it too
-      return true;
-    }
-    if (stamp.epoch !== stream.epoch) {
-      this.resync(stream);
-      return true;
-    }
-    if (stamp.seq <= stream.seq) return false; // had it already
-    if (stamp.seq > stream.seq + 1) this.resync(stream); // something in between never came
-    stream.seq = Math.max(stream.seq, stamp.seq);
-    return true;
-  }
-
-  /** `realtime:joined {join, room, epoch, seq, missed}`: where a recoverable room stands after a join. */
-  joined(marker) {
-    const want = [...this.wants.values()].find(
-      (w) => w.event === marker.join.event && Object.entries(marker.join).every(([k, v]) => k === "event" || String(w.payload?.[k]) === String(v)),
-    );
-    const previous = this.streams.get(marker.room);
-    const stream = { epoch: null, seq: 0, want, early: previous?.epoch === null ? previous.early : new Set() };
-    this.streams.set(marker.room, stream);
-    if (marker.missed) {
-      stream.epoch = marker.epoch;
-      stream.seq = previous?.seq ?? 0;
-      for (const [event, data] of marker.missed) {
-        if (stream.early.has(data._live.seq)) {
-          stream.seq = Math.max(stream.seq, data._live.seq); // delivered live while joining
-          continue;
-        }
-        this.deliver(event, data);
-      }
-    }
-    stream.epoch = marker.epoch;
-    stream.seq = Math.max(stream.seq, marker.seq);
-    stream.early = new Set();
-  }
-
-  resync(stream) {
-    if (stream.want && !stream.resyncing) {
-      stream.resyncing = true;
-      this.send(stream.want).finally(() => (stream.resyncing = false));
-    }
   }
 
   /** Emit with acknowledgement; resolves to the server's `{ok, ...}` answer. */
@@ -156,12 +89,8 @@ export class Live {
     if (leaveEvent && this.socket.connected) this.call(leaveEvent, payload);
   }
 
-  /** Send a want's join; a recoverable room already followed names the last broadcast it has (`since`). */
   async send(want) {
-    const stream = [...this.streams.values()].find((s) => s.want === want && s.epoch !== null);
-    const payload = stream ? { ...(want.payload || {}), since: { epoch: stream.epoch, seq: stream.seq } } : want.payload;
-    if (stream) stream.epoch = null; // until this join's marker: broadcasts meanwhile are noted, not judged
-    const ack = await this.call(want.event, payload);
+    const ack = await this.call(want.event, want.payload);
     if (want.onAck) want.onAck(ack);
   }
 }
