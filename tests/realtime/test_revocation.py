@@ -137,7 +137,6 @@ async def test_staff_loss_from_a_command_reaches_every_node_through_redis(spawn,
 async def test_staff_lost_between_the_two_checks_of_a_join_keeps_no_room(connect, monkeypatch):
     """The window made deterministic: staff is removed right after a join's first check passed (on the stale user)."""
     from crawls.live import CRAWLS
-
     from projects import selectors
 
     alice, carol = await db(f.make_user)("alice"), await db(f.make_user)("carol", staff=True)
