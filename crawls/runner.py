@@ -19,7 +19,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
-from realtime import ProgressRun
+from realtime import ProgressRun, runner_id
 
 from . import services
 from .crawler import Crawler, Options, Page, Stats
@@ -95,7 +95,7 @@ def _percentage(stats: Stats) -> float:
 async def _run(job: CrawlJob, progress: ProgressRun) -> str:
     if job.cancel_requested:
         progress.stop()
-    job.status, job.started_at, job.runner = CrawlStatus.CRAWLING, timezone.now(), services.runner_id()
+    job.status, job.started_at, job.runner = CrawlStatus.CRAWLING, timezone.now(), runner_id()
     await sync_to_async(services.crawl_save_progress)(job_id=job.pk, status=job.status, runner=job.runner, started_at=job.started_at)
     await progress.update(progress_json(job, pages_discovered=1, log=f"crawling {job.start_url}"))
 

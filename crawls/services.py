@@ -1,7 +1,5 @@
 """Writes for crawl jobs. Running them is ``runner``'s business; these change state (``crawl_stop`` also tells a run here)."""
 
-import os
-import socket
 from datetime import timedelta
 from functools import partial
 from typing import Any
@@ -13,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from realtime import emit_on_commit
+from realtime import emit_on_commit, runner_gone, runner_id
 
 from . import links, live, netguard
 from .crawler import Page
@@ -24,10 +22,6 @@ STALE_AFTER = timedelta(seconds=60)  # a crawl whose runner has not been heard o
 
 class CrawlError(Exception):
     """A crawl cannot do what was asked; the message says why."""
-
-
-def runner_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class CrawlLimitReached(CrawlError):
@@ -144,25 +138,11 @@ def crawl_record_page(*, job_id: int, page: Page) -> None:
 
 def crawls_mark_interrupted() -> int:
     """Fail jobs left running by a dead process: ours by pid, anyone's by a stale heartbeat."""
-    host, now = socket.gethostname(), timezone.now()
+    now = timezone.now()
     dead = []
     for job in CrawlJob.objects.filter(status__in=[CrawlStatus.QUEUED, CrawlStatus.CRAWLING]):
-        job_host, _, pid = job.runner.rpartition(":")
-        ours_and_dead = job_host == host and pid.isdigit() and not _alive(int(pid))
-        if ours_and_dead or job.heartbeat_at is None or now - job.heartbeat_at > STALE_AFTER:
+        if runner_gone(job.runner) or job.heartbeat_at is None or now - job.heartbeat_at > STALE_AFTER:
             dead.append(job.pk)
     return CrawlJob.objects.filter(pk__in=dead).update(
         status=CrawlStatus.FAILED, error="interrupted", log="interrupted: its process ended", finished_at=now, updated_at=now
     )
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # a job "run" by this very process at its start was left by a previous one with our pid
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -16,6 +16,8 @@ from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.utils import timezone
 
+from realtime import runner_gone
+
 from .models import MAX_MEMBERS, MAX_REORDER_IDS, Project, ProjectImport, Task
 
 User = get_user_model()
@@ -247,7 +249,7 @@ def project_imports_mark_interrupted() -> int:
 
     Their watchers then get ``status: "error"``, ``error: "interrupted"`` on subscribe. Returns how many.
     """
-    from .tracked import STALE_AFTER, runner_gone  # tracked imports this module
+    from .tracked import STALE_AFTER  # tracked imports this module
 
     now = timezone.now()
     unfinished = ProjectImport.objects.exclude(status__in=[ProjectImport.Status.COMPLETED, ProjectImport.Status.ERROR])

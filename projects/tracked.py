@@ -14,8 +14,6 @@ unfinished as failed ("interrupted"): ``services.project_imports_mark_interrupte
 
 import asyncio
 import contextlib
-import os
-import socket
 from datetime import timedelta
 from typing import Any
 
@@ -24,7 +22,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from realtime import ProgressRun
+from realtime import ProgressRun, runner_id
 
 from . import imports, services
 from .live import IMPORTS
@@ -34,26 +32,6 @@ from .schemas import progress_json
 CHUNK = 50  # tasks per transaction
 HEARTBEAT = timedelta(seconds=10)
 STALE_AFTER = timedelta(seconds=60)  # an unfinished import not heard of for this long is dead
-
-
-def runner_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def runner_gone(runner: str) -> bool:
-    """True if ``runner`` ("host:pid") is a process of this host that no longer runs (or is this one, just started)."""
-    host, _, pid = runner.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False  # another machine's: only its heartbeat can tell
-    if int(pid) == os.getpid():
-        return True  # at our start, a record "run" by our pid was left by an earlier process with the same pid
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 def launch(import_id: int) -> asyncio.Task[None]:

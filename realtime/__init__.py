@@ -45,6 +45,8 @@ _API = {
     "ProgressState": "realtime.progress",
     "Operation": "realtime.progress",
     "may_watch": "realtime.progress",
+    "runner_id": "realtime.progress",
+    "runner_gone": "realtime.progress",
     "at_startup": "realtime.lifecycle",
     "m2m_changed_ids": "realtime.m2m",
     "leave_when_removed": "realtime.m2m",
@@ -79,7 +81,16 @@ if TYPE_CHECKING:  # what type checkers and editors see: the same names, resolve
     from .lifecycle import at_startup
     from .live_models import live_model
     from .m2m import leave_when_removed, m2m_changed_ids
-    from .progress import Operation, ProgressKind, ProgressRun, ProgressState, may_watch, progress_kind
+    from .progress import (
+        Operation,
+        ProgressKind,
+        ProgressRun,
+        ProgressState,
+        may_watch,
+        progress_kind,
+        runner_gone,
+        runner_id,
+    )
     from .remote import flush
     from .room_kinds import RoomKind, room_kind
     from .rooms import user as user_room

@@ -19,6 +19,8 @@ a timestamp, fields that are None left out.
 
 import asyncio
 import logging
+import os
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -61,6 +63,30 @@ class Operation:
 
     started_by_id: int | None
     state: State | None
+
+
+def runner_id() -> str:
+    """This process, as recorded on the operations it runs ("host:pid"): a later start can tell whether it died."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def runner_gone(runner: str) -> bool:
+    """True if ``runner`` ("host:pid") is a process of this host that no longer runs (or is this one, just started).
+
+    Another machine's runner cannot be told from here (False): only the operation's heartbeat can.
+    """
+    host, _, pid = runner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return True  # at our start, an operation "run" by our pid was left by an earlier process with the same pid
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # it exists, under another user
+    return False
 
 
 def may_watch(started_by_id: int | None, user: Any) -> bool:
