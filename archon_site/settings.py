@@ -158,6 +158,13 @@ REALTIME_BUFFER_GRACE_SECONDS: float = env.float("REALTIME_BUFFER_GRACE_SECONDS"
 REALTIME_SNAPSHOT_FRAME_BYTES: int = env.int("REALTIME_SNAPSHOT_FRAME_BYTES", default=256_000)
 # Signed bus requests (/_realtime/publish): body size cap.
 REALTIME_PUBLISH_MAX_BYTES: int = env.int("REALTIME_PUBLISH_MAX_BYTES", default=4_000_000)
+# Recovery: the last REALTIME_HISTORY_SIZE broadcasts of each recoverable room (for at most REALTIME_HISTORY_ROOMS
+# rooms in one process; with REDIS_URL in Redis, for REALTIME_HISTORY_TTL seconds after a room's last broadcast), so a
+# client that reconnects gets what it missed instead of a snapshot.
+REALTIME_HISTORY_SIZE: int = env.int("REALTIME_HISTORY_SIZE", default=500)
+REALTIME_HISTORY_ROOMS: int = env.int("REALTIME_HISTORY_ROOMS", default=10_000)
+REALTIME_HISTORY_BYTES: int = env.int("REALTIME_HISTORY_BYTES", default=32_000_000)
+REALTIME_HISTORY_TTL: int = env.int("REALTIME_HISTORY_TTL", default=86_400)
 # Failed logins per username and per client address within the window; then refused until it passes.
 LOGIN_FAILURE_LIMIT: int = env.int("LOGIN_FAILURE_LIMIT", default=10)
 LOGIN_FAILURE_WINDOW: int = env.int("LOGIN_FAILURE_WINDOW", default=900)  # seconds

@@ -23,7 +23,7 @@ from typing import Any
 
 import socketio
 
-from . import remote, room_ops
+from . import grants, remote, room_ops
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ async def emit(event: str, data: Any, *, room: str, skip_sid: str | None = None)
         return
     server = local_server()
     if server is not None:
-        await server.emit(event, data, room=room, skip_sid=skip_sid)
+        await server.emit(event, data, room=room, skip_sid=skip_sid)  # numbered by its client manager (``history``)
     else:
         await remote.publish({"op": "emit", "event": event, "data": data, "room": room})
 
@@ -88,6 +88,10 @@ async def _operate(op: dict[str, Any]) -> None:
     if server is None:
         await remote.publish(op)
     else:
+        try:
+            await grants.bump_for(op)  # first: no join after the revocation is sent the past it no longer may see
+        except Exception as error:  # noqa: BLE001  (Redis away: the outage voids every since token anyway)
+            log.warning("could not void since tokens for %s: %s", room_ops.describe(op), error)
         await server.manager.publish_op(op)  # this node, and with Redis every other one
 
 

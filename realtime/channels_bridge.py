@@ -5,7 +5,8 @@
 process adds one channel per room it has members in to the group of that name,
 and re-emits what arrives to its own members only (the other nodes do the same
 for theirs), so there is no second broadcast bus. Active when ``CHANNEL_LAYERS``
-is configured (``CHANNEL_LAYER_REDIS_URL``).
+is configured (``CHANNEL_LAYER_REDIS_URL``). Not for recoverable rooms (kinds with a
+snapshot): their broadcasts must be numbered once, so they go through ``realtime.emit``.
 """
 
 import asyncio
@@ -14,6 +15,8 @@ import re
 from typing import Any
 
 import socketio
+
+from . import history
 
 log = logging.getLogger(__name__)
 GROUP_NAME = re.compile(r"^[A-Za-z0-9._-]{1,99}$")  # what Channels accepts as a group name
@@ -49,6 +52,11 @@ class ChannelsBridge:
                 await asyncio.sleep(1)
                 continue
             if message.get("type") == "realtime.emit" and isinstance(message.get("event"), str):
+                if history.recoverable(room):
+                    # Every node gets its own copy: none could number it once for all (``history``), and an
+                    # unnumbered broadcast would be missing from what a reconnecting client is sent.
+                    log.error("Channels group_send to %r refused: a recoverable room; use realtime.emit", room)
+                    continue
                 # ignore_queue: this node's members only; other nodes pump their own.
                 await self.server.emit(message["event"], message.get("data"), room=room, ignore_queue=True)
 

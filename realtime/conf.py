@@ -29,6 +29,10 @@ DEFAULTS: dict[str, Any] = {
     "REALTIME_BUFFER_GRACE_SECONDS": 5.0,
     "REALTIME_SNAPSHOT_FRAME_BYTES": 256_000,
     "REALTIME_PUBLISH_MAX_BYTES": 4_000_000,
+    "REALTIME_HISTORY_SIZE": 500,  # broadcasts kept per room for recovery (0: off; every join gets its snapshot)
+    "REALTIME_HISTORY_ROOMS": 10_000,  # rooms whose history is kept (least recently used forgotten)
+    "REALTIME_HISTORY_BYTES": 32_000_000,  # JSON bytes of history kept, all rooms together (in one process)
+    "REALTIME_HISTORY_TTL": 86_400,  # seconds a room's history stays in Redis after its last broadcast
     "REDIS_URL": None,  # set: several server processes share rooms through Redis
     "REALTIME_REDIS_CHANNEL": "realtime",
     # Where commands on this machine publish without Redis: the server on this machine (its PORT).

@@ -77,6 +77,14 @@ class Client:
     async def leave(self, room: str) -> None:
         await self.ns.leave_room(self.sid, room)
 
+    def is_in(self, room: str) -> bool:
+        """Whether this connection is in ``room`` already."""
+        return self.sid in self.ns.server.manager.rooms.get(self.ns.namespace, {}).get(room, {})
+
+    async def set(self, key: str, value: Any) -> None:
+        """Keep ``value`` in this connection's session (per-client state lives there, never in globals)."""
+        (await self.ns.get_session(self.sid))[key] = value
+
 
 Handler = Callable[[Client, Any], Awaitable[Ack | None]]
 

@@ -17,7 +17,9 @@ from django.conf import settings
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
-from . import direct_write, limits, room_ops
+from . import direct_write, history, limits, room_ops
+from .history import Position
+from .redis_history import RedisHistory
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = 5.0
@@ -81,15 +83,34 @@ class FastManager(socketio.AsyncManager):
         await room_ops.apply(self.server, op)
 
 
+class LocalManager(FastManager):
+    """One server process: broadcasts to recoverable rooms are numbered and kept here (``history.MemoryHistory``)."""
+
+    async def emit(self, event: str, data: Any, namespace: str, room: Any = None, skip_sid: Any = None, callback: Any = None,
+                   to: Any = None, **kwargs: Any) -> None:  # fmt: skip
+        room = to or room
+        if callback is None and namespace == "/" and history.recoverable(room):
+            # On the event loop, with no await before the broadcast: numbered in the order sent.
+            data = history.memory().stamp(room, event, history.unstamped_object(room, data))
+        return await super().emit(event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, **kwargs)
+
+
 class RedisManager(socketio.AsyncRedisManager, FastManager):
     """python-socketio's Redis manager, plus room operations on every node and an outage that loses none of them.
 
-    During an outage local clients are served as usual. Emits for other nodes are dropped
-    (their state is in the database; clients reload snapshots when they reconnect), but room
-    operations (``room_ops``, and python-socketio's own disconnect / room messages) wait in a
-    bounded backlog. Redis pub/sub reaches only nodes subscribed at that moment, so the
-    backlog goes out, in order and before anything newer, only once Redis has answered for
-    ``SETTLE`` seconds: longer than any node's reconnect backoff, so every node listens again.
+    Broadcasts to recoverable rooms are numbered, kept and published by Redis in one step
+    (``redis_history``) and delivered to every node, this one included, from its subscription:
+    every node sends a room's broadcasts in the same order, the order of their numbers.
+
+    During an outage local clients are served as usual (unnumbered). Emits for other nodes are
+    lost, but never silently: once Redis is back the fleet's epoch is replaced (no older
+    ``since`` is honoured) and every node's clients are told to resync (``realtime:resync``;
+    clients that do not follow the recovery protocol are disconnected, so they re-join). A node
+    whose subscription broke does the same for its own clients. Room operations
+    (``room_ops``, and python-socketio's own disconnect / room messages) wait in a bounded
+    backlog. Redis pub/sub reaches only nodes subscribed at that moment, so the backlog goes
+    out, in order and before anything newer, only once Redis has answered for ``SETTLE``
+    seconds: longer than any node's reconnect backoff, so every node listens again.
     """
 
     def __init__(self, url: str, channel: str) -> None:
@@ -99,6 +120,90 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         self._lost_ops = 0  # over OP_BACKLOG during this outage
         self._publishing = asyncio.Lock()  # held while the backlog drains: newer messages wait behind it
         self._watcher: asyncio.Task[None] | None = None
+        self._history: RedisHistory | None = None
+        self._epoch_seen = ""  # the fleet epoch this node last numbered with: replaced after an outage
+        self._unsent = False  # a numbered broadcast could not be published during this outage
+        self._recovering: asyncio.Task[None] | None = None
+        self._epoch_replaced = False  # during this outage, by this node (its subscription broke, or _watch)
+        # Set while this node's subscription is up: a joiner's position is read only then, or a broadcast
+        # numbered after it could be published before the subscription and never reach the joiner.
+        self._subscribed = asyncio.Event()
+
+    @property
+    def numbering(self) -> RedisHistory:
+        if self.redis is None:
+            self._redis_connect()
+        if self._history is None or self._history.redis is not self.redis:  # python-socketio replaces its client on reconnect
+            self._history = RedisHistory(self.redis)
+        return self._history
+
+    async def emit(self, event: str, data: Any, namespace: Any = None, room: Any = None, skip_sid: Any = None, callback: Any = None,
+                   to: Any = None, **kwargs: Any) -> None:  # fmt: skip
+        room = to or room
+        if kwargs.get("ignore_queue") or callback is not None or (namespace or "/") != "/" or not history.recoverable(room):
+            return await super().emit(event, data, namespace=namespace, room=room, skip_sid=skip_sid, callback=callback, **kwargs)
+        data = history.unstamped_object(room, data)
+        if not self._outage:
+            try:
+                async with asyncio.timeout(PUBLISH_TIMEOUT):
+                    epoch, _ = await self.numbering.stamp(room, event, data, host_id="", skip_sid=skip_sid)
+                self._epoch_seen = epoch.partition(".")[0]
+                return None  # delivered here too, from the subscription, in the room's order
+            except Exception as error:
+                self._down(error)  # and below: lost
+        # Redis is out of reach: this node's clients get it now, unnumbered; the other nodes' resync later.
+        self._lost(RuntimeError("Redis unreachable"))
+        return await FastManager.emit(self, event, data, "/", room=room, skip_sid=skip_sid)
+
+    # The history backend of this node (``history.Backend``), bounded in time like every Redis call here.
+    async def position(self, room: str, *, since: tuple[str, int] | None, budget: int) -> Position:
+        async with asyncio.timeout(PUBLISH_TIMEOUT):
+            await self._subscribed.wait()
+            found = await self.numbering.position(room, since=since, budget=budget)
+        self._epoch_seen = found.epoch.partition(".")[0]
+        return found
+
+    async def generation(self, user_id: int) -> str:
+        async with asyncio.timeout(PUBLISH_TIMEOUT):
+            return await self.numbering.generation(user_id)
+
+    async def bump(self, user_id: int | None) -> None:
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT):
+                await self.numbering.bump(user_id)
+        except Exception as error:
+            self._lost(error)
+            raise
+
+    async def forget_room(self, room: str) -> None:
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT):
+                await self.numbering.forget_room(room)
+        except Exception as error:
+            self._lost(error)
+            raise
+
+    def _lost(self, error: Exception) -> None:
+        """Something history needed did not reach Redis: once it is back, a new epoch and every node's clients resync."""
+        self._down(error)
+        if not self._unsent:
+            self._unsent = True
+            self._keep(self._resync_message())
+
+    def _resync_message(self) -> dict[str, Any]:
+        return {"method": "emit", "event": room_ops.OP_EVENT, "data": [room_ops.resync()], "namespace": "/", "room": None,
+                "host_id": self.host_id}  # fmt: skip
+
+    async def _after_outage(self) -> None:
+        """History may have missed broadcasts: a new fleet epoch, then this node's clients resync."""
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT):
+                self._epoch_seen = (await self.numbering.reset_epoch(self._epoch_seen)).partition(".")[0]
+        except Exception as error:  # noqa: BLE001  (Redis went again: the next reconnect tries again)
+            log.warning("could not replace the history epoch after an outage: %s", error)
+            return
+        self._epoch_replaced = True
+        await room_ops.apply(self.server, room_ops.resync())
 
     async def publish_op(self, op: dict[str, Any]) -> None:
         """Apply a room operation here and on every other node."""
@@ -117,6 +222,7 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
     def _down(self, error: Exception) -> None:
         if not self._outage:
             self._outage = True
+            self._epoch_replaced = False
             log.error("Redis unreachable (%s): serving local clients only until it is back", error)
         if self._watcher is None or self._watcher.done():
             self._watcher = asyncio.get_running_loop().create_task(self._watch())
@@ -166,8 +272,11 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
             if loop.time() - back_since < SETTLE:
                 continue
             async with self._publishing:
+                if self._unsent and not self._epoch_replaced:
+                    await self._after_outage()  # before the backlog's resync reaches the other nodes
                 if await self._drain():
                     self._outage = False
+                    self._unsent = False
                     log.warning("Redis is back: cross-node delivery resumed")
                     return
             back_since = None
@@ -206,18 +315,26 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
             return None
 
     async def _redis_listen_with_retries(self):  # type: ignore[no-untyped-def]
-        backoff = 0.1
+        backoff, broken = 0.1, False
         while True:
             try:
                 self._redis_connect()
                 await self.pubsub.subscribe(self.channel)
+                # Read Redis's confirmation (the first reply on this connection): from then on every publish reaches us.
+                await self.pubsub.get_message(timeout=PUBLISH_TIMEOUT)
+                self._subscribed.set()
                 backoff = 0.1
+                if broken:  # broadcasts published meanwhile never reached this node
+                    broken = False
+                    self._recovering = asyncio.get_running_loop().create_task(self._after_outage())
                 async for message in self.pubsub.listen():
                     yield message
             except asyncio.CancelledError:
                 raise
             except Exception as error:
+                self._subscribed.clear()
                 self.connected = False
+                broken = True
                 self._down(error)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
@@ -226,5 +343,8 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
 def build_manager() -> socketio.AsyncManager:
     """Redis between nodes when ``REDIS_URL`` is set, else in memory (one process)."""
     if settings.REDIS_URL:
-        return RedisManager(settings.REDIS_URL, channel=settings.REALTIME_REDIS_CHANNEL)
-    return FastManager()
+        manager = RedisManager(settings.REDIS_URL, channel=settings.REALTIME_REDIS_CHANNEL)
+        history.use(manager)
+        return manager
+    history.use(history.memory())
+    return LocalManager()

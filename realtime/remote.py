@@ -26,7 +26,8 @@ import httpx
 import socketio
 from django.conf import settings
 
-from . import room_ops, signing
+from . import grants, history, room_ops, signing
+from .redis_history import SyncRedisHistory
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +58,54 @@ class _WriteOnlyRedis(socketio.RedisManager):
 class RedisPath:
     def __init__(self) -> None:
         self.manager = _WriteOnlyRedis(settings.REDIS_URL, channel=settings.REALTIME_REDIS_CHANNEL, write_only=True)
+        self.history: SyncRedisHistory | None = None
+        self.unsent = False  # a numbered broadcast was lost: the fleet resyncs once Redis answers again
+
+    def _history(self) -> SyncRedisHistory:
+        if not self.manager.connected:
+            self.manager._redis_connect()
+            self.manager.connected = True
+        if self.history is None or self.history.redis is not self.manager.redis:
+            self.history = SyncRedisHistory(self.manager.redis)
+        return self.history
 
     def send(self, batch: list[dict[str, Any]]) -> None:
         """Publish in order; each published message leaves ``batch``, so a retry never repeats one."""
-        while batch:
-            message = batch[0]
-            if message["op"] == "emit":
-                self.manager.emit(message["event"], message["data"], namespace="/", room=message["room"])
-            else:
-                self.manager.emit(room_ops.OP_EVENT, message, namespace="/")
-            batch.pop(0)
+        try:
+            if self.unsent:
+                self._resync()
+            while batch:
+                message = batch[0]
+                if message["op"] == "emit" and history.recoverable(message["room"]):
+                    # Numbered, kept and published by Redis in one step, as a serving node does (``redis_history``).
+                    try:
+                        data = history.unstamped_object(message["room"], message["data"])
+                    except ValueError as error:
+                        log.error("dropped: %s", error)
+                    else:
+                        self._history().stamp(message["room"], message["event"], data)
+                elif message["op"] == "emit":
+                    self.manager.emit(message["event"], message["data"], namespace="/", room=message["room"])
+                else:
+                    for what, subject in grants.changes(message):  # first: void the since tokens it concerns
+                        getattr(self._history(), "forget_room" if what == "room" else "bump")(subject)
+                    self.manager.emit(room_ops.OP_EVENT, message, namespace="/")
+                batch.pop(0)
+        except Exception as error:
+            self.manager.connected = False
+            raise Undeliverable(f"Redis unreachable at {settings.REDIS_URL}: {error}") from error
+
+    def lost(self, batch: list[dict[str, Any]]) -> None:
+        """Given up: if a numbered broadcast was among them, every watcher must resync once Redis is back."""
+        if any(m.get("op") == "emit" and history.recoverable(m.get("room")) for m in batch):
+            self.unsent = True
+
+    def _resync(self) -> None:
+        """A new fleet epoch (no older ``since`` is honoured), then every node tells its watchers to reload."""
+        self._history().reset_epoch()
+        self.manager.emit(room_ops.OP_EVENT, room_ops.resync(), namespace="/")
+        self.unsent = False
+        log.warning("Redis answers again: broadcasts lost meanwhile, every watcher was told to resync")
 
 
 class EmbeddedPath:
@@ -153,6 +192,8 @@ class Sender:
             except Undeliverable as error:
                 if delay is None:
                     self.failures += len(batch)
+                    if isinstance(self.path, RedisPath):
+                        self.path.lost(batch)
                     _report_lost(batch, attempts=len(RETRY_DELAYS) + 1, error=error)
                     return
                 time.sleep(delay)
@@ -162,6 +203,19 @@ class Sender:
         done = threading.Event()
         threading.Thread(target=lambda: (self.queue.join(), done.set()), daemon=True).start()
         return done.wait(timeout)
+
+    def at_exit(self) -> None:
+        """A command's last events still go out; lost numbered broadcasts make the fleet resync if Redis answers now."""
+        self.flush(5.0)
+        if isinstance(self.path, RedisPath) and self.path.unsent:
+            try:
+                self.path._resync()
+            except Exception as error:  # noqa: BLE001
+                log.error(
+                    "live broadcasts from this process were lost and Redis is still unreachable (%s): watchers of the"
+                    " rooms they were for stay stale until they reconnect or Redis's next outage recovery",
+                    error,
+                )
 
 
 def _report_lost(batch: list[dict[str, Any]], *, attempts: int, error: Exception) -> None:
@@ -186,7 +240,7 @@ def sender() -> Sender:
     with _lock:
         if _sender is None:
             _sender = Sender()
-            atexit.register(_sender.flush, 5.0)  # a command's last events still go out
+            atexit.register(_sender.at_exit)
         return _sender
 
 

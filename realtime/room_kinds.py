@@ -21,10 +21,13 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from pydantic import Field, Strict, create_model
 
-from . import rooms
+from . import grants, history, rooms
 from .dispatcher import GONE, Client, Empty, Payload, Reject, client_event
+from .history import Position
+from .room_ops import RECOVERS
 from .snapshots import Frames, Snapshot, send_frames, unsent_bytes
 
 log = logging.getLogger(__name__)
@@ -71,12 +74,28 @@ class RoomKind:
             return False, None
         return (True, key) if self.room(key) == room else (False, None)  # one spelling per room: "board_01" is not board 1
 
+    @property
+    def recoverable(self) -> bool:
+        """A kind with a snapshot: its broadcasts are numbered, and a rejoin may be sent just what it missed (``history``)."""
+        return self.snapshot is not None or self.live_snapshot is not None
+
+    def claims(self, room: str) -> bool:
+        """Whether ``room`` is one of this kind's rooms."""
+        return self.parse(room)[0] if self.key is not None else room.startswith(self.prefix) and not rooms.is_internal(room)
+
     def allows(self, user: Any, key: Key) -> bool:
         """Sync: may ``user`` be in the room of ``key``? Only a True answer admits."""
         return bool(user.is_active) and (self.may_join is None or self.may_join(user, key) is True)
 
 
 _kinds: list[RoomKind] = []
+
+
+def _recoverable(room: str) -> bool:
+    return any(kind.recoverable and kind.claims(room) for kind in _kinds)
+
+
+history.set_recoverable(_recoverable)
 
 
 def room_kind(
@@ -107,10 +126,15 @@ def room_kind(
     kind = RoomKind(join, leave, key, key_type, prefix, per_user, may_join, snapshot, live_snapshot, refusal)
     _check_spelling(kind)
     model: type[Payload] = create_model(f"{join}_payload", __base__=Payload, **{key: (_key_field(key_type), ...)}) if key else Empty
+    # A recoverable kind's join may name, per room, the last broadcast it saw: {since: {room: {epoch, seq, token}}}.
+    joining = create_model(f"{join}_since", __base__=model, since=(SinceMap | None, None)) if kind.recoverable else model
 
-    @client_event(join, model)
+    @client_event(join, joining)
     async def _join(client: Client, payload: Payload) -> dict[str, Any]:
-        return await join_room(kind, client, getattr(payload, key) if key else None)
+        value = getattr(payload, key) if key else None
+        if "since" in payload.model_fields_set:
+            await client.set(RECOVERS, True)  # it follows the recovery protocol: told to resync, never disconnected for it
+        return await join_room(kind, client, value, since=getattr(payload, "since", None) or {})
 
     @client_event(leave, model)
     async def _leave(client: Client, payload: Payload) -> dict[str, Any]:
@@ -174,25 +198,42 @@ def _ack(kind: RoomKind, key: Key) -> dict[str, Any]:
     return {kind.key: key if isinstance(key, int | str) else str(key)}
 
 
-async def join_room(kind: RoomKind, client: Client, key: Key) -> dict[str, Any]:
-    """Enter the kind's room(s) for ``key``, checked before and after entering, then send the snapshot."""
+class Since(Payload):
+    """The last broadcast a client has of one room: the ``epoch`` and ``token`` of its last marker, the ``seq`` it applied last."""
+
+    epoch: str = Field(..., max_length=64)
+    seq: Annotated[int, Strict(), Field(ge=0, lt=2**63)]
+    token: str = Field(..., max_length=128)
+
+
+SinceMap = Annotated[dict[Annotated[str, Field(max_length=200)], Since], Field(max_length=8)]
+MARKER = "realtime:joined"
+
+
+async def join_room(kind: RoomKind, client: Client, key: Key, *, since: dict[str, Since] | None = None) -> dict[str, Any]:
+    """Enter the kind's room(s) for ``key``, checked before and after entering, then send what was missed or the snapshot."""
     client.still_connected()
     allowed = sync_to_async(kind.allows)
     if not await allowed(client.user, key):
         raise Reject(kind.refusal)
-    entered = kind.rooms_for(client.user, key)
-    if any(rooms.is_internal(room) for room in entered):  # checked at declaration too; never a client's to enter
+    wanted = kind.rooms_for(client.user, key)
+    if any(rooms.is_internal(room) for room in wanted):  # checked at declaration too; never a client's to enter
         raise Reject(kind.refusal)
+    entered = [room for room in wanted if not client.is_in(room)]  # a failed rejoin leaves only what it entered
     try:
         for room in entered:
             await client.enter(room)
+        # Read after entering, before the check below: whatever is sent to the room from now on reaches this
+        # connection, and a revocation committed after the check voids the token (its generation moves on).
+        positions = await _positions_or_none(kind, client, wanted, since or {})
         # Checked again with the user read afresh: a revocation committed in between (membership,
         # staff, deactivation) is then either seen here or finds the connection already in the room.
         fresh = await client.fresh_user()
         if not await allowed(fresh, key):
             raise Reject(kind.refusal)
         client.still_connected()
-        await _send_snapshot(kind, client, key, fresh)  # built for the user as now read, not as before entering
+        if positions is None or not await _send_markers(kind, client, key, positions):
+            await _send_snapshot(kind, client, key, fresh)  # built for the user as now read, not as before entering
     except BaseException:
         # Whatever failed (a refusal, a database error, a snapshot that could not be built or sent):
         # no room is kept by a join that did not answer ok.
@@ -201,6 +242,49 @@ async def join_room(kind: RoomKind, client: Client, key: Key) -> dict[str, Any]:
                 await client.leave(room)
         raise
     return _ack(kind, key)
+
+
+async def _positions_or_none(kind: RoomKind, client: Client, wanted: list[str], since: dict[str, Since]) -> list[Any] | None:
+    """The rooms' positions, or None (a snapshot, no marker) when the kind is not recoverable or history is out of
+    reach (Redis down: broadcasts meanwhile go out unnumbered, and every watcher resyncs once it is back)."""
+    if not kind.recoverable:
+        return None
+    try:
+        return await _positions(kind, client, wanted, since)
+    except Exception as error:  # noqa: BLE001
+        log.warning("%s: history unreachable (%s): the joiner gets a snapshot", kind.join, error)
+        return None
+
+
+async def _positions(kind: RoomKind, client: Client, wanted: list[str], since: dict[str, Since]) -> list[tuple[str, Position, str]]:
+    """Per room: where its broadcasts stand (with what the joiner missed, when its ``since`` is honoured), and its next token."""
+    found = history.backend()
+    generation = await found.generation(client.user.pk)
+    out = []
+    for room in wanted:
+        given = since.get(room)
+        asked = None
+        if given is not None and grants.honoured(
+            given.token, room=room, epoch=given.epoch, seq=given.seq, user_id=client.user.pk, generation=generation
+        ):
+            asked = (given.epoch, given.seq)
+        position = await found.position(room, since=asked, budget=settings.REALTIME_SNAPSHOT_FRAME_BYTES)
+        start = asked[1] if asked is not None and position.missed is not None else position.seq
+        token = grants.token(room=room, epoch=position.epoch, user_id=client.user.pk, generation=generation, start=start)
+        out.append((room, position, token))
+    return out
+
+
+async def _send_markers(kind: RoomKind, client: Client, key: Key, positions: list[tuple[str, Position, str]]) -> bool:
+    """``realtime:joined {join, room, epoch, seq, token, missed}`` per room; True when every room's ``missed`` was
+    given (no snapshot is needed), else every ``missed`` is null and the snapshot follows."""
+    recovered = all(position.missed is not None for _, position, _ in positions)
+    join = {"event": kind.join, **_ack(kind, key)}
+    for room, position, token in positions:
+        missed = [[event, data] for event, data in position.missed] if recovered and position.missed is not None else None
+        marker = {"join": join, "room": room, "epoch": position.epoch, "seq": position.seq, "token": token, "missed": missed}
+        await client.emit(MARKER, marker)
+    return recovered
 
 
 async def _send_snapshot(kind: RoomKind, client: Client, key: Key, user: Any) -> None:

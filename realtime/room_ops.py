@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 # A reserved event name: bus messages carrying it are operations, never sent to a client.
 OP_EVENT = "realtime:op"
 KINDS = ("leave", "disconnect", "recheck")
+RESYNC_EVENT = "realtime:resync"
+# Set in a connection's session by a join that named ``since`` (even empty): it follows the recovery protocol.
+RECOVERS = "recovers"
 
 
 def leave(*, members_of: str, room: str) -> dict[str, Any]:
@@ -36,6 +39,11 @@ def disconnect(*, members_of: str) -> dict[str, Any]:
 def recheck(*, members_of: str) -> dict[str, Any]:
     """Each connection in ``members_of`` leaves the rooms its room kinds no longer allow it (``room_kinds.may_stay``)."""
     return {"op": "recheck", "members_of": members_of}
+
+
+def resync() -> dict[str, Any]:
+    """Every connection in a recoverable room may have missed broadcasts: it reloads (or is disconnected, see ``apply``)."""
+    return {"op": "resync"}
 
 
 def _is_room(value: object) -> bool:
@@ -57,6 +65,8 @@ def problem(message: object) -> str | None:
         if not _is_room(message.get("room")):
             return "emit needs a room (a message to everyone is refused)"
         return None
+    if kind == "resync":
+        return None
     if kind not in KINDS:
         return f"unknown op {kind!r}"
     if not _is_room(message.get("members_of")):
@@ -70,6 +80,8 @@ def describe(op: dict[str, Any]) -> str:
     """One line naming an operation, for logs of what was lost."""
     if op.get("op") == "leave":
         return f"leave {op.get('room')!r} for members of {op.get('members_of')!r}"
+    if op.get("op") == "resync":
+        return "resync every watcher"
     return f"{op.get('op')} members of {op.get('members_of')!r}"
 
 
@@ -78,6 +90,9 @@ async def apply(server: socketio.AsyncServer, op: Any) -> None:
     reason = problem(op)
     if reason is not None or op["op"] == "emit":
         log.error("ignored room operation %.200r: %s", op, reason or "an emit is not an operation")
+        return
+    if op["op"] == "resync":
+        await _resync(server)
         return
     members = [sid for sid, _ in server.manager.get_participants("/", op["members_of"])]
     if op["op"] == "leave":
@@ -88,6 +103,27 @@ async def apply(server: socketio.AsyncServer, op: Any) -> None:
             await server.disconnect(sid, ignore_queue=True)
     elif members:
         await _recheck(server, members)
+
+
+async def _resync(server: socketio.AsyncServer) -> None:
+    """Tell this node's watchers of recoverable rooms to reload them; disconnect those that would not understand."""
+    from . import history
+
+    watchers = {sid for room, members in server.manager.rooms.get("/", {}).items() if history.recoverable(room) for sid in members}
+    told = closed = 0
+    for sid in watchers:
+        try:
+            session = await server.get_session(sid, namespace="/")
+        except KeyError:
+            continue  # gone meanwhile
+        if isinstance(session, dict) and session.get(RECOVERS):
+            await server.emit(RESYNC_EVENT, {}, to=sid, ignore_queue=True)
+            told += 1
+        else:
+            await server.disconnect(sid, ignore_queue=True)  # it re-joins on reconnect and reloads its snapshots
+            closed += 1
+    if watchers:
+        log.warning("broadcasts may have been missed: %d watcher(s) told to resync, %d disconnected to re-join", told, closed)
 
 
 async def _recheck(server: socketio.AsyncServer, sids: list[str]) -> None:

@@ -52,6 +52,12 @@ from .capture import Broadcast, Broadcasts, broadcasts, capture_broadcasts
 from .client import ConnectionRefused, SocketClient, connect
 from .server import LiveServer, free_port
 
+
+def unstamped(data: object) -> object:
+    """A broadcast's payload without its recovery stamp (``_live``, see ``realtime.history``): the object as sent."""
+    return {k: v for k, v in data.items() if k != "_live"} if isinstance(data, dict) else data
+
+
 __all__ = [
     "Broadcast",
     "Broadcasts",
@@ -62,4 +68,5 @@ __all__ = [
     "capture_broadcasts",
     "connect",
     "free_port",
+    "unstamped",
 ]

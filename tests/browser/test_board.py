@@ -315,3 +315,36 @@ async def test_a_password_change_closes_other_sessions_and_its_own_comes_back(se
     task = await db(services.task_create)(project=project, title="After the change")
     await expect(card(mine, task.id)).to_be_visible()
     await expect(card(elsewhere, task.id)).to_have_count(0)
+
+
+async def test_a_board_that_lost_its_connection_gets_only_what_it_missed(server, open_page, monkeypatch):
+    """Recovery: the page rejoins naming the last broadcast it applied, and is sent the missed ones, not a snapshot."""
+    from projects import selectors
+
+    alice = await db(f.make_user)("alice")
+    project = await db(f.make_project)(alice, title="Blip")
+    task = await db(f.make_task)(project, title="Before the blip")
+    page = await open_page(server.url, "alice", path=f"/projects/{project.id}/")
+    await live(page)
+    await expect(card(page, task.id).get_by_test_id("task-title")).to_have_text("Before the blip")
+    snapshots: list[int] = []
+    real = selectors.project_tasks
+    monkeypatch.setattr(selectors, "project_tasks", lambda **kw: snapshots.append(1) or real(**kw))
+
+    # The connection drops (as a network blip would): live.js reconnects on its own.
+    await page.evaluate("window.__live.socket.io.reconnectionDelay(1500); window.__live.socket.io.engine.close()")
+    await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", NOT_CONNECTED)
+
+    def change_meanwhile() -> None:
+        services.task_update(task=Task.objects.get(pk=task.id), title="Changed during the blip", status="done")
+        f.make_task(Project.objects.get(pk=project.id), title="Added during the blip")
+
+    await db(change_meanwhile)()
+    await live(page)
+    changed = column(page, "done").locator(f"[data-task-id='{task.id}']")
+    await expect(changed.get_by_test_id("task-title")).to_have_text("Changed during the blip")
+    await expect(column(page, "todo").get_by_test_id("task-title")).to_have_text(["Added during the blip"])
+    assert snapshots == []  # recovered from history: no snapshot was read
+    # And live again, in order.
+    await db(f.make_task)(project, title="After the blip")
+    await expect(column(page, "todo").get_by_test_id("task-title")).to_have_text(["Added during the blip", "After the blip"])

@@ -4,6 +4,7 @@ import pytest
 
 from chat import services
 from chat.schemas import MAX_BODY
+from realtime.testing import unstamped
 from tests.conftest import db
 from tests.support import factories as f
 
@@ -55,7 +56,7 @@ async def test_a_script_posts_with_a_token_and_it_arrives_live(connect, http):
         f"/api/chat/{session.pk}/messages/", json={"body": "from the agent"}, headers={"Authorization": f"Bearer {token}"}
     )
     assert response.status_code == 201
-    assert await client.wait_for("chat_message") == response.json()
+    assert unstamped(await client.wait_for("chat_message")) == response.json()
     outsider = await http.post(
         f"/api/chat/{session.pk}/messages/", json={"body": "x"}, headers={"Authorization": f"Bearer {await db(f.token_for)(eve)}"}
     )

@@ -4,6 +4,7 @@ import asyncio
 import time
 
 from crawls.models import CrawledPage, CrawlJob
+from realtime.testing import unstamped
 from tests.conftest import db
 from tests.support import factories as f
 
@@ -86,7 +87,7 @@ async def test_stop_takes_effect_within_a_second_and_nothing_is_fetched_after_st
     stopping = await client.wait_for("crawl:stopping")
     stopped = await client.wait_for("crawl:stopped", timeout=5)
     stopped_at = time.monotonic()
-    assert stopping == {"progressId": progress_id, "status": "stopping", "message": stopping["message"]}
+    assert unstamped(stopping) == {"progressId": progress_id, "status": "stopping", "message": stopping["message"]}
     assert stopped["status"] == "cancelled" and stopped["progressId"] == progress_id and "timestamp" in stopped
     assert stopped_at - asked < 1.0
     final = await until_final(client, progress_id)

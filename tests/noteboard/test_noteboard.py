@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from realtime.testing import unstamped
 from tests.support.node_client import NodeClient
 
 if TYPE_CHECKING:
@@ -91,13 +92,13 @@ async def test_created_updated_deleted_reach_the_board_s_members(noteboard: Note
     await alice.wait_for("initial_notes")
 
     note = await noteboard.shell(SERVICES + f"print(services.note_create(board_id={board}, text='draft').pk)")
-    assert await alice.wait_for("note_created") == {"id": note, "board_id": board, "text": "draft", "version": 1}
+    assert unstamped(await alice.wait_for("note_created")) == {"id": note, "board_id": board, "text": "draft", "version": 1}
     await noteboard.shell(SERVICES + f"services.note_update(note_id={note}, text='final')")
-    assert await alice.wait_for("note_updated") == {"id": note, "board_id": board, "text": "final", "version": 2}
+    assert unstamped(await alice.wait_for("note_updated")) == {"id": note, "board_id": board, "text": "final", "version": 2}
     await noteboard.shell(SERVICES + f"services.note_create(board_id={elsewhere}, text='not yours'); services.note_delete(note_id={note})")
-    assert await alice.wait_for("note_deleted") == {"id": note, "board_id": board}
+    assert unstamped(await alice.wait_for("note_deleted")) == {"id": note, "board_id": board}
     # The other board's note was created before the delete, by the same process: had it reached alice, it would be here.
-    assert alice.received("note_created") == [{"id": note, "board_id": board, "text": "draft", "version": 1}]
+    assert [unstamped(n) for n in alice.received("note_created")] == [{"id": note, "board_id": board, "text": "draft", "version": 1}]
 
 
 async def test_a_rolled_back_write_sends_nothing(noteboard: NoteBoard, connect: Connect) -> None:
@@ -132,8 +133,8 @@ async def test_a_note_moved_away_is_deleted_for_the_old_board(noteboard: NoteBoa
     assert [n["id"] for n in (await alice.wait_for("initial_notes"))["notes"]] == [note]
 
     await noteboard.shell(SERVICES + f"services.note_update(note_id={note}, board_id={new})")
-    assert await alice.wait_for("note_deleted") == {"id": note, "board_id": old}
-    assert await bob.wait_for("note_updated") == {"id": note, "board_id": new, "text": "moving", "version": 2}
+    assert unstamped(await alice.wait_for("note_deleted")) == {"id": note, "board_id": old}
+    assert unstamped(await bob.wait_for("note_updated")) == {"id": note, "board_id": new, "text": "moving", "version": 2}
     assert alice.received("note_updated") == []  # the old board only hears that it left
 
 
@@ -143,7 +144,12 @@ async def test_a_note_from_the_management_command_reaches_the_client(noteboard: 
     assert (await alice.call("join_board", {"board_id": board}))["ok"] is True
     await alice.wait_for("initial_notes")
     note = int(await noteboard.manage("add_note", str(board), "from the command line"))
-    assert await alice.wait_for("note_created") == {"id": note, "board_id": board, "text": "from the command line", "version": 1}
+    assert unstamped(await alice.wait_for("note_created")) == {
+        "id": note,
+        "board_id": board,
+        "text": "from the command line",
+        "version": 1,
+    }
 
 
 async def test_after_leaving_the_board_nothing_more_arrives(noteboard: NoteBoard, connect: Connect) -> None:

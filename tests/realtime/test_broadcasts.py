@@ -8,6 +8,7 @@ from projects import services
 from projects.live import PROJECT
 from projects.models import Project, Task
 from realtime import emit_now_ignoring_transaction
+from realtime.testing import unstamped
 from tests.conftest import db
 from tests.support import factories as f
 
@@ -49,7 +50,7 @@ async def test_saves_updates_and_deletes_reach_the_room_in_order(connect):
     assert second["updated_at"] >= first["updated_at"]
 
     await db(lambda: Task.objects.get(pk=task.pk).delete())()
-    assert await client.wait_for("task_deleted") == {"task_id": str(task.pk), "project_id": str(project.pk)}
+    assert unstamped(await client.wait_for("task_deleted")) == {"task_id": str(task.pk), "project_id": str(project.pk)}
 
 
 async def test_a_client_in_project_a_receives_nothing_of_project_b(connect):
@@ -124,7 +125,7 @@ async def test_moving_a_task_to_another_project_tells_both_rooms(connect):
         t.save()
 
     await db(move)()
-    assert await watcher_a.wait_for("task_deleted") == {"task_id": str(task.pk), "project_id": str(a.pk)}
+    assert unstamped(await watcher_a.wait_for("task_deleted")) == {"task_id": str(task.pk), "project_id": str(a.pk)}
     assert (await watcher_b.wait_for("task_updated"))["project_id"] == str(b.pk)
 
 

@@ -290,10 +290,10 @@ async def test_events_beyond_the_in_flight_bound_are_refused_without_running(con
     release, entered = threading.Event(), []
     real_join = room_kinds.join_room
 
-    async def slow_join(kind: Any, client: Any, key: Any) -> Any:
+    async def slow_join(kind: Any, client: Any, key: Any, **options: Any) -> Any:
         entered.append(key)
         await asyncio.to_thread(release.wait, 20)  # (the server's loop is not this test's: a thread waits)
-        return await real_join(kind, client, key)
+        return await real_join(kind, client, key, **options)
 
     monkeypatch.setattr(room_kinds, "join_room", slow_join)
     calls = [asyncio.create_task(client.call("join_project", join, timeout=20)) for _ in range(6)]

@@ -122,9 +122,9 @@ async def test_joins_of_a_connection_that_closed_build_no_snapshot_and_log_no_tr
             await asyncio.to_thread(release.wait, 30)
         return await real_send(kind, client, key, user)
 
-    async def counted(kind, client, key):
+    async def counted(kind, client, key, **options):
         try:
-            return await real_join(kind, client, key)
+            return await real_join(kind, client, key, **options)
         finally:
             finished.append(1)
 

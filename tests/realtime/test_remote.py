@@ -8,6 +8,7 @@ import httpx
 
 from projects.models import Task
 from realtime import signing
+from realtime.testing import unstamped
 from realtime.manager import SETTLE
 from tests.conftest import db
 from tests.support import factories as f
@@ -18,11 +19,13 @@ RENAME = "from projects.models import Task; t = Task.objects.get(pk='{pk}'); t.t
 
 
 async def watcher(server, user, project, kind="python"):
+    """A client of ``server`` watching ``project``; it follows the recovery protocol (its joins name ``since``), so an
+    outage tells it to resync rather than disconnecting it."""
     from tests.conftest import CLIENT_KINDS
 
     client = CLIENT_KINDS[kind]()
     await client.connect(server.url, auth={"token": await db(f.token_for)(user)})
-    assert (await client.call("join_project", {"project_id": str(project.pk)}))["ok"]
+    assert (await client.call("join_project", {"project_id": str(project.pk), "since": {}}))["ok"]
     await client.wait_for("initial_tasks")
     return client
 
@@ -130,8 +133,8 @@ async def test_redis_two_servers_share_rooms_writes_and_revocations(spawn, redis
         async with httpx.AsyncClient(base_url=b.url, headers={"Authorization": f"Bearer {token}"}, timeout=10) as rest_b:
             response = await rest_b.patch(f"/api/tasks/{task.pk}/", json={"status": "doing"})
             assert response.status_code == 200
-            assert await on_a.wait_for("task_updated") == response.json()
-            assert await on_b.wait_for("task_updated") == response.json()
+            assert unstamped(await on_a.wait_for("task_updated")) == response.json()
+            assert unstamped(await on_b.wait_for("task_updated")) == response.json()
 
             # A management command with REDIS_URL reaches clients on both nodes.
             result = await db(manage)(
@@ -176,6 +179,8 @@ async def test_redis_outage_local_delivery_continues_and_cross_node_resumes(spaw
             assert await db(lambda: Task.objects.get(pk=task.pk).title)() == "command during outage"
 
             redis_server.start()  # same port
+            # A's subscription broke: broadcasts may have been missed, so its watcher is told to resync.
+            assert await on_a.wait_for("realtime:resync", timeout=20) == {}
             # Cross-node delivery resumes: B's writes reach A again once both have reconnected.
             for attempt in range(60):
                 response = await rest.patch(f"{b.url}/api/tasks/{task.pk}/", json={"title": f"after outage {attempt}"})
@@ -197,7 +202,9 @@ async def test_redis_outage_local_delivery_continues_and_cross_node_resumes(spaw
         await on_a.close()
 
 
-async def test_channels_group_send_reaches_the_socketio_room(spawn, redis_server, database_path):
+async def test_channels_group_send_to_a_recoverable_room_is_refused_loudly(spawn, redis_server, database_path):
+    """Every node pumps its own copy of a group message, so none could number it once: a project room (recoverable)
+    refuses it with an error line naming realtime.emit, rather than sending what a reconnecting client would miss."""
     server = spawn(CHANNEL_LAYER_REDIS_URL=redis_server.url)
     alice, project, _ = await setup_project()
     client = await watcher(server, alice, project, "node")
@@ -209,7 +216,12 @@ async def test_channels_group_send_reaches_the_socketio_room(spawn, redis_server
         )
         result = await db(manage)(database_path, "shell", "-c", code, CHANNEL_LAYER_REDIS_URL=redis_server.url)
         assert result.returncode == 0, result.stderr
-        assert await client.wait_for("note") == {"text": "hello from channels"}
+        for _ in range(100):
+            if "refused: a recoverable room; use realtime.emit" in server.output():
+                break
+            await asyncio.sleep(0.1)
+        assert f"Channels group_send to '{project.pk}' refused" in server.output()
+        assert client.received("note") == []
     finally:
         await client.close()
 

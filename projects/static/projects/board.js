@@ -115,10 +115,6 @@ const store = new TaskStore(scheduleRender);
 const live = new Live();
 window.__live = live;
 
-// Every (re)connect re-sends join_project (Live's wants); events from then on are newer than the
-// coming snapshot. Registered before the want, in the same connect dispatch as Live's re-send.
-live.socket.on("connect", () => store.joining());
-
 live.on("initial_tasks", (data) => {
   if (data.project_id === projectId) store.snapshotFrame(data); // one frame of a snapshot, or all of it
 });
@@ -131,6 +127,8 @@ live.on("task_deleted", (data) => {
   if (data.project_id === projectId) store.remove(data.task_id);
 });
 
+// Every (re)join (a reconnect, a resync): events from then on are newer than a snapshot it may bring.
+const onJoin = () => store.joining();
 live.want(`project:${projectId}`, "join_project", { project_id: projectId }, (ack) => {
   if (ack.ok) {
     if (errorLine.dataset.source === "join") showError("");
@@ -138,7 +136,7 @@ live.want(`project:${projectId}`, "join_project", { project_id: projectId }, (ac
     errorLine.dataset.source = "join";
     showError(`Cannot follow this project: ${ack.error}`);
   }
-});
+}, { onJoin });
 
 // --- Actions (REST) -------------------------------------------------------------------------
 

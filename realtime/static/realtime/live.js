@@ -5,8 +5,10 @@
 //   import { Live, ItemStore, ProgressState, api } from "/static/realtime/live.js";
 //
 // After a reconnect the server has a new session with no rooms: `want` remembers what the page
-// watches and sends it again on every connect, so snapshots (initial_tasks, projects_update, the
-// current progress, chat history) are reloaded and nothing stays stale after a blip or a restart.
+// watches and sends it again on every connect, naming per room the last broadcast it applied
+// (`since`), so the server sends just what was missed, or the snapshot (initial_tasks,
+// projects_update, the current progress, chat history) when it cannot: nothing stays stale after a
+// blip, a restart or a Redis outage (`realtime:resync`). See the README's "Recovering after a reconnect".
 // Large snapshots arrive in several frames ({…, part, parts, snapshot}): SnapshotParts puts them together.
 
 const STATES = ["connected", "reconnecting", "offline"];
@@ -15,6 +17,8 @@ export class Live {
   constructor({ indicator = document.querySelector("[data-testid=connection]") } = {}) {
     this.indicator = indicator;
     this.wants = new Map(); // key -> {event, payload, onAck}
+    this.handlers = new Map(); // event -> [handler]: what live.on registered (missed events are replayed to them)
+    this.streams = new Map(); // room -> {want, epoch, seq, token, joining, held}: where each recoverable room stands
     this.retriedAt = 0; // when the last retry after a server-side close was made (see "disconnect")
     // WebSocket first (a websocket-born connection gets the server's fast broadcast path), falling
     // back to long-polling where websockets are blocked. A page (or a test) may pin the transports:
@@ -22,6 +26,8 @@ export class Live {
     const transports = Array.isArray(window.LIVE_TRANSPORTS) ? window.LIVE_TRANSPORTS : ["websocket", "polling"];
     const options = { withCredentials: true, transports, tryAllTransports: true };
     this.socket = window.io(options);
+    this.socket.on("realtime:joined", (marker) => this.joined(marker));
+    this.socket.on("realtime:resync", () => this.resync());
     this.socket.on("connect", () => {
       this.setState("connected");
       for (const want of this.wants.values()) this.send(want);
@@ -65,9 +71,53 @@ export class Live {
     }
   }
 
+  /** Handle `event`; broadcasts of recoverable rooms are checked first (in order, once: see `deliver`). */
   on(event, handler) {
-    this.socket.on(event, handler);
+    if (!this.handlers.has(event)) {
+      this.handlers.set(event, []);
+      this.socket.on(event, (data) => this.deliver(event, data));
+    }
+    this.handlers.get(event).push(handler);
     return this;
+  }
+
+  handle(event, data) {
+    for (const handler of this.handlers.get(event) || []) handler(data);
+  }
+
+  /**
+   * A broadcast stamped `_live: {room, epoch, seq}` is applied once and in order. While its room's join is
+   * under way it is held (the join's marker says where the room stands). One seen already is dropped; a gap
+   * (one never came) or another epoch (the server lost history) re-joins the room, naming the last one held:
+   * the server sends what is missing, or a snapshot.
+   */
+  deliver(event, data) {
+    const stamp = data && data._live;
+    const stream = stamp && this.streams.get(stamp.room);
+    if (!stream) return this.handle(event, data);
+    if (stream.joining) return void stream.held.push([event, data]);
+    if (stamp.epoch !== stream.epoch) {
+      this.handle(event, data); // applied by id and version like any event; the re-join settles the rest
+      return void this.send(stream.want);
+    }
+    if (stamp.seq <= stream.seq) return; // had it already
+    if (stamp.seq > stream.seq + 1) return void this.send(stream.want); // one in between never came: held from now on
+    stream.seq = stamp.seq;
+    this.handle(event, data);
+  }
+
+  /** `realtime:joined {join, room, epoch, seq, token, missed}`: where one room of a join stands. */
+  joined(marker) {
+    const want = [...this.wants.values()].find((w) => sameJoin(w, marker.join));
+    if (!want) return this.streams.delete(marker.room); // a join since given up (unwant)
+    const previous = this.streams.get(marker.room);
+    const stream = { want, epoch: marker.epoch, seq: previous?.epoch === marker.epoch ? previous.seq : 0, token: marker.token };
+    this.streams.set(marker.room, stream);
+    for (const [event, data] of marker.missed || []) {
+      if (data._live.seq > stream.seq) this.handle(event, data);
+    }
+    stream.seq = marker.seq; // with missed: all of them; without: the snapshot that follows has them
+    for (const [event, data] of previous?.held || []) this.deliver(event, data); // newer than the marker: in order
   }
 
   /** Emit with acknowledgement; resolves to the server's `{ok, ...}` answer. */
@@ -76,23 +126,63 @@ export class Live {
     return this.socket.timeout(10000).emitWithAck(event, ...args).catch((err) => ({ ok: false, error: String(err.message || err) }));
   }
 
-  /** Watch something: `event(payload)` is sent now if connected, and again after every reconnect. */
-  want(key, event, payload, onAck) {
-    const want = { event, payload, onAck };
+  /**
+   * Watch something: `event(payload)` is sent now if connected, and again after every reconnect. Joins of
+   * recoverable rooms (every room kind with a snapshot) name what they have (`since`): a rejoin is sent just
+   * what it missed. `onJoin` runs before each join is sent (a store resets what a coming snapshot overrides).
+   */
+  want(key, event, payload, onAck, { recoverable = true, onJoin } = {}) {
+    const want = { event, payload, onAck, recoverable, onJoin };
     this.wants.set(key, want);
     if (this.socket.connected) this.send(want);
   }
 
   /** Stop watching `key`; `leaveEvent(payload)` tells the server. */
   unwant(key, leaveEvent, payload) {
+    const want = this.wants.get(key);
     this.wants.delete(key);
+    for (const [room, stream] of this.streams) if (stream.want === want) this.streams.delete(room);
     if (leaveEvent && this.socket.connected) this.call(leaveEvent, payload);
   }
 
+  /** `realtime:resync`: the server may have missed broadcasts for us: every room is joined again, with its snapshot. */
+  resync() {
+    this.streams.clear();
+    for (const want of this.wants.values()) this.send(want);
+  }
+
+  /** Send a want's join, naming for each of its rooms the last broadcast held; broadcasts meanwhile are held. */
   async send(want) {
-    const ack = await this.call(want.event, want.payload);
+    let payload = want.payload;
+    if (want.recoverable) {
+      const since = {};
+      for (const [room, stream] of this.streams) {
+        if (stream.want !== want) continue;
+        if (!stream.joining) [stream.joining, stream.held] = [true, []];
+        since[room] = { epoch: stream.epoch, seq: stream.seq, token: stream.token };
+      }
+      payload = { ...(want.payload || {}), since };
+    }
+    if (want.onJoin) want.onJoin();
+    const ack = await this.call(want.event, payload);
+    for (const stream of this.streams.values()) {
+      if (stream.want === want && stream.joining) {
+        // No marker came (refused, or the connection dropped): nothing held can be judged; it re-joins on connect.
+        stream.joining = false;
+        for (const [event, data] of stream.held.splice(0)) this.handle(event, data);
+      }
+    }
     if (want.onAck) want.onAck(ack);
   }
+}
+
+/** Whether a marker's `join` ({event, <key>: value}) answers `want` (a UUID the same in any spelling). */
+function sameJoin(want, join) {
+  const norm = (value) => String(value).toLowerCase().replace(/^urn:uuid:|[{}-]/g, "");
+  return (
+    want.event === join.event &&
+    Object.entries(join).every(([k, v]) => k === "event" || norm(want.payload?.[k]) === norm(v))
+  );
 }
 
 /**
