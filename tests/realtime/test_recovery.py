@@ -137,7 +137,8 @@ async def test_more_than_a_frame_of_missed_events_gets_the_snapshot(connect, set
     assert joined["missed"] is None
     frames = [await again.wait_for("initial_tasks")]
     while frames[-1]["part"] < frames[-1]["parts"]:
-        frames.append(await again.wait_for("initial_tasks", lambda fr, n=len(frames): fr["part"] == n + 1))
+        following = frames[-1]["part"] + 1
+        frames.append(await again.wait_for("initial_tasks", lambda fr, n=following: fr["part"] == n))
     assert sum(len(frame["tasks"]) for frame in frames) == 5
 
 

@@ -8,8 +8,8 @@ import httpx
 
 from projects.models import Task
 from realtime import signing
-from realtime.testing import unstamped
 from realtime.manager import SETTLE
+from realtime.testing import unstamped
 from tests.conftest import db
 from tests.support import factories as f
 from tests.support.processes import SECRET, manage
