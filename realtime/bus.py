@@ -23,7 +23,7 @@ from typing import Any
 
 import socketio
 
-from . import grants, remote, room_ops
+from . import remote, room_ops, since_tokens
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ async def _operate(op: dict[str, Any]) -> None:
         await remote.publish(op)
     else:
         try:
-            await grants.bump_for(op)  # first: no join after the revocation is sent the past it no longer may see
+            await since_tokens.bump_for(op)  # first: no join after the revocation is sent the past it no longer may see
         except Exception as error:  # noqa: BLE001  (Redis away: the outage voids every since token anyway)
             log.warning("could not void since tokens for %s: %s", room_ops.describe(op), error)
         await server.manager.publish_op(op)  # this node, and with Redis every other one

@@ -87,7 +87,7 @@ class MemoryHistory:
         self.forget(room)
 
     async def generation(self, user_id: int) -> str:
-        """The user's access generation (see ``grants``)."""
+        """The user's access generation (see ``since_tokens``)."""
         return f"{self._generation.get(None, 0)}:{self._generation.get(user_id, 0)}"
 
     async def bump(self, user_id: int | None) -> None:

@@ -11,7 +11,7 @@ Keys (prefix ``REALTIME_REDIS_CHANNEL``):
 * ``<p>:room:<room>``: the room's own epoch and last seq; ``<p>:log:<room>``: a stream of its
   last ``REALTIME_HISTORY_SIZE`` broadcasts (id ``<seq>-0``). Both expire after
   ``REALTIME_HISTORY_TTL`` seconds without a broadcast.
-* ``<p>:gen:<user id>`` / ``<p>:gen:*``: access generations (see ``grants``).
+* ``<p>:gen:<user id>`` / ``<p>:gen:*``: access generations (see ``since_tokens``).
 
 The JSON is spliced, never decoded in Lua: what is published is exactly what Python encoded.
 """

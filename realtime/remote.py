@@ -26,7 +26,7 @@ import httpx
 import socketio
 from django.conf import settings
 
-from . import grants, history, room_ops, signing
+from . import history, room_ops, signing, since_tokens
 from .redis_history import SyncRedisHistory
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ class RedisPath:
                 elif message["op"] == "emit":
                     self.manager.emit(message["event"], message["data"], namespace="/", room=message["room"])
                 else:
-                    for what, subject in grants.changes(message):  # first: void the since tokens it concerns
+                    for what, subject in since_tokens.changes(message):  # first: void the since tokens it concerns
                         getattr(self._history(), "forget_room" if what == "room" else "bump")(subject)
                     self.manager.emit(room_ops.OP_EVENT, message, namespace="/")
                 batch.pop(0)

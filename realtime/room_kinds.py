@@ -24,7 +24,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from pydantic import Field, Strict, create_model
 
-from . import grants, history, rooms
+from . import history, rooms, since_tokens
 from .dispatcher import GONE, Client, Empty, Payload, Reject, client_event
 from .history import Position
 from .room_ops import RECOVERS
@@ -264,13 +264,13 @@ async def _positions(kind: RoomKind, client: Client, wanted: list[str], since: d
     for room in wanted:
         given = since.get(room)
         asked = None
-        if given is not None and grants.honoured(
+        if given is not None and since_tokens.honoured(
             given.token, room=room, epoch=given.epoch, seq=given.seq, user_id=client.user.pk, generation=generation
         ):
             asked = (given.epoch, given.seq)
         position = await found.position(room, since=asked, budget=settings.REALTIME_SNAPSHOT_FRAME_BYTES)
         start = asked[1] if asked is not None and position.missed is not None else position.seq
-        token = grants.token(room=room, epoch=position.epoch, user_id=client.user.pk, generation=generation, start=start)
+        token = since_tokens.token(room=room, epoch=position.epoch, user_id=client.user.pk, generation=generation, start=start)
         out.append((room, position, token))
     return out
 

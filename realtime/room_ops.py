@@ -120,8 +120,12 @@ async def _resync(server: socketio.AsyncServer) -> None:
             await server.emit(RESYNC_EVENT, {}, to=sid, ignore_queue=True)
             told += 1
         else:
-            await server.disconnect(sid, ignore_queue=True)  # it re-joins on reconnect and reloads its snapshots
-            closed += 1
+            # Its transport is closed, not its Socket.IO session: socket.io clients reconnect by themselves after a
+            # "transport close" (never after a server disconnect), then re-join and reload their snapshots.
+            eio_sid = server.manager.eio_sid_from_sid(sid, "/")
+            if eio_sid is not None:
+                await server.eio.disconnect(eio_sid)
+                closed += 1
     if watchers:
         log.warning("broadcasts may have been missed: %d watcher(s) told to resync, %d disconnected to re-join", told, closed)
 

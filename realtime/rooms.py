@@ -37,3 +37,11 @@ def user_cookies(user_id: int) -> str:
 def is_internal(room: str) -> bool:
     """Rooms the server uses to address connections, not rooms clients watch."""
     return room.startswith(INTERNAL_PREFIXES)
+
+
+def user_id_of(room: str) -> int | None:
+    """The user whose connections ``room`` addresses (``user`` and ``user_cookies`` rooms), else None."""
+    for prefix in ("user_", "cookies_"):
+        if room.startswith(prefix) and room[len(prefix) :].isdigit():
+            return int(room[len(prefix) :])
+    return None

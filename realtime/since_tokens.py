@@ -15,7 +15,7 @@ from django.utils.crypto import constant_time_compare, salted_hmac
 
 from . import history, rooms
 
-SALT = "realtime.grants.since"
+SALT = "realtime.since_tokens.since"
 
 
 def _mac(room: str, epoch: str, user_id: int, generation: str, start: int) -> str:
@@ -36,19 +36,12 @@ def honoured(given: str, *, room: str, epoch: str, seq: int, user_id: int, gener
     return start <= seq and constant_time_compare(parts[2], _mac(room, epoch, user_id, generation, start))
 
 
-def _user_of(room: str) -> int | None:
-    for prefix in ("user_", "cookies_"):
-        if room.startswith(prefix) and room[len(prefix) :].isdigit():
-            return int(room[len(prefix) :])
-    return None
-
-
 def changes(op: dict[str, Any]) -> list[tuple[str, Any]]:
     """What a room operation voids: ``("user", id)`` / ``("everyone", None)`` generations, ``("room", name)`` histories."""
     members_of = op.get("members_of")
     if not isinstance(members_of, str):
         return []
-    user_id = _user_of(members_of)
+    user_id = rooms.user_id_of(members_of)
     if user_id is not None:
         return [("user", user_id)]
     if op.get("op") == "leave":
