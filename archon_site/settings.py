@@ -165,6 +165,8 @@ REALTIME_HISTORY_SIZE: int = env.int("REALTIME_HISTORY_SIZE", default=500)
 REALTIME_HISTORY_ROOMS: int = env.int("REALTIME_HISTORY_ROOMS", default=10_000)
 REALTIME_HISTORY_BYTES: int = env.int("REALTIME_HISTORY_BYTES", default=32_000_000)
 REALTIME_HISTORY_TTL: int = env.int("REALTIME_HISTORY_TTL", default=86_400)
+# A command that gives up delivering a broadcast records it in the database; servers look every this many seconds.
+REALTIME_LOST_POLL_SECONDS: float = env.float("REALTIME_LOST_POLL_SECONDS", default=2.0)
 # Failed logins per username and per client address within the window; then refused until it passes.
 LOGIN_FAILURE_LIMIT: int = env.int("LOGIN_FAILURE_LIMIT", default=10)
 LOGIN_FAILURE_WINDOW: int = env.int("LOGIN_FAILURE_WINDOW", default=900)  # seconds

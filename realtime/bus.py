@@ -88,11 +88,12 @@ async def _operate(op: dict[str, Any]) -> None:
     if server is None:
         await remote.publish(op)
     else:
-        try:
-            await since_tokens.bump_for(op)  # first: no join after the revocation is sent the past it no longer may see
-        except Exception as error:  # noqa: BLE001  (Redis away: the outage voids every since token anyway)
-            log.warning("could not void since tokens for %s: %s", room_ops.describe(op), error)
+        # The operation first (a broadcast sent after it must not overtake it), then the since tokens it voids.
         await server.manager.publish_op(op)  # this node, and with Redis every other one
+        try:
+            await since_tokens.bump_for(op)
+        except Exception as error:  # noqa: BLE001  (Redis away: the epoch is replaced once it is back)
+            log.warning("could not void since tokens for %s: %s", room_ops.describe(op), error)
 
 
 async def leave(*, members_of: str, room: str) -> None:
@@ -103,6 +104,11 @@ async def leave(*, members_of: str, room: str) -> None:
 async def disconnect(*, members_of: str) -> None:
     """Close every connection in room ``members_of``, on every node."""
     await _operate(room_ops.disconnect(members_of=members_of))
+
+
+async def resync(*, room: str | None) -> None:
+    """Broadcasts to ``room`` (None: to any room) were lost: a new history for it, and its watchers reload, on every node."""
+    await _operate(room_ops.resync(room))
 
 
 async def recheck(*, members_of: str) -> None:

@@ -33,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "REALTIME_HISTORY_ROOMS": 10_000,  # rooms whose history is kept (least recently used forgotten)
     "REALTIME_HISTORY_BYTES": 32_000_000,  # JSON bytes of history kept, all rooms together (in one process)
     "REALTIME_HISTORY_TTL": 86_400,  # seconds a room's history stays in Redis after its last broadcast
+    "REALTIME_LOST_POLL_SECONDS": 2.0,  # how often a server looks for broadcasts other processes recorded as lost
     "REDIS_URL": None,  # set: several server processes share rooms through Redis
     "REALTIME_REDIS_CHANNEL": "realtime",
     # Where commands on this machine publish without Redis: the server on this machine (its PORT).

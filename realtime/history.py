@@ -58,14 +58,16 @@ class MemoryHistory:
     counters stay, so only joiners that needed those events get a snapshot).
     """
 
-    def __init__(self, *, size: int, rooms: int, budget: int) -> None:
+    def __init__(self, *, size: int, rooms: int, budget: int, room_budget: int | None = None) -> None:
         self.epoch = secrets.token_hex(8)
         self.size, self.rooms, self.budget = size, rooms, budget
+        self.room_budget = budget if room_budget is None else room_budget  # more than a joiner may be sent is never kept
         self.bytes = 0
         self._seq: OrderedDict[str, tuple[str, int]] = OrderedDict()  # room -> (its epoch, its last seq); LRU first
         self._log: dict[str, deque[tuple[str, dict[str, Any], int]]] = {}
         self._generations = itertools.count(1)
         self._generation: dict[int | None, int] = {}  # user id (None: everyone) -> access generation
+        self._room_bytes: dict[str, int] = {}
 
     def _current(self, room: str) -> tuple[str, int]:
         found = self._seq.get(room)
@@ -81,10 +83,14 @@ class MemoryHistory:
     def forget(self, room: str) -> None:
         """Drop a room's history and counter (its subject is gone, or over a bound)."""
         self._seq.pop(room, None)
+        self._room_bytes.pop(room, None)
         self.bytes -= sum(entry[2] for entry in self._log.pop(room, ()))
 
     async def forget_room(self, room: str) -> None:
         self.forget(room)
+
+    async def replace_epoch(self) -> None:
+        self.reset()
 
     async def generation(self, user_id: int) -> str:
         """The user's access generation (see ``since_tokens``)."""
@@ -103,10 +109,21 @@ class MemoryHistory:
         size = size_of(out)  # measured once per broadcast, not per recipient
         log.append((event, out, size))
         self.bytes += size
-        if len(log) > self.size:
-            self.bytes -= log.popleft()[2]
+        held = self._room_bytes[room] = self._room_bytes.get(room, 0) + size
+        while log and (len(log) > self.size or held > self.room_budget):
+            dropped = log.popleft()[2]
+            self.bytes -= dropped
+            held = self._room_bytes[room] = held - dropped
         self._shed()
         return out
+
+    def reset(self) -> None:
+        """Broadcasts were lost (a publish that never arrived): a new epoch for every room, no ``since`` from before."""
+        self.epoch = secrets.token_hex(8)
+        self._seq.clear()
+        self._log.clear()
+        self._room_bytes.clear()
+        self.bytes = 0
 
     def _shed(self) -> None:
         """Over the byte budget: drop the oldest events, least recently used rooms first (their counters stay)."""
@@ -117,7 +134,9 @@ class MemoryHistory:
                 return
             log = self._log.get(room)
             while log and self.bytes > self.budget:
-                self.bytes -= log.popleft()[2]
+                dropped = log.popleft()[2]
+                self.bytes -= dropped
+                self._room_bytes[room] -= dropped
 
     async def position(self, room: str, *, since: tuple[str, int] | None, budget: int) -> Position:
         """The room's epoch and last seq; with ``since``, the events after it (None when they cannot all be given)."""
@@ -146,7 +165,10 @@ def memory() -> MemoryHistory:
     global _memory
     if _memory is None:
         _memory = MemoryHistory(
-            size=settings.REALTIME_HISTORY_SIZE, rooms=settings.REALTIME_HISTORY_ROOMS, budget=settings.REALTIME_HISTORY_BYTES
+            size=settings.REALTIME_HISTORY_SIZE,
+            rooms=settings.REALTIME_HISTORY_ROOMS,
+            budget=settings.REALTIME_HISTORY_BYTES,
+            room_budget=settings.REALTIME_SNAPSHOT_FRAME_BYTES,
         )
     return _memory
 
@@ -158,6 +180,7 @@ class Backend(Protocol):
     async def generation(self, user_id: int) -> str: ...
     async def bump(self, user_id: int | None) -> None: ...
     async def forget_room(self, room: str) -> None: ...
+    async def replace_epoch(self) -> None: ...
 
 
 _backend: Backend | None = None

@@ -19,7 +19,7 @@ from socketio import packet as sio_packet
 
 from . import direct_write, history, limits, room_ops
 from .history import Position
-from .redis_history import RedisHistory
+from .redis_history import RedisHistory, stamp_args
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = 5.0
@@ -121,10 +121,8 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         self._publishing = asyncio.Lock()  # held while the backlog drains: newer messages wait behind it
         self._watcher: asyncio.Task[None] | None = None
         self._history: RedisHistory | None = None
-        self._epoch_seen = ""  # the fleet epoch this node last numbered with: replaced after an outage
-        self._unsent = False  # a numbered broadcast could not be published during this outage
+        self._unsent = False  # since the epoch was last replaced, a broadcast could not be numbered (or a token voided)
         self._recovering: asyncio.Task[None] | None = None
-        self._epoch_replaced = False  # during this outage, by this node (its subscription broke, or _watch)
         # Set while this node's subscription is up: a joiner's position is read only then, or a broadcast
         # numbered after it could be published before the subscription and never reach the joiner.
         self._subscribed = asyncio.Event()
@@ -143,11 +141,12 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         if kwargs.get("ignore_queue") or callback is not None or (namespace or "/") != "/" or not history.recoverable(room):
             return await super().emit(event, data, namespace=namespace, room=room, skip_sid=skip_sid, callback=callback, **kwargs)
         data = history.unstamped_object(room, data)
+        # Encoded before any Redis call: a payload that is not JSON is the caller's error, never an outage.
+        keys, argv = stamp_args(room, event, data, host_id="", skip_sid=skip_sid)
         if not self._outage:
             try:
                 async with asyncio.timeout(PUBLISH_TIMEOUT):
-                    epoch, _ = await self.numbering.stamp(room, event, data, host_id="", skip_sid=skip_sid)
-                self._epoch_seen = epoch.partition(".")[0]
+                    await self.numbering.stamp(keys, argv)
                 return None  # delivered here too, from the subscription, in the room's order
             except Exception as error:
                 self._down(error)  # and below: lost
@@ -159,9 +158,7 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
     async def position(self, room: str, *, since: tuple[str, int] | None, budget: int) -> Position:
         async with asyncio.timeout(PUBLISH_TIMEOUT):
             await self._subscribed.wait()
-            found = await self.numbering.position(room, since=since, budget=budget)
-        self._epoch_seen = found.epoch.partition(".")[0]
-        return found
+            return await self.numbering.position(room, since=since, budget=budget)
 
     async def generation(self, user_id: int) -> str:
         async with asyncio.timeout(PUBLISH_TIMEOUT):
@@ -183,27 +180,38 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
             self._lost(error)
             raise
 
+    async def replace_epoch(self) -> None:
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT):
+                await self.numbering.replace_epoch()
+        except Exception as error:
+            self._lost(error)
+            raise
+
     def _lost(self, error: Exception) -> None:
         """Something history needed did not reach Redis: once it is back, a new epoch and every node's clients resync."""
         self._down(error)
         if not self._unsent:
-            self._unsent = True
             self._keep(self._resync_message())
+        self._unsent = True
 
     def _resync_message(self) -> dict[str, Any]:
         return {"method": "emit", "event": room_ops.OP_EVENT, "data": [room_ops.resync()], "namespace": "/", "room": None,
                 "host_id": self.host_id}  # fmt: skip
 
-    async def _after_outage(self) -> None:
-        """History may have missed broadcasts: a new fleet epoch, then this node's clients resync."""
+    async def _subscribed_again(self, *, broken: bool) -> None:
+        """The subscription is up: a restarted Redis (another run id) gets a new epoch (it may have come back from a
+        dump, numbers rolled back under the old one); if the subscription broke, this node's watchers resync."""
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT):
-                self._epoch_seen = (await self.numbering.reset_epoch(self._epoch_seen)).partition(".")[0]
-        except Exception as error:  # noqa: BLE001  (Redis went again: the next reconnect tries again)
-            log.warning("could not replace the history epoch after an outage: %s", error)
-            return
-        self._epoch_replaced = True
-        await room_ops.apply(self.server, room_ops.resync())
+                run_id = (await self.redis.info("server"))["run_id"]
+                await self.numbering.claim_epoch(run_id)
+        except Exception as error:  # noqa: BLE001  (Redis went again: the next subscription tries again)
+            log.warning("could not check the history epoch after (re)subscribing: %s", error)
+        if broken:
+            # Broadcasts published meanwhile never reached this node; Redis's history has them, so a rejoin
+            # with since is cheap. Only this node's watchers resync: the others missed nothing.
+            await room_ops.apply(self.server, room_ops.resync())
 
     async def publish_op(self, op: dict[str, Any]) -> None:
         """Apply a room operation here and on every other node."""
@@ -222,7 +230,6 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
     def _down(self, error: Exception) -> None:
         if not self._outage:
             self._outage = True
-            self._epoch_replaced = False
             log.error("Redis unreachable (%s): serving local clients only until it is back", error)
         if self._watcher is None or self._watcher.done():
             self._watcher = asyncio.get_running_loop().create_task(self._watch())
@@ -272,11 +279,19 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
             if loop.time() - back_since < SETTLE:
                 continue
             async with self._publishing:
-                if self._unsent and not self._epoch_replaced:
-                    await self._after_outage()  # before the backlog's resync reaches the other nodes
+                if self._unsent:
+                    # Broadcasts numbered nowhere (delivered here only) or tokens not voided: no since from before may
+                    # be honoured. Replaced whatever the epoch is now, before the backlog's resync reaches the nodes.
+                    try:
+                        async with asyncio.timeout(PUBLISH_TIMEOUT):
+                            await self.numbering.replace_epoch()
+                    except Exception as error:  # noqa: BLE001
+                        log.warning("could not replace the history epoch: %s", error)
+                        back_since = None
+                        continue
+                    self._unsent = False
                 if await self._drain():
                     self._outage = False
-                    self._unsent = False
                     log.warning("Redis is back: cross-node delivery resumed")
                     return
             back_since = None
@@ -324,9 +339,8 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
                 await self.pubsub.get_message(timeout=PUBLISH_TIMEOUT)
                 self._subscribed.set()
                 backoff = 0.1
-                if broken:  # broadcasts published meanwhile never reached this node
-                    broken = False
-                    self._recovering = asyncio.get_running_loop().create_task(self._after_outage())
+                self._recovering = asyncio.get_running_loop().create_task(self._subscribed_again(broken=broken))
+                broken = False
                 async for message in self.pubsub.listen():
                     yield message
             except asyncio.CancelledError:

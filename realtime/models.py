@@ -39,3 +39,18 @@ class ApiToken(models.Model):
         raw = secrets.token_urlsafe(32)
         token = cls.objects.create(user=user, name=name, prefix=raw[:8], key_hash=hash_token(raw))
         return token, raw
+
+
+class LostBroadcast(models.Model):
+    """A broadcast to a recoverable room that a process gave up delivering (its server or Redis out of reach).
+
+    Written by the process that lost it, in the database every server shares, so the loss is repaired even
+    if that process exits at once: a server finds the row (``lost``), starts a new history for the room, and
+    tells its watchers to resync. An empty ``room``: too many rooms to name, all of them.
+    """
+
+    room = models.CharField(max_length=200, blank=True, default="")
+    lost_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["pk"]

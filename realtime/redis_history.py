@@ -6,11 +6,13 @@ order, and a joiner's ``since`` is answered from the stream whichever node it re
 
 Keys (prefix ``REALTIME_REDIS_CHANNEL``):
 
-* ``<p>:epoch``: the fleet's epoch. Gone with Redis's data (a restart) and replaced after an
-  outage (``reset_epoch``): broadcasts may have been lost then, so no older ``since`` matches.
-* ``<p>:room:<room>``: the room's own epoch and last seq; ``<p>:log:<room>``: a stream of its
-  last ``REALTIME_HISTORY_SIZE`` broadcasts (id ``<seq>-0``). Both expire after
-  ``REALTIME_HISTORY_TTL`` seconds without a broadcast.
+* ``<p>:epoch``: the fleet's epoch. Replaced when a broadcast could not be numbered (an outage:
+  ``replace_epoch``) and when Redis restarted (another run id, ``claim_epoch``; without a dump
+  it is simply gone): no older ``since`` then matches.
+* ``<p>:room:<room>``: the room's own epoch, last seq and history bytes; ``<p>:log:<room>``: a
+  stream of its last broadcasts (id ``<seq>-0``), at most ``REALTIME_HISTORY_SIZE`` of them and
+  ``REALTIME_SNAPSHOT_FRAME_BYTES`` of JSON (more could never be sent to a joiner). Both expire
+  after ``REALTIME_HISTORY_TTL`` seconds without a broadcast.
 * ``<p>:gen:<user id>`` / ``<p>:gen:*``: access generations (see ``since_tokens``).
 
 The JSON is spliced, never decoded in Lua: what is published is exactly what Python encoded.
@@ -28,11 +30,21 @@ STAMP = """
 local g = redis.call('GET', KEYS[1])
 if not g then g = ARGV[1]; redis.call('SET', KEYS[1], g) end
 local e = redis.call('HGET', KEYS[2], 'epoch')
-if not e then e = ARGV[2]; redis.call('HSET', KEYS[2], 'epoch', e); redis.call('DEL', KEYS[3]) end
+if not e then
+  e = ARGV[2]; redis.call('HSET', KEYS[2], 'epoch', e, 'bytes', 0); redis.call('DEL', KEYS[3])
+end
 local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
 local epoch = g .. '.' .. e
 local data = ARGV[5] .. '{"room":' .. ARGV[6] .. ',"epoch":"' .. epoch .. '","seq":' .. seq .. '}}'
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], seq .. '-0', 'e', ARGV[10], 'd', data)
+redis.call('XADD', KEYS[3], seq .. '-0', 'e', ARGV[10], 'd', data)
+-- Bounded in count and bytes, oldest first: more than a joiner could ever be sent is never kept.
+local bytes = redis.call('HINCRBY', KEYS[2], 'bytes', #data)
+while bytes > tonumber(ARGV[11]) or redis.call('XLEN', KEYS[3]) > tonumber(ARGV[3]) do
+  local oldest = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)[1]
+  if not oldest then break end
+  redis.call('XDEL', KEYS[3], oldest[1])
+  bytes = redis.call('HINCRBY', KEYS[2], 'bytes', -#oldest[2][4])
+end
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('EXPIRE', KEYS[3], ARGV[4])
 redis.call('PUBLISH', ARGV[7], ARGV[8] .. data .. ARGV[9])
@@ -44,7 +56,7 @@ local g = redis.call('GET', KEYS[1])
 if not g then g = ARGV[1]; redis.call('SET', KEYS[1], g) end
 local e = redis.call('HGET', KEYS[2], 'epoch')
 if not e then
-  e = ARGV[2]; redis.call('HSET', KEYS[2], 'epoch', e); redis.call('DEL', KEYS[3]); redis.call('EXPIRE', KEYS[2], ARGV[6])
+  e = ARGV[2]; redis.call('HSET', KEYS[2], 'epoch', e, 'bytes', 0); redis.call('DEL', KEYS[3]); redis.call('EXPIRE', KEYS[2], ARGV[6])
 end
 local seq = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0')
 local epoch = g .. '.' .. e
@@ -57,11 +69,13 @@ if #entries ~= seq - s or entries[1][1] ~= (s + 1) .. '-0' then return {epoch, s
 return {epoch, seq, 1, entries}
 """
 
-# Replace the fleet's epoch if it is still ``seen`` ("*": whatever it is): one reset per outage, not one per node.
-RESET = """
-local g = redis.call('GET', KEYS[1])
-if (not g) or ARGV[1] == '*' or g == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]); return ARGV[2] end
-return g
+# A Redis run (``INFO server`` run_id) the epoch was not made under: Redis restarted, maybe from a dump whose
+# numbers roll back under the old epoch. The first node to see the new run replaces the epoch; the others find it done.
+CLAIM = """
+if redis.call('GET', KEYS[2]) == ARGV[1] then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('SET', KEYS[1], ARGV[2]) end
+redis.call('SET', KEYS[2], ARGV[1])
+return 1
 """
 
 
@@ -94,6 +108,7 @@ def stamp_args(room: str, event: str, data: dict[str, Any], *, host_id: str | No
         head,
         "]}",
         event,
+        settings.REALTIME_SNAPSHOT_FRAME_BYTES,  # what a joiner may be sent at most: a room keeps no more
     ]
     return _keys(room), argv
 
@@ -137,13 +152,11 @@ class RedisHistory:
         self.redis = redis
         self._stamp = redis.register_script(STAMP)
         self._position = redis.register_script(POSITION)
-        self._reset = redis.register_script(RESET)
+        self._claim = redis.register_script(CLAIM)
 
-    async def stamp(self, room: str, event: str, data: dict[str, Any], *, host_id: str, skip_sid: Any = None) -> tuple[str, int]:
-        """Number, store and publish one broadcast (to every other node); its (epoch, seq)."""
-        keys, argv = stamp_args(room, event, data, host_id=host_id, skip_sid=skip_sid)
-        epoch, seq = await self._stamp(keys=keys, args=argv)
-        return _text(epoch), int(seq)
+    async def stamp(self, keys: list[str], argv: list[Any]) -> None:
+        """Number, store and publish one broadcast (``stamp_args``) to every node, this one included."""
+        await self._stamp(keys=keys, args=argv)
 
     async def position(self, room: str, *, since: tuple[str, int] | None, budget: int) -> Position:
         keys, argv = position_args(room, since)
@@ -158,13 +171,13 @@ class RedisHistory:
     async def forget_room(self, room: str) -> None:
         await self.redis.delete(*_keys(room)[1:])
 
-    async def epoch(self) -> str:
-        found = await self.redis.get(f"{_p()}:epoch")
-        return "" if found is None else _text(found)
+    async def replace_epoch(self) -> None:
+        """Broadcasts were lost: no ``since`` from before is honoured."""
+        await self.redis.set(f"{_p()}:epoch", secrets.token_hex(4))
 
-    async def reset_epoch(self, seen: str) -> str:
-        """A new fleet epoch, unless another node replaced ``seen`` already: every older ``since`` is void."""
-        return _text(await self._reset(keys=[f"{_p()}:epoch"], args=[seen, secrets.token_hex(4)]))
+    async def claim_epoch(self, run_id: str) -> None:
+        """Called on every (re)subscription: a new epoch if Redis restarted since the epoch was made."""
+        await self._claim(keys=[f"{_p()}:epoch", f"{_p()}:epoch_run"], args=[run_id, secrets.token_hex(4)])
 
 
 class SyncRedisHistory:
@@ -173,7 +186,6 @@ class SyncRedisHistory:
     def __init__(self, redis: Any) -> None:
         self.redis = redis
         self._stamp = redis.register_script(STAMP)
-        self._reset = redis.register_script(RESET)
 
     def stamp(self, room: str, event: str, data: dict[str, Any]) -> None:
         keys, argv = stamp_args(room, event, data, host_id=None)
@@ -185,5 +197,5 @@ class SyncRedisHistory:
     def forget_room(self, room: str) -> None:
         self.redis.delete(*_keys(room)[1:])
 
-    def reset_epoch(self) -> None:
-        self._reset(keys=[f"{_p()}:epoch"], args=["*", secrets.token_hex(4)])
+    def replace_epoch(self) -> None:
+        self.redis.set(f"{_p()}:epoch", secrets.token_hex(4))

@@ -26,7 +26,7 @@ import httpx
 import socketio
 from django.conf import settings
 
-from . import history, room_ops, signing, since_tokens
+from . import history, lost, room_ops, signing, since_tokens
 from .redis_history import SyncRedisHistory
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,6 @@ class RedisPath:
     def __init__(self) -> None:
         self.manager = _WriteOnlyRedis(settings.REDIS_URL, channel=settings.REALTIME_REDIS_CHANNEL, write_only=True)
         self.history: SyncRedisHistory | None = None
-        self.unsent = False  # a numbered broadcast was lost: the fleet resyncs once Redis answers again
 
     def _history(self) -> SyncRedisHistory:
         if not self.manager.connected:
@@ -72,8 +71,6 @@ class RedisPath:
     def send(self, batch: list[dict[str, Any]]) -> None:
         """Publish in order; each published message leaves ``batch``, so a retry never repeats one."""
         try:
-            if self.unsent:
-                self._resync()
             while batch:
                 message = batch[0]
                 if message["op"] == "emit" and history.recoverable(message["room"]):
@@ -88,24 +85,15 @@ class RedisPath:
                     self.manager.emit(message["event"], message["data"], namespace="/", room=message["room"])
                 else:
                     for what, subject in since_tokens.changes(message):  # first: void the since tokens it concerns
-                        getattr(self._history(), "forget_room" if what == "room" else "bump")(subject)
+                        if what == "history":
+                            self._history().replace_epoch()
+                        else:
+                            getattr(self._history(), "forget_room" if what == "room" else "bump")(subject)
                     self.manager.emit(room_ops.OP_EVENT, message, namespace="/")
                 batch.pop(0)
         except Exception as error:
             self.manager.connected = False
             raise Undeliverable(f"Redis unreachable at {settings.REDIS_URL}: {error}") from error
-
-    def lost(self, batch: list[dict[str, Any]]) -> None:
-        """Given up: if a numbered broadcast was among them, every watcher must resync once Redis is back."""
-        if any(m.get("op") == "emit" and history.recoverable(m.get("room")) for m in batch):
-            self.unsent = True
-
-    def _resync(self) -> None:
-        """A new fleet epoch (no older ``since`` is honoured), then every node tells its watchers to reload."""
-        self._history().reset_epoch()
-        self.manager.emit(room_ops.OP_EVENT, room_ops.resync(), namespace="/")
-        self.unsent = False
-        log.warning("Redis answers again: broadcasts lost meanwhile, every watcher was told to resync")
 
 
 class EmbeddedPath:
@@ -120,13 +108,14 @@ class EmbeddedPath:
             if count == 0:
                 # One message alone is over the cap: the server would refuse it (413) whatever we do.
                 message = batch.pop(0)
+                lost.record([message])
                 log.error(
                     "a live message over REALTIME_PUBLISH_MAX_BYTES (%d bytes) was dropped: %s",
                     settings.REALTIME_PUBLISH_MAX_BYTES,
                     room_ops.describe(message) if message.get("op") != "emit" else f"{message.get('event')} to {message.get('room')!r}",
                 )
                 continue
-            self._post(body)
+            self._post(body, batch[:count])
             del batch[:count]
 
     @staticmethod
@@ -140,7 +129,8 @@ class EmbeddedPath:
             count //= 2
         return 0, b""
 
-    def _post(self, body: bytes) -> None:
+    def _post(self, body: bytes, messages: list[dict[str, Any]]) -> bool:
+        """True when the server took them; refused ones are logged (and noted as lost, see ``lost``)."""
         try:
             response = self.client.post(self.url, content=body, headers=signing.headers(body))
         except httpx.ConnectError as error:
@@ -150,8 +140,11 @@ class EmbeddedPath:
         if response.status_code >= 500:
             raise Undeliverable(f"{self.url} answered {response.status_code}")
         if response.status_code != 200:
-            # Refused (bad signature: another SECRET_KEY?): retrying will not help.
+            # Refused (bad signature: another SECRET_KEY? too many requests?): retrying will not help.
+            lost.record(messages)
             log.error("the realtime server at %s refused our events: %s", self.url, response.text[:200])
+            return False
+        return True
 
 
 class Sender:
@@ -192,8 +185,7 @@ class Sender:
             except Undeliverable as error:
                 if delay is None:
                     self.failures += len(batch)
-                    if isinstance(self.path, RedisPath):
-                        self.path.lost(batch)
+                    lost.record(batch)
                     _report_lost(batch, attempts=len(RETRY_DELAYS) + 1, error=error)
                     return
                 time.sleep(delay)
@@ -203,19 +195,6 @@ class Sender:
         done = threading.Event()
         threading.Thread(target=lambda: (self.queue.join(), done.set()), daemon=True).start()
         return done.wait(timeout)
-
-    def at_exit(self) -> None:
-        """A command's last events still go out; lost numbered broadcasts make the fleet resync if Redis answers now."""
-        self.flush(5.0)
-        if isinstance(self.path, RedisPath) and self.path.unsent:
-            try:
-                self.path._resync()
-            except Exception as error:  # noqa: BLE001
-                log.error(
-                    "live broadcasts from this process were lost and Redis is still unreachable (%s): watchers of the"
-                    " rooms they were for stay stale until they reconnect or Redis's next outage recovery",
-                    error,
-                )
 
 
 def _report_lost(batch: list[dict[str, Any]], *, attempts: int, error: Exception) -> None:
@@ -240,7 +219,7 @@ def sender() -> Sender:
     with _lock:
         if _sender is None:
             _sender = Sender()
-            atexit.register(_sender.at_exit)
+            atexit.register(_sender.flush, 5.0)  # a command's last events still go out
         return _sender
 
 

@@ -41,9 +41,9 @@ def recheck(*, members_of: str) -> dict[str, Any]:
     return {"op": "recheck", "members_of": members_of}
 
 
-def resync() -> dict[str, Any]:
-    """Every connection in a recoverable room may have missed broadcasts: it reloads (or is disconnected, see ``apply``)."""
-    return {"op": "resync"}
+def resync(room: str | None = None) -> dict[str, Any]:
+    """The watchers of ``room`` (None: of every recoverable room) may have missed broadcasts: they reload (see ``apply``)."""
+    return {"op": "resync"} if room is None else {"op": "resync", "room": room}
 
 
 def _is_room(value: object) -> bool:
@@ -66,7 +66,7 @@ def problem(message: object) -> str | None:
             return "emit needs a room (a message to everyone is refused)"
         return None
     if kind == "resync":
-        return None
+        return None if message.get("room") is None or _is_room(message.get("room")) else "resync's room must be a room name"
     if kind not in KINDS:
         return f"unknown op {kind!r}"
     if not _is_room(message.get("members_of")):
@@ -81,7 +81,7 @@ def describe(op: dict[str, Any]) -> str:
     if op.get("op") == "leave":
         return f"leave {op.get('room')!r} for members of {op.get('members_of')!r}"
     if op.get("op") == "resync":
-        return "resync every watcher"
+        return f"resync the watchers of {op.get('room') or 'every room'!r}"
     return f"{op.get('op')} members of {op.get('members_of')!r}"
 
 
@@ -92,7 +92,7 @@ async def apply(server: socketio.AsyncServer, op: Any) -> None:
         log.error("ignored room operation %.200r: %s", op, reason or "an emit is not an operation")
         return
     if op["op"] == "resync":
-        await _resync(server)
+        await _resync(server, op.get("room"))
         return
     members = [sid for sid, _ in server.manager.get_participants("/", op["members_of"])]
     if op["op"] == "leave":
@@ -105,11 +105,13 @@ async def apply(server: socketio.AsyncServer, op: Any) -> None:
         await _recheck(server, members)
 
 
-async def _resync(server: socketio.AsyncServer) -> None:
-    """Tell this node's watchers of recoverable rooms to reload them; disconnect those that would not understand."""
+async def _resync(server: socketio.AsyncServer, only: str | None) -> None:
+    """Tell this node's watchers of ``only`` (None: of every recoverable room) to reload; close those that would not understand."""
     from . import history
 
-    watchers = {sid for room, members in server.manager.rooms.get("/", {}).items() if history.recoverable(room) for sid in members}
+    rooms = server.manager.rooms.get("/", {})
+    watched = [only] if only is not None else [room for room in rooms if history.recoverable(room)]
+    watchers = {sid for room in watched for sid in rooms.get(room, {})}
     told = closed = 0
     for sid in watchers:
         try:

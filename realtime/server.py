@@ -1,5 +1,6 @@
 """The process's one Socket.IO server (default namespace) and its connection lifecycle."""
 
+import asyncio
 import logging
 from typing import Any
 
@@ -9,7 +10,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from socketio import packet as sio_packet
 
-from . import bus, direct_write, lifecycle, limits, rooms
+from . import bus, direct_write, lifecycle, limits, lost, rooms
 from .auth import Identity, Refused, authenticate
 from .channels_bridge import build_bridge
 from .dispatcher import Dispatcher, Reject
@@ -289,9 +290,16 @@ async def on_startup() -> None:
             raise
     if settings.REALTIME_GC_TUNING:
         lifecycle.tune_gc()
+    global _lost_watch
+    _lost_watch = asyncio.get_running_loop().create_task(lost.watch())
+
+
+_lost_watch: asyncio.Task[None] | None = None  # repairs broadcasts other processes lost (``lost``)
 
 
 async def on_shutdown() -> None:
+    if _lost_watch is not None:
+        _lost_watch.cancel()
     bus.detach()
     if bridge is not None:
         await bridge.close()

@@ -30,14 +30,17 @@ def token(*, room: str, epoch: str, user_id: int, generation: str, start: int) -
 def honoured(given: str, *, room: str, epoch: str, seq: int, user_id: int, generation: str) -> bool:
     """Whether a ``since {epoch, seq, token}`` may be answered with the room's past (else: a snapshot)."""
     parts = given.split("/")
-    if len(parts) != 3 or parts[0] != generation or not parts[1].isdigit():
+    if len(parts) != 3 or parts[0] != generation or not (parts[1].isascii() and parts[1].isdigit()) or len(parts[1]) > 19:
         return False
     start = int(parts[1])
     return start <= seq and constant_time_compare(parts[2], _mac(room, epoch, user_id, generation, start))
 
 
 def changes(op: dict[str, Any]) -> list[tuple[str, Any]]:
-    """What a room operation voids: ``("user", id)`` / ``("everyone", None)`` generations, ``("room", name)`` histories."""
+    """What a room operation voids: ``("user", id)`` / ``("everyone", None)`` generations, ``("room", name)`` histories
+    (``("history", None)``: every room's)."""
+    if op.get("op") == "resync":  # broadcasts were lost: no since from before may be honoured
+        return [("room", op["room"])] if op.get("room") else [("history", None)]
     members_of = op.get("members_of")
     if not isinstance(members_of, str):
         return []
@@ -57,5 +60,7 @@ async def bump_for(op: dict[str, Any]) -> None:
     for what, subject in changes(op):
         if what == "room":
             await found.forget_room(subject)
+        elif what == "history":
+            await found.replace_epoch()
         else:
             await found.bump(subject)

@@ -231,3 +231,39 @@ def test_history_is_bounded_by_rooms_and_bytes_and_a_forgotten_room_never_matche
     assert small.bytes <= 200
     # Byte pressure drops old events, never a room's numbering: every room keeps its epoch.
     assert {room: asyncio.run(small.position(room, since=None, budget=1)).epoch for room in "abcdef"} == epochs
+
+
+async def test_a_broadcast_a_command_lost_makes_the_watchers_resync_even_after_it_exited(server, connect, database_path) -> None:  # type: ignore[no-untyped-def]
+    """The command's server URL refuses (503) until it gives up: the loss is recorded in the database, and the server
+    that finds it starts a new history for the room and tells its watchers to resync; an old since gets the snapshot."""
+    import asyncio
+
+    from tests.support.processes import free_port, manage
+
+    async def busy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        writer.write(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    port = free_port()
+    stub = await asyncio.start_server(busy, "127.0.0.1", port)
+    alice = await db(f.make_user)("alice")
+    project = await db(f.make_project)(alice)
+    watching = await connect(alice)
+    _, marker = await join(watching, project)
+    away = await connect(alice)
+    _, away_marker = await join(away, project)
+    await away.close()
+    code = (
+        "from tests.support import factories as f; from projects.models import Project; "
+        f"f.make_task(Project.objects.get(pk='{project.pk}'), title='lost on the way')"
+    )
+    result = await asyncio.to_thread(manage, database_path, "shell", "-c", code, REALTIME_SERVER_URL=f"http://127.0.0.1:{port}")
+    stub.close()
+    assert result.returncode == 0 and "recorded 1 room(s) whose broadcasts were lost" in result.stderr, result.stderr
+    assert await watching.wait_for("realtime:resync", timeout=15) == {}
+    again = await connect(alice)
+    _, joined = await join(again, project, since=since_of(away_marker))
+    assert joined["missed"] is None and joined["epoch"] != marker["epoch"]
+    assert [t["title"] for t in (await again.wait_for("initial_tasks"))["tasks"]] == ["lost on the way"]

@@ -128,3 +128,41 @@ async def test_a_paused_redis_loses_nothing(spawn, redis_server, database_path) 
         assert created["title"] == "paused" and created["_live"]["seq"] == marker["seq"] + 1
     finally:
         await on_b.close()
+
+
+async def test_a_rooms_history_in_redis_is_bounded_in_bytes_and_never_holds_what_could_not_be_sent(redis_server, settings) -> None:  # type: ignore[no-untyped-def]
+    import redis.asyncio as aioredis
+
+    from realtime.redis_history import RedisHistory, stamp_args
+
+    settings.REALTIME_SNAPSHOT_FRAME_BYTES = 10_000
+    client = aioredis.Redis.from_url(redis_server.url)
+    kept = RedisHistory(client)
+    try:
+        for n in range(60):
+            await kept.stamp(*stamp_args("big", "e", {"n": n, "text": "x" * 900}, host_id=""))
+        log_bytes = sum(len(fields[b"d"]) for _, fields in await client.xrange(f"{settings.REALTIME_REDIS_CHANNEL}:log:big"))
+        assert log_bytes <= 10_000 and int(await client.hget(f"{settings.REALTIME_REDIS_CHANNEL}:room:big", "bytes")) == log_bytes
+        start = await kept.position("big", since=None, budget=10_000)
+        assert start.seq == 60
+        assert (await kept.position("big", since=(start.epoch, 55), budget=10_000)).missed is not None  # the recent ones
+        assert (await kept.position("big", since=(start.epoch, 10), budget=10_000)).missed is None  # long trimmed
+        await kept.stamp(*stamp_args("big", "e", {"text": "y" * 20_000}, host_id=""))  # alone over what may be sent
+        assert await client.xlen(f"{settings.REALTIME_REDIS_CHANNEL}:log:big") == 0
+        assert (await kept.position("big", since=(start.epoch, 60), budget=10_000)).missed is None  # a snapshot
+    finally:
+        await client.aclose()
+
+
+def test_a_payload_that_is_not_json_is_the_callers_error_not_an_outage() -> None:
+    from realtime.redis_history import stamp_args
+
+    with pytest.raises(TypeError):
+        stamp_args("room", "e", {"when": object()}, host_id="")
+
+
+def test_a_since_token_with_other_digits_is_refused_quietly() -> None:
+    from realtime import since_tokens
+
+    assert not since_tokens.honoured("0:0/²/abc", room="r", epoch="e", seq=5, user_id=1, generation="0:0")
+    assert not since_tokens.honoured("0:0/" + "9" * 30 + "/abc", room="r", epoch="e", seq=5, user_id=1, generation="0:0")
