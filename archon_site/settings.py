@@ -145,6 +145,9 @@ REALTIME_AUTH_FAILURES_PER_MINUTE: int = env.int("REALTIME_AUTH_FAILURES_PER_MIN
 # at most REALTIME_MAX_PENDING_PER_ADDRESS such connections per client address (beyond, the handshake gets a 401).
 REALTIME_CONNECT_TIMEOUT: float = env.float("REALTIME_CONNECT_TIMEOUT", default=10.0)
 REALTIME_MAX_PENDING_PER_ADDRESS: int = env.int("REALTIME_MAX_PENDING_PER_ADDRESS", default=20)
+# Connections being set up (handshake to authenticated) at once, from all addresses; beyond, handshakes are refused
+# and clients retry after their backoff: a reconnect storm is admitted at the pace the server can set them up.
+REALTIME_MAX_PENDING: int = env.int("REALTIME_MAX_PENDING", default=200)
 # Client events of one connection being handled at once; beyond: {ok: false, error: "busy: too many requests in flight"}.
 REALTIME_MAX_EVENTS_IN_FLIGHT: int = env.int("REALTIME_MAX_EVENTS_IN_FLIGHT", default=4)
 # Bytes sent to a connection but not yet written out (a watcher that stopped reading): over this a
@@ -187,6 +190,8 @@ AXES_VERBOSE = False  # no banner at startup; lockouts are still logged at warni
 # at REALTIME_SERVER_URL with requests signed by SECRET_KEY.
 REDIS_URL: str | None = env.str("REDIS_URL", default=None) or None
 REALTIME_REDIS_CHANNEL: str = env.str("REALTIME_REDIS_CHANNEL", default="archon-realtime")
+# A server process's Redis connections at most: a burst of joins waits for one rather than failing.
+REALTIME_REDIS_CONNECTIONS: int = env.int("REALTIME_REDIS_CONNECTIONS", default=64)
 REALTIME_SERVER_URL: str = env.str("REALTIME_SERVER_URL", default=f"http://127.0.0.1:{env.int('PORT', default=8000)}")
 # Optional Channels interop: group_send to a group named after a room reaches that room.
 CHANNEL_LAYER_REDIS_URL: str | None = env.str("CHANNEL_LAYER_REDIS_URL", default=None) or None

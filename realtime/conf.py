@@ -29,6 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "REALTIME_BUFFER_GRACE_SECONDS": 5.0,
     "REALTIME_SNAPSHOT_FRAME_BYTES": 256_000,
     "REALTIME_PUBLISH_MAX_BYTES": 4_000_000,
+    "REALTIME_MAX_PENDING": 200,  # connections being set up at once, all addresses; beyond, a handshake is refused (retry)
     "REALTIME_HISTORY_SIZE": 500,  # broadcasts kept per room for recovery (0: off; every join gets its snapshot)
     "REALTIME_HISTORY_ROOMS": 10_000,  # rooms whose history is kept (least recently used forgotten)
     "REALTIME_HISTORY_BYTES": 32_000_000,  # JSON bytes of history kept, all rooms together (in one process)
@@ -36,6 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "REALTIME_LOST_POLL_SECONDS": 2.0,  # how often a server looks for broadcasts other processes recorded as lost
     "REDIS_URL": None,  # set: several server processes share rooms through Redis
     "REALTIME_REDIS_CHANNEL": "realtime",
+    "REALTIME_REDIS_CONNECTIONS": 64,  # a server process's Redis connections at most (a burst waits for one)
     # Where commands on this machine publish without Redis: the server on this machine (its PORT).
     "REALTIME_SERVER_URL": os.environ.get("REALTIME_SERVER_URL") or f"http://127.0.0.1:{os.environ.get('PORT', '8000')}",
 }

@@ -168,6 +168,15 @@ class PendingHandshakes:
         self._count[address] = self._count.get(address, 0) + 1
         return True
 
+    def busy(self) -> bool:
+        """Whether REALTIME_MAX_PENDING connections (from all addresses) are being set up already.
+
+        A server that takes every handshake of a reconnect storm at once sets none of them up in
+        time (each is closed at REALTIME_CONNECT_TIMEOUT and comes back): refused early instead,
+        clients retry after their backoff, and those admitted connect.
+        """
+        return len(self._entries) >= settings.REALTIME_MAX_PENDING
+
     def remove(self, eio_sid: str) -> None:
         """The connection connected its namespace or closed: no longer pending (a no-op when it was not)."""
         entry = self._entries.pop(eio_sid, None)

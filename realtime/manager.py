@@ -11,7 +11,9 @@ import asyncio
 import collections
 import logging
 from typing import Any
+from urllib.parse import urlparse
 
+import redis.asyncio as aioredis
 import socketio
 from django.conf import settings
 from engineio import packet as eio_packet
@@ -126,6 +128,19 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         # Set while this node's subscription is up: a joiner's position is read only then, or a broadcast
         # numbered after it could be published before the subscription and never reach the joiner.
         self._subscribed = asyncio.Event()
+
+    def _redis_connect(self) -> None:
+        # A blocking pool: a burst of joins (a reconnect storm) waits for one of REALTIME_REDIS_CONNECTIONS instead
+        # of failing with "Too many connections" and sending snapshots without markers.
+        if "sentinel" in urlparse(self.redis_url).scheme:
+            return super()._redis_connect()
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self.redis_url, max_connections=settings.REALTIME_REDIS_CONNECTIONS, timeout=PUBLISH_TIMEOUT
+        )
+        self.redis = aioredis.Redis(connection_pool=pool)
+        self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        self.connected = True
+        return None
 
     @property
     def numbering(self) -> RedisHistory:

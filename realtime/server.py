@@ -173,6 +173,9 @@ class Server(socketio.AsyncServer):
 
     async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
         address = limits.client_address(environ)
+        if limits.handshakes.busy():
+            # No log line per refusal: in a storm there are thousands, and each client simply retries.
+            return {"detail": f"server busy: {settings.REALTIME_MAX_PENDING} connections are being set up, retry shortly"}
         if not limits.handshakes.add(eio_sid, address, self._connect_timed_out):
             limit = settings.REALTIME_MAX_PENDING_PER_ADDRESS
             reason = f"too many connections not yet authenticated from this address (limit {limit})"

@@ -278,6 +278,17 @@ def test_the_pending_table_counts_per_address_and_forgets_removed_entries(settin
     assert expired == []
 
 
+def test_a_storm_of_handshakes_is_admitted_at_the_pace_of_the_pending_bound(settings):
+    settings.REALTIME_MAX_PENDING = 3
+    table = limits.PendingHandshakes()
+    for n in range(3):
+        assert not table.busy()
+        assert table.add(f"s{n}", f"10.0.0.{n}", lambda sid: None)
+    assert table.busy()  # a fourth handshake, from any address, is refused: its client retries
+    table.remove("s0")
+    assert not table.busy()
+
+
 # --- 4. events in flight per connection -------------------------------------------------------------------------------
 
 
