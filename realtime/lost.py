@@ -12,10 +12,12 @@ every node. It works even when the process that lost them has exited.
 import asyncio
 import logging
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.utils import timezone
 
 from . import history
 
@@ -25,17 +27,34 @@ MAX_ROOMS = 100  # named one by one; beyond, one row for every room
 
 def record(messages: Iterable[dict[str, Any]]) -> None:
     """Sync, in the process that gave up: note the recoverable rooms ``messages`` were broadcasts to."""
+    record_rooms(sorted({m["room"] for m in messages if m.get("op") == "emit" and history.recoverable(m.get("room"))}))
+
+
+def record_rooms(rooms: list[str], *, repair_after: float = 0.0) -> list[int]:
+    """Sync: note ``rooms`` ("" : every room) as having lost broadcasts, to be repaired by any server after
+    ``repair_after`` seconds; the rows' ids (a server that repairs its own losses deletes them, see ``forget``)."""
     from .models import LostBroadcast
 
-    rooms = sorted({m["room"] for m in messages if m.get("op") == "emit" and history.recoverable(m.get("room"))})
     if not rooms:
-        return
+        return []
+    after = timezone.now() + timedelta(seconds=repair_after)
+    rows = (
+        [LostBroadcast(room=room, repair_after=after) for room in rooms] if len(rooms) <= MAX_ROOMS else [LostBroadcast(repair_after=after)]
+    )
     try:
-        LostBroadcast.objects.bulk_create([LostBroadcast(room=room) for room in rooms] if len(rooms) <= MAX_ROOMS else [LostBroadcast()])
+        created = LostBroadcast.objects.bulk_create(rows)
     except Exception:
         log.exception("could not record lost broadcasts to %d room(s): their watchers may stay stale until they reload", len(rooms))
-        return
+        return []
     log.warning("recorded %d room(s) whose broadcasts were lost: a server will have their watchers resync", len(rooms))
+    return [row.pk for row in created if row.pk is not None]
+
+
+def forget(ids: list[int]) -> None:
+    """Sync: the server that recorded these repaired them itself."""
+    from .models import LostBroadcast
+
+    LostBroadcast.objects.filter(pk__in=ids).delete()
 
 
 def _claim() -> list[str]:
@@ -43,7 +62,7 @@ def _claim() -> list[str]:
     from .models import LostBroadcast
 
     claimed = []
-    for row in LostBroadcast.objects.all()[:1000]:
+    for row in LostBroadcast.objects.filter(repair_after__lte=timezone.now())[:1000]:
         if LostBroadcast.objects.filter(pk=row.pk).delete()[0]:
             claimed.append(row.room)
     return claimed

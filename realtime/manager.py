@@ -10,6 +10,7 @@ at a few seconds so cross-node delivery resumes promptly.
 import asyncio
 import collections
 import logging
+from functools import partial
 from typing import Any
 from urllib.parse import urlparse
 
@@ -19,7 +20,7 @@ from django.conf import settings
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
-from . import direct_write, history, limits, room_ops
+from . import direct_write, history, limits, lost, room_ops
 from .history import Position
 from .redis_history import RedisHistory, stamp_args
 
@@ -30,6 +31,9 @@ OP_BACKLOG = 10_000
 PUBLISH_TIMEOUT = 5.0  # seconds; a timed-out operation is kept and may arrive twice (operations are idempotent)
 # Redis must answer this long before held operations go out: every node's listener has resubscribed by then.
 SETTLE = MAX_BACKOFF + 1.0
+# A loss this node recorded in the database waits this long for this node to repair it (then deletes it) before
+# any server may: so the repair happens once, and still happens if this node ends first.
+REPAIR_GRACE = 3 * SETTLE
 # python-socketio's own cross-node messages that change rooms or connections (kept like ``room_ops`` in an outage).
 ROOM_METHODS = frozenset({"disconnect", "enter_room", "leave_room", "close_room"})
 
@@ -124,6 +128,8 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         self._watcher: asyncio.Task[None] | None = None
         self._history: RedisHistory | None = None
         self._unsent = False  # since the epoch was last replaced, a broadcast could not be numbered (or a token voided)
+        self._numbering_down = False  # broadcasts go out unnumbered, this node only, until Redis answers again
+        self._recorded: dict[str, list[int]] = {}  # rooms recorded as lost during this outage -> their rows
         self._recovering: asyncio.Task[None] | None = None
         # Set while this node's subscription is up: a joiner's position is read only then, or a broadcast
         # numbered after it could be published before the subscription and never reach the joiner.
@@ -158,7 +164,7 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         data = history.unstamped_object(room, data)
         # Encoded before any Redis call: a payload that is not JSON is the caller's error, never an outage.
         keys, argv = stamp_args(room, event, data, host_id="", skip_sid=skip_sid)
-        if not self._outage:
+        if not self._numbering_down:
             try:
                 async with asyncio.timeout(PUBLISH_TIMEOUT):
                     await self.numbering.stamp(keys, argv)
@@ -166,11 +172,13 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
             except Exception as error:
                 self._down(error)  # and below: lost
         # Redis is out of reach: this node's clients get it now, unnumbered; the other nodes' resync later.
-        self._lost(RuntimeError("Redis unreachable"))
+        self._lost(RuntimeError("Redis unreachable"), room=room)
         return await FastManager.emit(self, event, data, "/", room=room, skip_sid=skip_sid)
 
     # The history backend of this node (``history.Backend``), bounded in time like every Redis call here.
     async def position(self, room: str, *, since: tuple[str, int] | None, budget: int) -> Position:
+        if self._numbering_down:
+            since = None  # this node sent broadcasts the history lacks: a snapshot, never "nothing missed"
         async with asyncio.timeout(PUBLISH_TIMEOUT):
             await self._subscribed.wait()
             return await self.numbering.position(room, since=since, budget=budget)
@@ -203,12 +211,17 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
             self._lost(error)
             raise
 
-    def _lost(self, error: Exception) -> None:
-        """Something history needed did not reach Redis: once it is back, a new epoch and every node's clients resync."""
+    def _lost(self, error: Exception, *, room: str = "") -> None:
+        """Something history needed did not reach Redis (a broadcast to ``room``; "": a token voiding): as soon as
+        Redis answers, a new epoch and every node's watchers resync (``_watch``). Also written to the database
+        (``lost``): if this process ends first, another server repairs it."""
         self._down(error)
-        if not self._unsent:
-            self._keep(self._resync_message())
+        self._numbering_down = True
         self._unsent = True
+        if room not in self._recorded:  # once per room and outage; repaired by this node, or if it ends, by another
+            self._recorded[room] = []
+            task = asyncio.get_running_loop().run_in_executor(None, partial(lost.record_rooms, [room], repair_after=REPAIR_GRACE))
+            task.add_done_callback(lambda done, room=room: self._recorded.get(room, []).extend(done.result() or []))
 
     def _resync_message(self) -> dict[str, Any]:
         return {"method": "emit", "event": room_ops.OP_EVENT, "data": [room_ops.resync()], "namespace": "/", "room": None,
@@ -291,25 +304,36 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
                 backoff, back_since = min(backoff * 2, MAX_BACKOFF), None
                 continue
             back_since = back_since or loop.time()
-            if loop.time() - back_since < SETTLE:
-                continue
             async with self._publishing:
-                if self._unsent:
-                    # Broadcasts numbered nowhere (delivered here only) or tokens not voided: no since from before may
-                    # be honoured. Replaced whatever the epoch is now, before the backlog's resync reaches the nodes.
-                    try:
-                        async with asyncio.timeout(PUBLISH_TIMEOUT):
-                            await self.numbering.replace_epoch()
-                    except Exception as error:  # noqa: BLE001
-                        log.warning("could not replace the history epoch: %s", error)
-                        back_since = None
-                        continue
-                    self._unsent = False
-                if await self._drain():
+                # Held room operations (revocations) go out first, once every node listens again (SETTLE);
+                # then the broadcasts numbered nowhere are repaired and numbering resumes.
+                if self._backlog and loop.time() - back_since < SETTLE:
+                    continue
+                if await self._drain() and (not self._unsent or await self._repair()):
+                    self._numbering_down = False
                     self._outage = False
                     log.warning("Redis is back: cross-node delivery resumed")
                     return
             back_since = None
+
+    async def _repair(self) -> bool:
+        """As soon as Redis answers: broadcasts were numbered nowhere (sent here only) or tokens not voided, so a new
+        epoch (no since from before is honoured) and every node's watchers resync. A node whose
+        subscription is not back yet misses the resync, but resyncs its own watchers when it resubscribes."""
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT):
+                await self.numbering.replace_epoch()
+                await self._send(self._resync_message())
+        except Exception as error:  # noqa: BLE001
+            log.warning("could not replace the history epoch yet: %s", error)
+            return False
+        self._unsent = False
+        done = [pk for pks in self._recorded.values() for pk in pks]
+        self._recorded.clear()
+        if done:
+            await asyncio.get_running_loop().run_in_executor(None, lost.forget, done)
+        log.warning("Redis answers again: broadcasts numbered nowhere during the outage, every watcher told to resync")
+        return True
 
     async def _drain(self) -> bool:
         """Publish the backlog in order (with ``_publishing`` held); False if Redis went away again."""

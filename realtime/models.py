@@ -5,6 +5,7 @@ import secrets
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 
 def hash_token(raw: str) -> str:
@@ -51,6 +52,8 @@ class LostBroadcast(models.Model):
 
     room = models.CharField(max_length=200, blank=True, default="")
     lost_at = models.DateTimeField(auto_now_add=True)
+    # Not before: a server that lost it repairs it itself when Redis is back and deletes the row; others wait.
+    repair_after = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["pk"]

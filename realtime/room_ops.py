@@ -124,9 +124,11 @@ async def _resync(server: socketio.AsyncServer, only: str | None) -> None:
         else:
             # Its transport is closed, not its Socket.IO session: socket.io clients reconnect by themselves after a
             # "transport close" (never after a server disconnect), then re-join and reload their snapshots.
-            eio_sid = server.manager.eio_sid_from_sid(sid, "/")
-            if eio_sid is not None:
-                await server.eio.disconnect(eio_sid)
+            from . import limits
+
+            socket = server.eio.sockets.get(server.manager.eio_sid_from_sid(sid, "/"))
+            if socket is not None:
+                limits.drop(socket, "may have missed broadcasts: closed so that it re-joins")  # the transport, for real
                 closed += 1
     if watchers:
         log.warning("broadcasts may have been missed: %d watcher(s) told to resync, %d disconnected to re-join", told, closed)
