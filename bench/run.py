@@ -220,7 +220,7 @@ async def cross_process(server: Server, django: Django, path: str, messages: int
 
 async def main(quick: bool) -> dict:
     sizes = {"fanout": [100, 1000] if quick else [100, 1000, 5000], "broadcasts": 20 if quick else 50, "save_seconds": 5 if quick else 30,
-             "rooms_clients": 400 if quick else 2000, "rooms": 40 if quick else 200, "idle": 1000 if quick else 10000, "cross": 100 if quick else 500}  # fmt: skip
+             "rooms_clients": 400 if quick else 2000, "rooms": 40 if quick else 200, "idle": 1000 if quick else 10000, "cross": 100 if quick else 500, "storm": 500 if quick else 5000}  # fmt: skip
     redis = RedisServer().start()
     redis_url = redis.url
     django = Django(redis_url)
@@ -277,6 +277,11 @@ async def main(quick: bool) -> dict:
     )
     print(f"  cross: {results['cross/embedded']} {results['cross/redis']}", flush=True)
     redis.stop()
+
+    print("reconnect storm…", flush=True)  # issue 13: bench/storm.py (its own Redis, two nodes and database)
+    from bench import storm  # noqa: PLC0415 — it imports this module
+
+    results["storm"] = await storm.main(storm.arguments(["--clients", str(sizes["storm"])]))
     return results
 
 
@@ -314,6 +319,12 @@ def table(results: dict) -> str:
     for path in ("embedded", "redis"):
         r = results[f"cross/{path}"]
         rows.append(f"| cross-process emit ({path}) | django-uvicorn | p50 {r['p50_ms']:.2f} / p99 {r['p99_ms']:.2f} ms | — |")
+    if "storm" in results:
+        r = results["storm"]
+        seconds = {m: results["storm"].get(m, {}).get("all_current_s") for m in ("recovery", "snapshot")}
+        figure = " / ".join(f"{m} {'—' if v is None else f'{v:.2f} s'}" for m, v in seconds.items())
+        rows.append(f"| reconnect storm ({r['clients']} clients, node restart): every client current | django-uvicorn ×2 + Redis | {figure} | "
+                    f"{r['ratio']:.2f}× (snapshots / recovery) |")  # fmt: skip
     return "\n".join(rows)
 
 

@@ -121,7 +121,9 @@ live.on("initial_tasks", (data) => {
 const applyTask = (task) => {
   if (task.project_id === projectId) store.apply(task);
 };
-live.on("task_created", applyTask);
+live.on("task_created", (task) => {
+  if (task.project_id === projectId) store.created(task); // a task moved back into this project comes back
+});
 live.on("task_updated", applyTask);
 live.on("task_deleted", (data) => {
   if (data.project_id === projectId) store.remove(data.task_id);

@@ -249,6 +249,12 @@ export class ItemStore {
     return true;
   }
 
+  /** A `*_created` event: applied even for a deleted id (an item moved back into this room after it left). */
+  created(item) {
+    this.deleted.delete(item.id);
+    return this.apply(item);
+  }
+
   remove(id) {
     this.deleted.add(id);
     this.liveSinceJoin.add(id);
