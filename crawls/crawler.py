@@ -214,12 +214,13 @@ class Crawler:
         if self.on_fetch:
             await self.on_fetch(url, self.stats)
         page = await self._fetch(url, depth)
-        self.stats.done += 1
         if page.links and depth < self.options.max_depth:
             try:
                 await self._discover(page.links, depth + 1)
             except Exception as error:
                 page.error = page.error or f"following its links: {type(error).__name__}: {error}"
+        # Counted with no await before it is handed over: a stop in between never counts a page it did not record.
+        self.stats.done += 1
         await self.on_page(page, self.stats)
 
     async def _discover(self, candidates: list[str], depth: int) -> None:

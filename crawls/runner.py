@@ -114,7 +114,8 @@ async def _run(job: CrawlJob, progress: ProgressRun) -> str:
         await progress.update(state(stats, f"fetching {url}"))
 
     async def on_page(page: Page, stats: Stats) -> None:
-        await sync_to_async(services.crawl_record_page)(job_id=job.pk, page=page)
+        # Shielded: a stop arriving now still records the page its count already includes.
+        await asyncio.shield(sync_to_async(services.crawl_record_page)(job_id=job.pk, page=page))
         outcome = page.error or f"{page.status_code} {page.title!r}"
         await progress.update(state(stats, f"{page.url}: {outcome}"))
 
