@@ -237,8 +237,8 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         except Exception as error:  # noqa: BLE001  (Redis went again: the next subscription tries again)
             log.warning("could not check the history epoch after (re)subscribing: %s", error)
         if broken:
-            # Broadcasts published meanwhile never reached this node; Redis's history has them, so a rejoin
-            # with since is cheap. Only this node's watchers resync: the others missed nothing.
+            # Broadcasts published meanwhile never reached this node: its watchers reload. The other nodes
+            # missed nothing, and Redis's history is intact, so the epoch stays and their since stays good.
             await room_ops.apply(self.server, room_ops.resync())
 
     async def publish_op(self, op: dict[str, Any]) -> None:
