@@ -10,6 +10,7 @@ at a few seconds so cross-node delivery resumes promptly.
 import asyncio
 import collections
 import logging
+from collections.abc import Coroutine
 from functools import partial
 from typing import Any
 from urllib.parse import urlparse
@@ -187,26 +188,20 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         async with asyncio.timeout(PUBLISH_TIMEOUT):
             return await self.numbering.generation(user_id)
 
+    # Writes that void since tokens: one that does not reach Redis is a loss (``_lost``), repaired once it is back.
     async def bump(self, user_id: int | None) -> None:
-        try:
-            async with asyncio.timeout(PUBLISH_TIMEOUT):
-                await self.numbering.bump(user_id)
-        except Exception as error:
-            self._lost(error)
-            raise
+        await self._voiding(self.numbering.bump(user_id))
 
     async def forget_room(self, room: str) -> None:
-        try:
-            async with asyncio.timeout(PUBLISH_TIMEOUT):
-                await self.numbering.forget_room(room)
-        except Exception as error:
-            self._lost(error)
-            raise
+        await self._voiding(self.numbering.forget_room(room))
 
     async def replace_epoch(self) -> None:
+        await self._voiding(self.numbering.replace_epoch())
+
+    async def _voiding(self, write: Coroutine[Any, Any, None]) -> None:
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT):
-                await self.numbering.replace_epoch()
+                await write
         except Exception as error:
             self._lost(error)
             raise

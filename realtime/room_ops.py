@@ -16,7 +16,7 @@ from typing import Any
 import socketio
 from asgiref.sync import sync_to_async
 
-from . import rooms
+from . import limits, rooms
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +124,6 @@ async def _resync(server: socketio.AsyncServer, only: str | None) -> None:
         else:
             # Its transport is closed, not its Socket.IO session: socket.io clients reconnect by themselves after a
             # "transport close" (never after a server disconnect), then re-join and reload their snapshots.
-            from . import limits
-
             socket = server.eio.sockets.get(server.manager.eio_sid_from_sid(sid, "/"))
             if socket is not None:
                 limits.drop(socket, "may have missed broadcasts: closed so that it re-joins")  # the transport, for real
