@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Install what the project needs, each part only if it is missing or stale.
 #
-#   scripts/bootstrap.sh [python] [node] [redis] [nginx] [chromium]
+#   scripts/bootstrap.sh [python] [node] [redis] [postgres] [nginx] [chromium]
 #
 # python    .venv + requirements.txt (re-installed only when requirements.txt changes)
 # node      node_modules from package-lock.json (npm ci, only when the lock changed)
 # redis     redis-server from apt (not started: the tests start their own)
+# postgres  the PostgreSQL server from apt (not started: tests/support/postgres.py starts a throwaway one)
 # nginx     nginx from apt (not started: the proxy test starts its own from docs/nginx.conf)
 # chromium  /usr/bin/chromium (+ fonts-dejavu-core) from apt
 #
@@ -19,7 +20,7 @@ log() { printf 'bootstrap: %s\n' "$*"; }
 die() { printf 'bootstrap: error: %s\n' "$*" >&2; exit 1; }
 
 usage() {
-    echo "usage: $0 [python] [node] [redis] [nginx] [chromium]" >&2
+    echo "usage: $0 [python] [node] [redis] [postgres] [nginx] [chromium]" >&2
 }
 
 APT_UPDATED=0
@@ -79,6 +80,13 @@ do_redis() {
     fi
 }
 
+do_postgres() {
+    # Debian keeps the server binaries in /usr/lib/postgresql/<version>/bin, out of PATH.
+    if ! compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null; then
+        apt_install postgresql
+    fi
+}
+
 do_nginx() {
     if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
         apt_install nginx
@@ -101,7 +109,7 @@ fi
 
 for part in "$@"; do
     case "$part" in
-        python|node|redis|nginx|chromium) ;;
+        python|node|redis|postgres|nginx|chromium) ;;
         -h|--help) usage; exit 0 ;;
         *) usage; die "unknown part: $part" ;;
     esac
