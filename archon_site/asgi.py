@@ -5,10 +5,11 @@ Run with ``uvicorn archon_site.asgi:application`` (or granian).
 
 import os
 
-from django.core.asgi import get_asgi_application
-
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "archon_site.settings")
-django_app = get_asgi_application()
+
+from archon_site.request_threads import get_asgi_application  # noqa: E402
+
+django_app = get_asgi_application()  # Django's, with reused request threads
 
 from django.conf import settings  # noqa: E402
 

@@ -164,16 +164,15 @@ def get_task(request: HttpRequest, task_id: UUID, response: HttpResponse) -> Any
 @tasks.patch("/{uuid:task_id}/", response={200: TaskOut, 409: VersionConflictOut})
 def update_task(request: HttpRequest, task_id: UUID, payload: TaskPatch, response: HttpResponse) -> Any:
     """Change only the fields sent. ``If-Match: "<version>"`` or ``expected_version``: applied only at that version, else 409."""
-    task = _task(request, task_id)  # permission outside; the write re-reads the row under its lock
     fields = payload.dict(exclude_unset=True)
     if_match = _if_match(request, fields.pop("expected_version", None))
-    task = services.task_update(task=task, if_match=if_match, **fields)
+    # One locked read checks the permission too (a task the user may not see: DoesNotExist, the site's 404).
+    task = services.task_update(task=task_id, visible_to=request.user, if_match=if_match, **fields)
     response["ETag"] = _etag(task)
     return task
 
 
 @tasks.delete("/{uuid:task_id}/", response={204: None, 409: VersionConflictOut})
 def delete_task(request: HttpRequest, task_id: UUID) -> Any:
-    task = _task(request, task_id)
-    services.task_delete(task=task, if_match=_if_match(request))
+    services.task_delete(task=task_id, visible_to=request.user, if_match=_if_match(request))
     return Status(204, None)

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from realtime import runner_gone
 
+from . import selectors
 from .models import MAX_MEMBERS, MAX_REORDER_IDS, Project, ProjectImport, Task
 
 User = get_user_model()
@@ -152,15 +153,36 @@ def task_create(*, project: Project, title: str, parent_task_id: UUID | None = N
     return task
 
 
+def _locked_task(task: Task | UUID | str, visible_to: AbstractBaseUser | None) -> Task:
+    """The task's row read under its lock; with ``visible_to``, only if that user may see it (else ``Task.DoesNotExist``).
+
+    One query for the permission and the locked read: the check cannot go stale before the write.
+    """
+    tasks = Task.objects.select_for_update()
+    if visible_to is not None:
+        tasks = tasks.filter(project__in=selectors.visible_projects(user=visible_to).values("pk"))
+    current = tasks.get(pk=task.pk if isinstance(task, Task) else task)
+    current._version_read_under_lock = True  # Task.save need not read the version again in this transaction
+    return current
+
+
 @transaction.atomic
-def task_update(*, task: Task, archived: bool | None = None, if_match: Collection[str] | None = None, **fields: Any) -> Task:
+def task_update(
+    *,
+    task: Task | UUID | str,
+    visible_to: AbstractBaseUser | None = None,
+    archived: bool | None = None,
+    if_match: Collection[str] | None = None,
+    **fields: Any,
+) -> Task:
     """Change only the named fields of a task; archiving stamps ``archived_at``. Returns the saved row.
 
-    The row is re-read under its lock (``task`` only says which one), so a concurrent change
-    of another field is kept; ``if_match`` (``Task.etag`` = version values) refuses a write
-    based on a stale read: ``VersionConflict``. Nothing named: nothing written.
+    ``task`` (the task or its id) only says which row: it is re-read under its lock, so a
+    concurrent change of another field is kept; ``visible_to`` refuses a task that user may not
+    see (``Task.DoesNotExist``, in the same read). ``if_match`` (``Task.etag`` = version values)
+    refuses a write based on a stale read: ``VersionConflict``. Nothing named: nothing written.
     """
-    current = Task.objects.select_for_update().get(pk=task.pk)
+    current = _locked_task(task, visible_to)
     _check_if_match(current, if_match)
     if "parent_task_id" in fields:
         _check_parent(current.project_id, fields["parent_task_id"])
@@ -179,9 +201,9 @@ def task_update(*, task: Task, archived: bool | None = None, if_match: Collectio
 
 
 @transaction.atomic
-def task_delete(*, task: Task, if_match: Collection[str] | None = None) -> None:
-    """Delete a task; with ``if_match``, only if nobody changed it since (else ``VersionConflict``)."""
-    current = Task.objects.select_for_update().get(pk=task.pk)
+def task_delete(*, task: Task | UUID | str, visible_to: AbstractBaseUser | None = None, if_match: Collection[str] | None = None) -> None:
+    """Delete a task (given as in ``task_update``); with ``if_match``, only if nobody changed it since (else ``VersionConflict``)."""
+    current = _locked_task(task, visible_to)
     _check_if_match(current, if_match)
     current.delete()
 

@@ -1,0 +1,76 @@
+"""Requests run their sync work on reused threads: one thread per request, kept (with its connection) for the next."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import pytest
+
+from archon_site.request_threads import Threads, _RequestExecutor
+
+
+def _ran_on(executor: _RequestExecutor, calls: int) -> list[int]:
+    return [executor.submit(threading.get_ident).result(5) for _ in range(calls)]
+
+
+def test_a_requests_calls_run_on_one_thread_in_order_and_the_next_request_reuses_it() -> None:
+    threads = Threads(idle=2)
+    first = _RequestExecutor(threads)
+    order: list[int] = []
+    futures = [first.submit(order.append, i) for i in range(50)]
+    for future in futures:
+        future.result(5)
+    assert order == list(range(50))
+    ran = set(_ran_on(first, 3))
+    assert len(ran) == 1 and threading.get_ident() not in ran
+    first.release()
+    second = _RequestExecutor(threads)
+    assert set(_ran_on(second, 2)) == ran  # the idle thread, not a new one
+    second.release()
+
+
+def test_concurrent_requests_each_get_a_thread_and_only_idle_ones_are_kept() -> None:
+    threads = Threads(idle=1)
+    executors = [_RequestExecutor(threads) for _ in range(3)]
+    gate = threading.Event()
+    blocked = [e.submit(gate.wait, 5) for e in executors]  # all three busy at once: nothing is capped
+    gate.set()
+    for future in blocked:
+        assert future.result(5) is True
+    used = {_ran_on(e, 1)[0] for e in executors}
+    assert len(used) == 3
+    for executor in executors:
+        executor.release()
+    deadline = time.monotonic() + 5  # the two handed back beyond the one kept end their threads
+    while time.monotonic() < deadline and sum(t.ident in used and t.is_alive() for t in threading.enumerate()) > 1:
+        time.sleep(0.01)
+    assert sum(t.ident in used and t.is_alive() for t in threading.enumerate()) == 1
+
+
+def test_an_exception_reaches_the_caller_and_the_thread_serves_on() -> None:
+    executor = _RequestExecutor(Threads(idle=1))
+    with pytest.raises(ZeroDivisionError):
+        executor.submit(lambda: 1 / 0).result(5)
+    assert executor.submit(lambda: "still serving").result(5) == "still serving"
+    executor.release()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_live_server_starts_no_thread_per_request(server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Sequential requests reuse a request thread (Django's own handler starts two new threads per request)."""
+    started: list[str] = []
+    start = threading.Thread.start
+
+    def counted(thread: threading.Thread) -> None:
+        started.append(thread.name)
+        start(thread)
+
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        for _ in range(5):
+            http.get("/api/projects/")  # warm: an idle thread exists
+        monkeypatch.setattr(threading.Thread, "start", counted)  # the live server runs in this process
+        for _ in range(30):
+            assert http.get("/api/projects/").status_code in (401, 403)
+    assert started == []
