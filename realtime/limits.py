@@ -224,7 +224,7 @@ def unsent(socket: Any) -> int:
     return getattr(socket.queue, "pending", 0) + direct_write.transport_bytes(socket)
 
 
-def admit(socket: Any, before: int, size: int) -> bool:
+def admit(socket: Any, before: int, size: int, bound: int | None = None) -> bool:
     """May ``size`` more bytes go to a connection holding ``before`` unsent? False once it has been dropped.
 
     O(1) per recipient. Every send in one loop iteration lands in the transport's buffer before
@@ -234,9 +234,10 @@ def admit(socket: Any, before: int, size: int) -> bool:
     if it is still over when the grace ends, even with nothing more sent. Over the hard ceiling
     (HARD_CEILING_FACTOR x the bound) it is dropped at once, so memory stays bounded during the grace.
     """
-    bound = settings.REALTIME_MAX_BUFFERED_BYTES
-    if before <= bound:
-        socket.realtime_over_since = None  # back under (or never over): a later excess starts a new grace
+    if bound is None:
+        bound = settings.REALTIME_MAX_BUFFERED_BYTES  # a broadcast reads it once and passes it (one lookup, not one per recipient)
+    if before <= bound and getattr(socket, "realtime_over_since", None) is not None:
+        socket.realtime_over_since = None  # back under: a later excess starts a new grace (written only then: no attribute on every socket)
     after = before + size
     if after <= bound:
         return True

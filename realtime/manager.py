@@ -64,6 +64,7 @@ class FastManager(socketio.AsyncManager):
         skip = set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
         sockets = self.server.eio.sockets
         frame: bytes | None = None
+        bound = settings.REALTIME_MAX_BUFFERED_BYTES  # read once per broadcast: the loop below is per recipient
         for sid, eio_sid in self.get_participants(namespace, room):
             if sid in skip:
                 continue
@@ -76,7 +77,7 @@ class FastManager(socketio.AsyncManager):
                     if protocol is not None:  # a websocket-born connection: always direct, so always in order
                         frame = frame or direct_write.text_frame(packets[0].encode())
                         # O(1) per recipient: the transport's buffer size, the queue's byte count, a timestamp.
-                        if not direct_write.closing(protocol) and limits.admit(socket, limits.unsent(socket), len(frame)):
+                        if not direct_write.closing(protocol) and limits.admit(socket, limits.unsent(socket), len(frame), bound):
                             direct_write.send(protocol, frame)
                         continue
                 except Exception as error:  # noqa: BLE001  (one recipient's failure must not cost the rest their frame)
