@@ -1,0 +1,183 @@
+"""The several-workers scenario of ``make bench`` (issue 14): ``uvicorn --workers N`` over Redis and PostgreSQL.
+
+For each worker count: C websocket-only clients (``bench/loadgen.mjs``; no polling, so no sticky sessions) in
+one project room, how the kernel spread them over the workers (read from /proc), then K saves one after
+another (deliveries per second to all C) and saves at a steady rate (save-to-screen: request sent to the last
+client's delivery). Beside each figure, the CPU seconds of the load generator, the server's processes, Redis
+and PostgreSQL over that phase. On a 2-core machine they all compete for the same two cores: see
+``docs/scaling.md`` for what that lets these figures show.
+
+Run alone: ``python -m bench.workers [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from bench.run import Django, LoadGen, percentile
+from bench.servers import ROOT, Server, connections_per_process, cpu_seconds, descendants, uvicorn_workers
+from tests.support.live_server import free_port
+from tests.support.postgres import PostgresServer
+from tests.support.processes import RedisServer, wait_for_port
+
+
+class WorkersServer(Server):
+    """``uvicorn --workers N``: output to a file (an undrained pipe could stall N processes that log), ready once
+    every worker has finished starting (a worker still importing takes no connections, which would skew the spread)."""
+
+    workers: int = 1
+
+    def start(self) -> WorkersServer:
+        self.log_path = Path(tempfile.gettempdir()) / f"archon-bench-workers-{self.port}.log"
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen(self.command, cwd=ROOT, env={**os.environ, **self.env, "PYTHONPATH": str(ROOT)},
+                                         stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        wait_for_port(self.port, timeout=60, proc=self.proc)
+        deadline, last, still = time.monotonic() + 90, -1.0, 0
+        while time.monotonic() < deadline and still < 3:  # N workers, and their CPU idle for 0.75 s: imports done
+            time.sleep(0.25)
+            busy = cpu_seconds(self.proc.pid)
+            still = still + 1 if len(self.worker_pids()) >= self.workers and busy == last else 0
+            last = busy
+        return self
+
+    def worker_pids(self) -> list[int]:
+        # uvicorn's supervisor, its workers, and multiprocessing's helper (resource tracker) when there is one.
+        return [p for p in descendants(self.proc.pid) if p != self.proc.pid] if self.proc else []
+
+    def stop(self) -> None:
+        pids = descendants(self.proc.pid) if self.proc else []
+        super().stop()
+        for pid in pids:  # a worker left behind by a supervisor that had to be killed
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+
+
+class Meter:
+    """CPU seconds of the load generator, the server's tree, Redis and PostgreSQL between two readings."""
+
+    def __init__(self, gen: LoadGen, server: Server, redis: RedisServer, postgres: PostgresServer) -> None:
+        self.gen, self.pids = gen, {"server": server.proc.pid, "redis": redis.proc.pid, "postgres": postgres.proc.pid}
+
+    async def read(self) -> dict[str, float]:
+        loadgen = (await self.gen.command("collect"))["cpuMs"] / 1000
+        return {"loadgen": loadgen, **{name: cpu_seconds(pid) for name, pid in self.pids.items()}}
+
+    @staticmethod
+    def spent(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
+        spent = {f"{k}_cpu_s": round(after[k] - before[k], 2) for k in before}
+        spent["wall_s"] = round(seconds, 2)
+        return spent
+
+
+async def one_count(workers: int, django: Django, redis: RedisServer, postgres: PostgresServer, sizes: dict) -> dict:
+    port = free_port()
+    server = WorkersServer(f"django-uvicorn-x{workers}", uvicorn_workers("archon_site.asgi:application", port, workers), django.env, port)
+    server.workers = workers
+    server.start()
+    clients, room, task = sizes["clients"], django.projects[0], django.tasks[0]
+    headers = {"Authorization": f"Bearer {django.token}"}
+    url = f"{server.url}/api/tasks/{task}/"
+    try:
+        async with LoadGen(server.url, clients=clients, rooms=[room], auth={"token": django.token}, id_key="title") as gen:
+            spread = connections_per_process(server.proc.pid, port)
+            result: dict = {"workers": workers, "clients": clients, "connect_seconds": gen.ready["connectSeconds"],
+                            "processes": len(server.worker_pids()), "connections_held": sum(spread.values()),
+                            "spread": sorted(spread.values(), reverse=True), "rss_mb": round(server.rss(), 1)}  # fmt: skip
+            meter = Meter(gen, server, redis, postgres)
+            async with httpx.AsyncClient(timeout=60, headers=headers) as http:
+                # Fan-out: K saves one after another, each to every client.
+                await gen.command("reset")
+                before, start = await meter.read(), time.time() * 1000
+                for i in range(sizes["broadcasts"]):
+                    (await http.patch(url, json={"title": f"w{workers}-f{i}"})).raise_for_status()
+                got = await gen.wait_for(clients * sizes["broadcasts"], timeout=120)
+                last = max(v[2] for v in got["perId"].values())
+                after = await meter.read()
+                seconds = (last - start) / 1000
+                result["fanout"] = {"broadcasts": sizes["broadcasts"], "received": got["received"], "expected": clients * sizes["broadcasts"],
+                                    "deliveries_per_s": got["received"] / max(seconds, 1e-9), **Meter.spent(before, after, seconds)}  # fmt: skip
+
+                # Save-to-screen: `rate` saves a second, each timed from just before it is sent to its last delivery.
+                await gen.command("reset")
+                sent: dict[str, float] = {}
+                count, rate = int(sizes["rate"] * sizes["seconds"]), sizes["rate"]
+
+                async def save(i: int) -> None:
+                    title = f"w{workers}-s{i}"
+                    sent[title] = time.time() * 1000
+                    (await http.patch(url, json={"title": title})).raise_for_status()
+
+                before, begin, tasks = await meter.read(), time.monotonic(), []
+                for i in range(count):
+                    await asyncio.sleep(max(0.0, begin + i / rate - time.monotonic()))
+                    tasks.append(asyncio.create_task(save(i)))
+                await asyncio.gather(*tasks)
+                got = await gen.wait_for(clients * count, timeout=60)
+                after = await meter.read()
+            latencies = [got["perId"][t][2] - sent[t] for t in sent if t in got["perId"]]
+            result["save"] = {"saves": count, "rate": rate, "complete": sum(1 for t in sent if got["perId"].get(t, [0])[0] == clients),
+                              "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99), "max_ms": max(latencies),
+                              **Meter.spent(before, after, time.monotonic() - begin)}  # fmt: skip
+            result["alive_processes"] = len(server.worker_pids())
+            return result
+    finally:
+        server.stop()
+
+
+async def main(quick: bool) -> dict:
+    """Every worker count in turn on one Redis, one PostgreSQL and one seeded database."""
+    sizes = {"workers": [1, 2, 4], "clients": 500 if quick else 2000, "broadcasts": 20 if quick else 50, "rate": 20,
+             "seconds": 5 if quick else 30}  # fmt: skip
+    redis, postgres = RedisServer().start(), PostgresServer(max_connections=500).start()
+    try:
+        django = Django(redis.url, database_url=postgres.url)
+        django.env["REDIS_URL"] = redis.url
+        django.seed(projects=1)
+        results: dict = {"sizes": sizes, "database": "postgresql", "cpus": os.cpu_count()}
+        for workers in sizes["workers"]:
+            try:
+                results[f"workers/{workers}"] = await one_count(workers, django, redis, postgres, sizes)
+            except Exception as error:  # a worker count that cannot take the load is a result too
+                results[f"workers/{workers}"] = {"error": f"{type(error).__name__}: {error}"}
+            print(f"  workers/{workers}: {json.dumps(results[f'workers/{workers}'])}", flush=True)
+        return results
+    finally:
+        postgres.stop()
+        redis.stop()
+
+
+def rows(results: dict) -> list[str]:
+    """The table rows of the scenario (bench/run.py's table)."""
+    out = []
+    for workers in results["sizes"]["workers"]:
+        r = results.get(f"workers/{workers}", {})
+        label = f"{workers} uvicorn worker{'s' if workers > 1 else ''}, Redis + PostgreSQL ({results['sizes']['clients']} clients)"
+        if "error" in r or not r:
+            out.append(f"| {label} | django-uvicorn | {r.get('error', '—')} | — |")
+            continue
+        f, s = r["fanout"], r["save"]
+        out.append(f"| {label} | django-uvicorn ×{workers} | held {r['connections_held']:,} (per worker {'/'.join(map(str, r['spread']))}); "
+                   f"fan-out {f['deliveries_per_s']:,.0f} deliveries/s; save-to-screen {s['rate']}/s p50 {s['p50_ms']:.1f} / p99 {s['p99_ms']:.1f} / "
+                   f"max {s['max_ms']:.1f} ms | CPU s, fan-out / saves: loadgen {f['loadgen_cpu_s']:.1f} / {s['loadgen_cpu_s']:.1f}, "
+                   f"server {f['server_cpu_s']:.1f} / {s['server_cpu_s']:.1f}, redis {f['redis_cpu_s']:.1f} / {s['redis_cpu_s']:.1f}, "
+                   f"postgres {f['postgres_cpu_s']:.1f} / {s['postgres_cpu_s']:.1f} |")  # fmt: skip
+    return out
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    found = asyncio.run(main(parser.parse_args().quick))
+    print("\n".join(rows(found)))
