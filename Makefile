@@ -32,7 +32,7 @@ chaos: setup
 	@CHAOS_ROUNDS=$(CHAOS_ROUNDS) $(PY) -m pytest tests/realtime/test_chaos.py -q -s
 
 bench: setup
-	@scripts/bootstrap.sh redis
+	@scripts/bootstrap.sh redis postgres
 	@$(PY) -m bench.run $(BENCH_ARGS)
 
 # Issue 13: STORM_CLIENTS watchers reconnecting at once after a node restart, with recovery and with full snapshots.

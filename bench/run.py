@@ -22,6 +22,7 @@ from bench.servers import PY, ROOT, Server, make
 from tests.support.processes import RedisServer
 
 RESULTS = ROOT / "bench" / "results"
+SECTIONS = frozenset({"fanout", "save", "screen", "rooms", "idle", "cross", "workers", "storm"})
 REPEATED_FANOUT = 1000  # the fan-out size run several times (issue 14's target: ≥ 0.6× the reference there)
 
 
@@ -246,7 +247,7 @@ async def cross_process(server: Server, django: Django, path: str, messages: int
     }
 
 
-async def main(quick: bool) -> dict:
+async def main(quick: bool, only: frozenset[str] = SECTIONS) -> dict:
     # `runs`: the save-to-screen and 1,000-client fan-out of django-uvicorn and the reference, and the second harness,
     # run that many times in a row (issue 14: min / median / max, not one lucky or unlucky run).
     sizes = {"fanout": [100, 1000] if quick else [100, 1000, 5000], "broadcasts": 20 if quick else 50, "save_seconds": 5 if quick else 30,
@@ -265,99 +266,109 @@ async def main(quick: bool) -> dict:
         finally:
             server.stop()
 
-    print("fan-out…", flush=True)
-    for name in ("node", "django-uvicorn", "django-granian", "bare-uvicorn", "bare-uvicorn-stock", "bare-granian", "channels"):
-        for clients in sizes["fanout"]:
-            if clients == REPEATED_FANOUT and name in ("node", "django-uvicorn"):
-                continue  # below, several runs in a row
-            broadcasts = sizes["broadcasts"] if clients <= 1000 else max(10, sizes["broadcasts"] // 5)
+    if "fanout" in only:
+        print("fan-out…", flush=True)
+        for name in ("node", "django-uvicorn", "django-granian", "bare-uvicorn", "bare-uvicorn-stock", "bare-granian", "channels"):
+            for clients in sizes["fanout"]:
+                if clients == REPEATED_FANOUT and name in ("node", "django-uvicorn"):
+                    continue  # below, several runs in a row
+                broadcasts = sizes["broadcasts"] if clients <= 1000 else max(10, sizes["broadcasts"] // 5)
+                dj = django if name.startswith("django") else None
+                key = f"fanout/{clients}/{name}"
+                try:
+                    results[key] = await with_server(name, lambda s, c=clients, b=broadcasts, d=dj: fanout(s, d, c, b))
+                except Exception as error:  # a server that cannot take the load is a result too
+                    results[key] = {"error": f"{type(error).__name__}: {error}"}
+                print(f"  {key}: {results[key]}", flush=True)
+
+        print(f"fan-out, {REPEATED_FANOUT} clients, {sizes['runs']} runs of the reference and django-uvicorn back to back…", flush=True)
+        runs: dict[str, list[dict]] = {"node": [], "django-uvicorn": []}
+        for run in range(sizes["runs"]):
+            for name, dj in (("node", None), ("django-uvicorn", django)):
+                runs[name].append(await with_server(name, lambda s, d=dj: fanout(s, d, REPEATED_FANOUT, sizes["broadcasts"])))
+            runs["django-uvicorn"][-1]["ratio"] = runs["django-uvicorn"][-1]["deliveries_per_s"] / runs["node"][-1]["deliveries_per_s"]
+            print(f"  run {run + 1}: node {runs['node'][-1]['deliveries_per_s']:,.0f}, django-uvicorn "
+                  f"{runs['django-uvicorn'][-1]['deliveries_per_s']:,.0f} deliveries/s ({runs['django-uvicorn'][-1]['ratio']:.2f}×)", flush=True)  # fmt: skip
+        for name in runs:
+            results[f"fanout/{REPEATED_FANOUT}/{name}"] = repeated(runs[name], "deliveries_per_s", "ratio", "loadgen_cpu_s")
+
+    if "save" in only:
+        print(f"save-to-screen ({sizes['runs']} runs of django-uvicorn and the reference)…", flush=True)
+        runs = {"django-uvicorn": [], "node": []}
+        for run in range(sizes["runs"]):
+            runs["django-uvicorn"].append(
+                await with_server("django-uvicorn", lambda s: save_to_screen(s, django, 1000, 20, sizes["save_seconds"]))
+            )
+            runs["node"].append(await with_server("node", lambda s: emit_to_screen(s, 1000, 20, sizes["save_seconds"])))
+            print(f"  run {run + 1}: " + ", ".join(f"{n} p99 {r[-1]['p99_ms']:.1f} ms" for n, r in runs.items()), flush=True)
+        for name in runs:
+            results[f"save/{name}"] = repeated(runs[name], "p50_ms", "p99_ms", "max_ms")
+        results["save/django-granian"] = await with_server(
+            "django-granian", lambda s: save_to_screen(s, django, 1000, 20, sizes["save_seconds"])
+        )
+        print(f"  save/django-granian: {results['save/django-granian']}", flush=True)
+
+    if "screen" in only:
+        print(f"second harness, official socket.io-client ({sizes['runs']} runs)…", flush=True)
+        runs = {"save": [], "fanout": [], "fanout-node": []}
+        for run in range(sizes["runs"]):
+
+            async def django_side(s: Server, run: int = run) -> None:
+                runs["save"].append(await screen(s, django, mode="save", clients=1000, seconds=sizes["screen_seconds"], tag=f"r{run}"))
+                runs["fanout"].append(await screen(s, django, mode="fanout", clients=1000, broadcasts=sizes["broadcasts"], tag=f"r{run}"))
+
+            await with_server("django-uvicorn", django_side)
+            runs["fanout-node"].append(await with_server("node", lambda s: screen(s, None, mode="fanout", clients=1000,
+                                                                                     broadcasts=sizes["broadcasts"], tag="node")))  # fmt: skip
+            runs["fanout"][-1]["ratio"] = runs["fanout"][-1]["deliveries_per_s"] / runs["fanout-node"][-1]["deliveries_per_s"]
+            print(f"  run {run + 1}: save p50 {runs['save'][-1]['p50_ms']:.1f} / p99 {runs['save'][-1]['p99_ms']:.1f} / max "
+                  f"{runs['save'][-1]['max_ms']:.1f} ms; fan-out {runs['fanout'][-1]['deliveries_per_s']:,.0f} against "
+                  f"{runs['fanout-node'][-1]['deliveries_per_s']:,.0f} deliveries/s ({runs['fanout'][-1]['ratio']:.2f}×)", flush=True)  # fmt: skip
+        results["screen/save"] = repeated(runs["save"], "p50_ms", "p99_ms", "max_ms", "loadgen_cpu_s")
+        results["screen/fanout"] = repeated(runs["fanout"], "deliveries_per_s", "ratio", "loadgen_cpu_s")
+        results["screen/fanout-node"] = repeated(runs["fanout-node"], "deliveries_per_s", "loadgen_cpu_s")
+
+    if "rooms" in only:
+        print("many rooms…", flush=True)
+        for name in ("node", "django-uvicorn", "django-granian", "bare-uvicorn"):
             dj = django if name.startswith("django") else None
-            key = f"fanout/{clients}/{name}"
+            results[f"rooms/{name}"] = await with_server(
+                name, lambda s, d=dj: many_rooms(s, d, sizes["rooms_clients"], sizes["rooms"], sizes["rooms"] * 5)
+            )
+            print(f"  rooms/{name}: {results[f'rooms/{name}']}", flush=True)
+
+    if "idle" in only:
+        print("connections…", flush=True)
+        for name in ("node", "django-uvicorn", "django-granian"):
+            dj = django if name.startswith("django") else None
             try:
-                results[key] = await with_server(name, lambda s, c=clients, b=broadcasts, d=dj: fanout(s, d, c, b))
-            except Exception as error:  # a server that cannot take the load is a result too
-                results[key] = {"error": f"{type(error).__name__}: {error}"}
-            print(f"  {key}: {results[key]}", flush=True)
+                results[f"idle/{name}"] = await with_server(name, lambda s, d=dj: connections(s, d, sizes["idle"]))
+            except Exception as error:
+                results[f"idle/{name}"] = {"error": f"{type(error).__name__}: {error}"}
+            print(f"  idle/{name}: {results[f'idle/{name}']}", flush=True)
 
-    print(f"fan-out, {REPEATED_FANOUT} clients, {sizes['runs']} runs of the reference and django-uvicorn back to back…", flush=True)
-    runs: dict[str, list[dict]] = {"node": [], "django-uvicorn": []}
-    for run in range(sizes["runs"]):
-        for name, dj in (("node", None), ("django-uvicorn", django)):
-            runs[name].append(await with_server(name, lambda s, d=dj: fanout(s, d, REPEATED_FANOUT, sizes["broadcasts"])))
-        runs["django-uvicorn"][-1]["ratio"] = runs["django-uvicorn"][-1]["deliveries_per_s"] / runs["node"][-1]["deliveries_per_s"]
-        print(f"  run {run + 1}: node {runs['node'][-1]['deliveries_per_s']:,.0f}, django-uvicorn "
-              f"{runs['django-uvicorn'][-1]['deliveries_per_s']:,.0f} deliveries/s ({runs['django-uvicorn'][-1]['ratio']:.2f}×)", flush=True)  # fmt: skip
-    for name in runs:
-        results[f"fanout/{REPEATED_FANOUT}/{name}"] = repeated(runs[name], "deliveries_per_s", "ratio", "loadgen_cpu_s")
-
-    print(f"save-to-screen ({sizes['runs']} runs of django-uvicorn and the reference)…", flush=True)
-    runs = {"django-uvicorn": [], "node": []}
-    for run in range(sizes["runs"]):
-        runs["django-uvicorn"].append(
-            await with_server("django-uvicorn", lambda s: save_to_screen(s, django, 1000, 20, sizes["save_seconds"]))
+    if "cross" in only:
+        print("cross-process…", flush=True)
+        results["cross/embedded"] = await with_server("django-uvicorn", lambda s: cross_process(s, django, "embedded", sizes["cross"]))
+        results["cross/redis"] = await with_server(
+            "django-uvicorn", lambda s: cross_process(s, django, "redis", sizes["cross"]), REDIS_URL=redis_url
         )
-        runs["node"].append(await with_server("node", lambda s: emit_to_screen(s, 1000, 20, sizes["save_seconds"])))
-        print(f"  run {run + 1}: " + ", ".join(f"{n} p99 {r[-1]['p99_ms']:.1f} ms" for n, r in runs.items()), flush=True)
-    for name in runs:
-        results[f"save/{name}"] = repeated(runs[name], "p50_ms", "p99_ms", "max_ms")
-    results["save/django-granian"] = await with_server(
-        "django-granian", lambda s: save_to_screen(s, django, 1000, 20, sizes["save_seconds"])
-    )
-    print(f"  save/django-granian: {results['save/django-granian']}", flush=True)
+        print(f"  cross: {results['cross/embedded']} {results['cross/redis']}", flush=True)
 
-    print(f"second harness, official socket.io-client ({sizes['runs']} runs)…", flush=True)
-    runs = {"save": [], "fanout": [], "fanout-node": []}
-    for run in range(sizes["runs"]):
-
-        async def django_side(s: Server, run: int = run) -> None:
-            runs["save"].append(await screen(s, django, mode="save", clients=1000, seconds=sizes["screen_seconds"], tag=f"r{run}"))
-            runs["fanout"].append(await screen(s, django, mode="fanout", clients=1000, broadcasts=sizes["broadcasts"], tag=f"r{run}"))
-
-        await with_server("django-uvicorn", django_side)
-        runs["fanout-node"].append(await with_server("node", lambda s: screen(s, None, mode="fanout", clients=1000,
-                                                                                 broadcasts=sizes["broadcasts"], tag="node")))  # fmt: skip
-        runs["fanout"][-1]["ratio"] = runs["fanout"][-1]["deliveries_per_s"] / runs["fanout-node"][-1]["deliveries_per_s"]
-        print(f"  run {run + 1}: save p50 {runs['save'][-1]['p50_ms']:.1f} / p99 {runs['save'][-1]['p99_ms']:.1f} / max "
-              f"{runs['save'][-1]['max_ms']:.1f} ms; fan-out {runs['fanout'][-1]['deliveries_per_s']:,.0f} against "
-              f"{runs['fanout-node'][-1]['deliveries_per_s']:,.0f} deliveries/s ({runs['fanout'][-1]['ratio']:.2f}×)", flush=True)  # fmt: skip
-    results["screen/save"] = repeated(runs["save"], "p50_ms", "p99_ms", "max_ms", "loadgen_cpu_s")
-    results["screen/fanout"] = repeated(runs["fanout"], "deliveries_per_s", "ratio", "loadgen_cpu_s")
-    results["screen/fanout-node"] = repeated(runs["fanout-node"], "deliveries_per_s", "loadgen_cpu_s")
-
-    print("many rooms…", flush=True)
-    for name in ("node", "django-uvicorn", "django-granian", "bare-uvicorn"):
-        dj = django if name.startswith("django") else None
-        results[f"rooms/{name}"] = await with_server(
-            name, lambda s, d=dj: many_rooms(s, d, sizes["rooms_clients"], sizes["rooms"], sizes["rooms"] * 5)
-        )
-        print(f"  rooms/{name}: {results[f'rooms/{name}']}", flush=True)
-
-    print("connections…", flush=True)
-    for name in ("node", "django-uvicorn", "django-granian"):
-        dj = django if name.startswith("django") else None
-        try:
-            results[f"idle/{name}"] = await with_server(name, lambda s, d=dj: connections(s, d, sizes["idle"]))
-        except Exception as error:
-            results[f"idle/{name}"] = {"error": f"{type(error).__name__}: {error}"}
-        print(f"  idle/{name}: {results[f'idle/{name}']}", flush=True)
-
-    print("cross-process…", flush=True)
-    results["cross/embedded"] = await with_server("django-uvicorn", lambda s: cross_process(s, django, "embedded", sizes["cross"]))
-    results["cross/redis"] = await with_server(
-        "django-uvicorn", lambda s: cross_process(s, django, "redis", sizes["cross"]), REDIS_URL=redis_url
-    )
-    print(f"  cross: {results['cross/embedded']} {results['cross/redis']}", flush=True)
     redis.stop()
 
-    print("several workers over Redis and PostgreSQL…", flush=True)  # issue 14: bench/workers.py (its own Redis and PostgreSQL)
-    from bench import workers  # noqa: PLC0415 — it imports this module
+    if "workers" in only:
+        print("several workers over Redis and PostgreSQL…", flush=True)  # issue 14: bench/workers.py (its own Redis and PostgreSQL)
+        from bench import workers  # noqa: PLC0415 — it imports this module
 
-    results["workers"] = await workers.main(quick)
+        results["workers"] = await workers.main(quick)
 
-    print("reconnect storm…", flush=True)  # issue 13: bench/storm.py (its own Redis, two nodes and database)
-    from bench import storm  # noqa: PLC0415 — it imports this module
+    if "storm" in only:
+        print("reconnect storm…", flush=True)  # issue 13: bench/storm.py (its own Redis, two nodes and database)
+        from bench import storm  # noqa: PLC0415 — it imports this module
 
-    results["storm"] = await storm.main(storm.arguments(["--clients", str(sizes["storm"])]))
+        results["storm"] = await storm.main(storm.arguments(["--clients", str(sizes["storm"])]))
+
     return results
 
 
@@ -376,7 +387,7 @@ def table(results: dict) -> str:
         return value["median"] if isinstance(value, dict) else value
 
     rows = ["| scenario | server | figure | ratio to reference |", "|---|---|---|---|"]
-    for clients in results["sizes"]["fanout"]:
+    for clients in results["sizes"]["fanout"] if "fanout/100/node" in results else []:
         ref = median(results.get(f"fanout/{clients}/node", {}).get("deliveries_per_s", 0))
         for name in ("node", "django-uvicorn", "django-granian", "bare-uvicorn", "bare-uvicorn-stock", "bare-granian", "channels"):
             r = results.get(f"fanout/{clients}/{name}", {})
@@ -387,8 +398,8 @@ def table(results: dict) -> str:
                 continue
             figure = f"{r['deliveries_per_s']:,.0f} deliveries/s" if "deliveries_per_s" in r else r.get("error", "—")
             rows.append(f"| fan-out, {clients} clients | {name} | {figure} | {ratio(r.get('deliveries_per_s', float('nan')), ref)} |")
-    ref_p99 = median(results["save/node"]["p99_ms"])
-    for name in ("node", "django-uvicorn", "django-granian"):
+    for name in ("node", "django-uvicorn", "django-granian") if "save/node" in results else []:
+        ref_p99 = median(results["save/node"]["p99_ms"])
         r = results[f"save/{name}"]
         if "runs" in r:
             figure = (f"p99 {mmm(r['p99_ms'], '.1f')} ms (min / median / max, {len(r['runs'])} runs); "
@@ -408,21 +419,21 @@ def table(results: dict) -> str:
             against = f"{mmm(r['ratio'], '.2f')}× (per run: min / median / max)" if "ratio" in r else "1.00×"
             rows.append(f"| fan-out, second harness, 1000 clients | {name} | {mmm(r['deliveries_per_s'], ',.0f')} deliveries/s "
                         f"(min / median / max, {n} runs); harness CPU {mmm(r['loadgen_cpu_s'], '.1f')} s | {against} |")  # fmt: skip
-    ref = results["rooms/node"]["deliveries_per_s"]
-    for name in ("node", "django-uvicorn", "django-granian", "bare-uvicorn"):
+    for name in ("node", "django-uvicorn", "django-granian", "bare-uvicorn") if "rooms/node" in results else []:
+        ref = results["rooms/node"]["deliveries_per_s"]
         r = results[f"rooms/{name}"]
         rows.append(
             f"| many rooms ({r['clients']} clients, {r['rooms']} rooms) | {name} | {r['deliveries_per_s']:,.0f} deliveries/s | {ratio(r['deliveries_per_s'], ref)} |"
         )
     ref_idle = results.get("idle/node", {})
-    for name in ("node", "django-uvicorn", "django-granian"):
+    for name in ("node", "django-uvicorn", "django-granian") if "idle/node" in results else []:
         r = results.get(f"idle/{name}", {})
         if "kb_per_connection" in r:
             rows.append(f"| idle connections ({r['clients']}) | {name} | {r['kb_per_connection']:.1f} KB each, {r['connections_per_s']:,.0f} conn/s | "
                         f"{ratio(r['kb_per_connection'], ref_idle.get('kb_per_connection', 0), higher_is_better=False)} (memory) |")  # fmt: skip
         else:
             rows.append(f"| idle connections | {name} | {r.get('error', '—')} | — |")
-    for path in ("embedded", "redis"):
+    for path in ("embedded", "redis") if "cross/redis" in results else []:
         r = results[f"cross/{path}"]
         rows.append(f"| cross-process emit ({path}) | django-uvicorn | p50 {r['p50_ms']:.2f} / p99 {r['p99_ms']:.2f} ms | — |")
     if "workers" in results:
@@ -441,18 +452,23 @@ def table(results: dict) -> str:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--only", default=",".join(sorted(SECTIONS)), help=f"comma-separated sections, of: {', '.join(sorted(SECTIONS))}")
     args = parser.parse_args()
-    results = asyncio.run(main(args.quick))
+    only = frozenset(args.only.split(","))
+    if only - SECTIONS:
+        parser.error(f"unknown sections: {', '.join(sorted(only - SECTIONS))}")
+    results = asyncio.run(main(args.quick, only))
     machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0],
                "node": subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip(),
                "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}  # fmt: skip
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y-%m-%d")
-    out = RESULTS / (f"{stamp}-quick.json" if args.quick else f"{stamp}.json")
+    # A quick or partial run never replaces the full run's files.
+    suffix = ("-quick" if args.quick else "") + ("" if only == SECTIONS else "-only-" + "-".join(sorted(only)))
+    out = RESULTS / f"{time.strftime('%Y-%m-%d')}{suffix}.json"
     out.write_text(
         json.dumps({"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine, "results": results}, indent=2)
     )
     text = table(results)
-    (RESULTS / ("latest-quick.md" if args.quick else "latest.md")).write_text(text + "\n")
+    (RESULTS / f"latest{suffix}.md").write_text(text + "\n")
     print(text)
     print(f"\nwritten: {out}")
