@@ -17,6 +17,7 @@ import asyncio
 import json
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -158,6 +159,77 @@ async def main(quick: bool) -> dict:
         redis.stop()
 
 
+async def pubsub_cost(messages: int = 20000) -> dict:
+    """What one broadcast costs Redis per subscribed process, and what a process pays to read and decode a broadcast
+    for a room it has no client in (RedisManager: every process subscribes to the one channel and reads everything).
+
+    Redis: its CPU seconds for `messages` PUBLISHes of a task_updated's JSON with S raw subscribers that only drain.
+    A process: redis-py's async pubsub and ``json.loads`` per message, as python-socketio's listener does."""
+    import redis.asyncio as aioredis  # noqa: PLC0415
+
+    redis = RedisServer().start()
+    import uuid  # noqa: PLC0415
+
+    # The shape python-socketio publishes for a task_updated (projects.schemas.TaskOut plus the `_live` stamp).
+    task = {"id": str(uuid.uuid4()), "project_id": str(uuid.uuid4()), "parent_task_id": None, "title": "Write the scaling plan",
+            "description": "Realistic task text: " + "acceptance criteria, links and notes " * 6, "status": "doing", "assignee": "bench",
+            "task_order": 3, "feature": "realtime", "sources": [], "code_examples": [], "archived": False, "archived_at": None,
+            "created_at": "2026-11-29T11:00:00.000000+00:00", "updated_at": "2026-11-29T11:00:00.000000+00:00", "version": 42,
+            "_live": {"room": "project:" + str(uuid.uuid4()), "epoch": "a1b2c3.d4e5f6", "seq": 1234}}  # fmt: skip
+    payload = json.dumps({"method": "emit", "event": "task_updated", "data": [task], "namespace": "/", "room": task["_live"]["room"],
+                          "skip_sid": None, "callback": None, "host_id": uuid.uuid4().hex})  # fmt: skip
+    results: dict = {"messages": messages, "bytes": len(payload)}
+    try:
+        client = aioredis.from_url(redis.url)
+        for subscribers in (1, 8, 32):
+            streams = [await asyncio.open_connection("127.0.0.1", redis.port) for _ in range(subscribers)]
+            for _, writer in streams:
+                writer.write(b"SUBSCRIBE ch\r\n")
+            drained = [asyncio.create_task(drain(reader)) for reader, _ in streams]
+            await asyncio.sleep(0.2)
+            before = cpu_seconds(redis.proc.pid)
+            for start in range(0, messages, 500):
+                pipe = client.pipeline(transaction=False)
+                for _ in range(min(500, messages - start)):
+                    pipe.publish("ch", payload)
+                await pipe.execute()
+            spent = cpu_seconds(redis.proc.pid) - before
+            results[f"redis_us_per_publish/{subscribers}"] = round(spent / messages * 1e6, 1)
+            for task in drained:
+                task.cancel()
+            for _, writer in streams:
+                writer.close()
+        # The reader in a process of its own, so that its CPU time is its own: redis-py's async pubsub and json.loads.
+        code = (
+            "import asyncio, json, sys, time, redis.asyncio as r\n"
+            "async def main():\n"
+            f"    p = r.from_url('{redis.url}').pubsub(ignore_subscribe_messages=True); await p.subscribe('ch')\n"
+            "    await p.get_message(timeout=1); print('ready', flush=True); got, began = 0, time.process_time()\n"
+            "    async for m in p.listen():\n"
+            "        json.loads(m['data']); got += 1\n"
+            f"        if got == {messages}: print(time.process_time() - began, flush=True); return\n"
+            "asyncio.run(main())\n"
+        )
+        reader = await asyncio.create_subprocess_exec(sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE)
+        await reader.stdout.readline()
+        for start in range(0, messages, 500):
+            pipe = client.pipeline(transaction=False)
+            for _ in range(min(500, messages - start)):
+                pipe.publish("ch", payload)
+            await pipe.execute()
+        results["process_us_per_message"] = round(float((await reader.stdout.readline()).decode()) / messages * 1e6, 1)
+        await reader.wait()
+        await client.aclose()
+    finally:
+        redis.stop()
+    return results
+
+
+async def drain(reader: asyncio.StreamReader) -> None:
+    while await reader.read(1 << 16):
+        pass
+
+
 def rows(results: dict) -> list[str]:
     """The table rows of the scenario (bench/run.py's table)."""
     out = []
@@ -179,5 +251,9 @@ def rows(results: dict) -> list[str]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    found = asyncio.run(main(parser.parse_args().quick))
-    print("\n".join(rows(found)))
+    parser.add_argument("--pubsub", action="store_true", help="only the Redis pub/sub costs of docs/scaling.md")
+    args = parser.parse_args()
+    if args.pubsub:
+        print(json.dumps(asyncio.run(pubsub_cost())))
+    else:
+        print("\n".join(rows(asyncio.run(main(args.quick)))))
