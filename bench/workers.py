@@ -31,6 +31,13 @@ from tests.support.postgres import PostgresServer
 from tests.support.processes import RedisServer, wait_for_port
 
 
+def cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return b""
+
+
 class WorkersServer(Server):
     """``uvicorn --workers N``: output to a file (an undrained pipe could stall N processes that log), ready once
     every worker has finished starting (a worker still importing takes no connections, which would skew the spread)."""
@@ -52,8 +59,12 @@ class WorkersServer(Server):
         return self
 
     def worker_pids(self) -> list[int]:
-        # uvicorn's supervisor, its workers, and multiprocessing's helper (resource tracker) when there is one.
-        return [p for p in descendants(self.proc.pid) if p != self.proc.pid] if self.proc else []
+        """The processes serving clients: uvicorn's one process, or the workers below its supervisor."""
+        if not self.proc:
+            return []
+        if self.workers == 1:  # no supervisor: uvicorn serves in the process it was started as
+            return [self.proc.pid]
+        return [p for p in descendants(self.proc.pid) if p != self.proc.pid and b"spawn_main" in cmdline(p)]  # not the resource tracker
 
     def stop(self) -> None:
         pids = descendants(self.proc.pid) if self.proc else []
@@ -65,19 +76,48 @@ class WorkersServer(Server):
                 pass
 
 
+def postgres_counters(postgres: PostgresServer) -> dict[str, float]:
+    """The bench database's transactions and sessions (connections opened) so far, from pg_stat_database."""
+    import psycopg  # noqa: PLC0415 — only this scenario needs the driver
+
+    with psycopg.connect(postgres.url.replace("postgres://", "postgresql://"), autocommit=True) as conn:
+        commits, sessions = conn.execute("SELECT xact_commit, sessions FROM pg_stat_database WHERE datname = current_database()").fetchone()
+    return {"pg_commits": commits, "pg_sessions": sessions}
+
+
+def redis_commands(redis: RedisServer) -> dict[str, dict[str, float]]:
+    """Redis's own count and mean time of each command it ran (INFO commandstats): what a broadcast costs it."""
+    import redis as redis_py  # noqa: PLC0415
+
+    client = redis_py.Redis.from_url(redis.url)
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    return {name.removeprefix("cmdstat_"): {"calls": v["calls"], "usec_per_call": v["usec_per_call"]} for name, v in stats.items()}
+
+
 class Meter:
-    """CPU seconds of the load generator, the server's tree, Redis and PostgreSQL between two readings."""
+    """CPU seconds of the load generator, the server's tree, Redis and PostgreSQL between two readings, and
+    PostgreSQL's transactions and sessions (each session is a connection opened)."""
 
     def __init__(self, gen: LoadGen, server: Server, redis: RedisServer, postgres: PostgresServer) -> None:
-        self.gen, self.pids = gen, {"server": server.proc.pid, "redis": redis.proc.pid, "postgres": postgres.proc.pid}
+        self.gen, self.redis, self.postgres = gen, redis, postgres
+        self.pids = {"server": server.proc.pid, "redis": redis.proc.pid, "postgres": postgres.proc.pid}
 
     async def read(self) -> dict[str, float]:
         loadgen = (await self.gen.command("collect"))["cpuMs"] / 1000
-        return {"loadgen": loadgen, **{name: cpu_seconds(pid) for name, pid in self.pids.items()}}
+        cpu = {f"{name}_cpu_s": cpu_seconds(pid) for name, pid in self.pids.items()}
+        # Redis's own time in commands (µs), all and the scripts' (STAMP per broadcast; POSITION per join)
+        commands = redis_commands(self.redis)
+        usec = {"redis_commands_us": sum(v["calls"] * v["usec_per_call"] for v in commands.values()),
+                "redis_scripts_us": sum(v["calls"] * v["usec_per_call"] for k, v in commands.items() if k.startswith("eval")),
+                "redis_scripts": sum(v["calls"] for k, v in commands.items() if k.startswith("eval"))}  # fmt: skip
+        return {"loadgen_cpu_s": loadgen, **cpu, **postgres_counters(self.postgres), **usec}
 
     @staticmethod
     def spent(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
-        spent = {f"{k}_cpu_s": round(after[k] - before[k], 2) for k in before}
+        spent = {k: round(after[k] - before[k], 2) for k in before}
         spent["wall_s"] = round(seconds, 2)
         return spent
 
@@ -153,6 +193,7 @@ async def main(quick: bool) -> dict:
             except Exception as error:  # a worker count that cannot take the load is a result too
                 results[f"workers/{workers}"] = {"error": f"{type(error).__name__}: {error}"}
             print(f"  workers/{workers}: {json.dumps(results[f'workers/{workers}'])}", flush=True)
+        results["redis_commands"] = redis_commands(redis)  # over every worker count: per-call means
         return results
     finally:
         postgres.stop()
@@ -237,14 +278,22 @@ def rows(results: dict) -> list[str]:
         r = results.get(f"workers/{workers}", {})
         label = f"{workers} uvicorn worker{'s' if workers > 1 else ''}, Redis + PostgreSQL ({results['sizes']['clients']} clients)"
         if "error" in r or not r:
-            out.append(f"| {label} | django-uvicorn | {r.get('error', '—')} | — |")
+            out.append(f"| {label} | django-uvicorn ×{workers} | {r.get('error', '—')} | — |")
             continue
         f, s = r["fanout"], r["save"]
+        per_save = (f"per save: PostgreSQL {s['postgres_cpu_s'] / s['saves'] * 1000:.1f} ms CPU and {s['pg_sessions'] / s['saves']:.1f} connections opened, "
+                    f"Redis {s['redis_commands_us'] / s['saves']:.0f} µs in commands ({s['redis_scripts_us'] / max(s['redis_scripts'], 1):.0f} µs per script)")  # fmt: skip
         out.append(f"| {label} | django-uvicorn ×{workers} | held {r['connections_held']:,} (per worker {'/'.join(map(str, r['spread']))}); "
                    f"fan-out {f['deliveries_per_s']:,.0f} deliveries/s; save-to-screen {s['rate']}/s p50 {s['p50_ms']:.1f} / p99 {s['p99_ms']:.1f} / "
-                   f"max {s['max_ms']:.1f} ms | CPU s, fan-out / saves: loadgen {f['loadgen_cpu_s']:.1f} / {s['loadgen_cpu_s']:.1f}, "
-                   f"server {f['server_cpu_s']:.1f} / {s['server_cpu_s']:.1f}, redis {f['redis_cpu_s']:.1f} / {s['redis_cpu_s']:.1f}, "
-                   f"postgres {f['postgres_cpu_s']:.1f} / {s['postgres_cpu_s']:.1f} |")  # fmt: skip
+                   f"max {s['max_ms']:.1f} ms ({s['complete']}/{s['saves']} complete) | CPU s, fan-out / saves: load generator "
+                   f"{f['loadgen_cpu_s']:.1f} / {s['loadgen_cpu_s']:.1f}, server {f['server_cpu_s']:.1f} / {s['server_cpu_s']:.1f}, "
+                   f"Redis {f['redis_cpu_s']:.2f} / {s['redis_cpu_s']:.2f}, PostgreSQL {f['postgres_cpu_s']:.1f} / {s['postgres_cpu_s']:.1f} "
+                   f"(wall {f['wall_s']:.1f} / {s['wall_s']:.1f}); {per_save} |")  # fmt: skip
+    commands = results.get("redis_commands", {})
+    if commands:
+        top = sorted(commands.items(), key=lambda kv: -kv[1]["calls"] * kv[1]["usec_per_call"])[:4]
+        figure = ", ".join(f"{name} {v['usec_per_call']:.1f} µs × {v['calls']:,}" for name, v in top)
+        out.append(f"| Redis commands over the workers scenario (INFO commandstats, mean per call) | redis-server | {figure} | — |")
     return out
 
 
