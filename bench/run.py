@@ -116,7 +116,12 @@ async def screen(server: Server, django: Django | None, *, mode: str, clients: i
               "broadcasts": broadcasts, "reference": django is None, "tag": tag, "connectConcurrency": 100}  # fmt: skip
     proc = await asyncio.create_subprocess_exec("node", str(ROOT / "bench" / "screen.mjs"), json.dumps(config), cwd=ROOT,
                                                 stdout=asyncio.subprocess.PIPE, limit=1 << 20)  # fmt: skip
-    out, _ = await asyncio.wait_for(proc.communicate(), 600)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), 600)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
     result = json.loads(out.decode().strip().splitlines()[-1])
     if result["type"] != "result":
         raise RuntimeError(result.get("message", result))
