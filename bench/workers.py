@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -242,8 +243,10 @@ async def pubsub_cost(messages: int = 20000) -> dict:
                 await pipe.execute()
             spent = cpu_seconds(redis.proc.pid) - before
             results[f"redis_us_per_publish/{subscribers}"] = round(spent / messages * 1e6, 1)
-            for task in drained:
-                task.cancel()
+            if subscribers == 8:  # the real thing: STAMP (number, keep, publish) into one room whose history is full
+                results["redis_us_per_stamp/8"] = round(await stamp_cost(client, redis, task, messages) * 1e6, 1)
+            for draining in drained:
+                draining.cancel()
             for _, writer in streams:
                 writer.close()
         # The reader in a process of its own, so that its CPU time is its own: redis-py's async pubsub and json.loads.
@@ -270,6 +273,29 @@ async def pubsub_cost(messages: int = 20000) -> dict:
     finally:
         redis.stop()
     return results
+
+
+async def stamp_cost(client: Any, redis: RedisServer, task: dict, calls: int) -> float:
+    """Redis CPU seconds per call of realtime's STAMP script (realtime/redis_history.py), history full (trimming)."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "archon_site.settings")
+    os.environ.setdefault("SECRET_KEY", "bench-secret")  # settings refuse to start without one; nothing is signed here
+    import django  # noqa: PLC0415 — the script's arguments come from the project's settings
+
+    django.setup()
+    from realtime.redis_history import STAMP, stamp_args  # noqa: PLC0415
+
+    script = client.register_script(STAMP)
+    keys, argv = stamp_args(task["_live"]["room"], "task_updated", {k: v for k, v in task.items() if k != "_live"}, host_id="bench")
+    argv[6] = "ch"  # the channel the raw subscribers listen on
+    for _ in range(500):  # fill the room's history first: from then on each call also trims the oldest entry
+        await script(keys=keys, args=argv)
+    before = cpu_seconds(redis.proc.pid)
+    for start in range(0, calls, 500):
+        pipe = client.pipeline(transaction=False)
+        for _ in range(min(500, calls - start)):
+            await script(keys=keys, args=argv, client=pipe)
+        await pipe.execute()
+    return (cpu_seconds(redis.proc.pid) - before) / calls
 
 
 async def drain(reader: asyncio.StreamReader) -> None:
