@@ -7,7 +7,7 @@ client's delivery). Beside each figure, the CPU seconds of the load generator, t
 and PostgreSQL over that phase. On a 2-core machine they all compete for the same two cores: see
 ``docs/scaling.md`` for what that lets these figures show.
 
-Run alone: ``python -m bench.workers [--quick]``.
+Run alone: ``python -m bench.workers [--quick]``; ``--costs``: only the per-operation Redis and PostgreSQL costs of docs/scaling.md.
 """
 
 from __future__ import annotations
