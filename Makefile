@@ -31,8 +31,11 @@ chaos: setup
 	@scripts/bootstrap.sh redis
 	@CHAOS_ROUNDS=$(CHAOS_ROUNDS) $(PY) -m pytest tests/realtime/test_chaos.py -q -s
 
+# Issue 14: the django-uvicorn/reference comparisons and the second harness (bench/screen.mjs) run 3 times in a row; the
+# several-workers scenario (bench/workers.py) starts its own Redis and PostgreSQL. BENCH_ARGS=--quick: small sizes;
+# BENCH_ARGS="--only workers,screen": some sections only.
 bench: setup
-	@scripts/bootstrap.sh redis
+	@scripts/bootstrap.sh redis postgres
 	@$(PY) -m bench.run $(BENCH_ARGS)
 
 # Issue 13: STORM_CLIENTS watchers reconnecting at once after a node restart, with recovery and with full snapshots.

@@ -22,6 +22,8 @@ from bench.servers import PY, ROOT, Server, make
 from tests.support.processes import RedisServer
 
 RESULTS = ROOT / "bench" / "results"
+SECTIONS = frozenset({"fanout", "save", "screen", "rooms", "idle", "cross", "workers", "storm"})
+REPEATED_FANOUT = 1000  # the fan-out size run several times (issue 14's target: ≥ 0.6× the reference there)
 
 
 class LoadGen:
@@ -63,9 +65,10 @@ class LoadGen:
 class Django:
     """A bench database with a user, a token and projects with one task each."""
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, database_url: str | None = None) -> None:
         self.dir = tempfile.mkdtemp(prefix="archon-bench-")
-        self.env = {"DATABASE_URL": f"sqlite:///{self.dir}/bench.sqlite3", "DEBUG": "false", "SECRET_KEY": "bench-secret",
+        # SQLite in a temporary folder unless given a server's URL (PostgreSQL): `migrate` and the seed go there too.
+        self.env = {"DATABASE_URL": database_url or f"sqlite:///{self.dir}/bench.sqlite3", "DEBUG": "false", "SECRET_KEY": "bench-secret",
                     "ALLOWED_HOSTS": "127.0.0.1,localhost", "REALTIME_LOG_LEVEL": "WARNING", "REDIS_URL": "",
                     # Every load-generator client is the one bench user on one address: the per-user and per-address caps are lifted.
                     "REALTIME_MAX_CONNECTIONS_PER_USER": "100000", "REALTIME_MAX_PENDING_PER_ADDRESS": "100000"}  # fmt: skip
@@ -92,6 +95,37 @@ class Django:
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))] if ordered else float("nan")
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """min / median / max of repeated runs (the median of an even count is the upper middle one)."""
+    ordered = sorted(values)
+    return {"min": ordered[0], "median": ordered[len(ordered) // 2], "max": ordered[-1]} if ordered else {}
+
+
+def repeated(runs: list[dict], *figures: str) -> dict:
+    """Several runs of one scenario: each run kept, and min / median / max of each figure."""
+    return {"runs": runs, **{f: spread([r[f] for r in runs if f in r]) for f in figures}}
+
+
+async def screen(server: Server, django: Django | None, *, mode: str, clients: int, tag: str, rate: float = 20, seconds: float = 0,
+                 broadcasts: int = 0) -> dict:  # fmt: skip
+    """bench/screen.mjs, the second harness: official socket.io-client watchers and, in the same process, the saves."""
+    config = {"url": server.url, "token": django.token if django else None, "room": django.projects[0] if django else "room-0",
+              "task": django.tasks[0] if django else None, "clients": clients, "mode": mode, "rate": rate, "seconds": seconds,
+              "broadcasts": broadcasts, "reference": django is None, "tag": tag, "connectConcurrency": 100}  # fmt: skip
+    proc = await asyncio.create_subprocess_exec("node", str(ROOT / "bench" / "screen.mjs"), json.dumps(config), cwd=ROOT,
+                                                stdout=asyncio.subprocess.PIPE, limit=1 << 20)  # fmt: skip
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), 600)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    if result["type"] != "result":
+        raise RuntimeError(result.get("message", result))
+    return result
 
 
 async def fanout(server: Server, django: Django | None, clients: int, broadcasts: int) -> dict:
@@ -218,8 +252,11 @@ async def cross_process(server: Server, django: Django, path: str, messages: int
     }
 
 
-async def main(quick: bool) -> dict:
+async def main(quick: bool, only: frozenset[str] = SECTIONS) -> dict:
+    # `runs`: the save-to-screen and 1,000-client fan-out of django-uvicorn and the reference, and the second harness,
+    # run that many times in a row (issue 14: min / median / max, not one lucky or unlucky run).
     sizes = {"fanout": [100, 1000] if quick else [100, 1000, 5000], "broadcasts": 20 if quick else 50, "save_seconds": 5 if quick else 30,
+             "runs": 2 if quick else 3, "screen_seconds": 5 if quick else 30,
              "rooms_clients": 400 if quick else 2000, "rooms": 40 if quick else 200, "idle": 1000 if quick else 10000, "cross": 100 if quick else 500, "storm": 500 if quick else 5000}  # fmt: skip
     redis = RedisServer().start()
     redis_url = redis.url
@@ -234,55 +271,115 @@ async def main(quick: bool) -> dict:
         finally:
             server.stop()
 
-    print("fan-out…", flush=True)
-    for name in ("node", "django-uvicorn", "django-granian", "bare-uvicorn", "bare-uvicorn-stock", "bare-granian", "channels"):
-        for clients in sizes["fanout"]:
-            broadcasts = sizes["broadcasts"] if clients <= 1000 else max(10, sizes["broadcasts"] // 5)
-            dj = django if name.startswith("django") else None
-            key = f"fanout/{clients}/{name}"
-            try:
-                results[key] = await with_server(name, lambda s, c=clients, b=broadcasts, d=dj: fanout(s, d, c, b))
-            except Exception as error:  # a server that cannot take the load is a result too
-                results[key] = {"error": f"{type(error).__name__}: {error}"}
-            print(f"  {key}: {results[key]}", flush=True)
+    if "fanout" in only:
+        print("fan-out…", flush=True)
+        for name in ("node", "django-uvicorn", "django-granian", "bare-uvicorn", "bare-uvicorn-stock", "bare-granian", "channels"):
+            for clients in sizes["fanout"]:
+                if clients == REPEATED_FANOUT and name in ("node", "django-uvicorn"):
+                    continue  # below, several runs in a row
+                broadcasts = sizes["broadcasts"] if clients <= 1000 else max(10, sizes["broadcasts"] // 5)
+                dj = django if name.startswith("django") else None
+                key = f"fanout/{clients}/{name}"
+                try:
+                    results[key] = await with_server(name, lambda s, c=clients, b=broadcasts, d=dj: fanout(s, d, c, b))
+                except Exception as error:  # a server that cannot take the load is a result too
+                    results[key] = {"error": f"{type(error).__name__}: {error}"}
+                print(f"  {key}: {results[key]}", flush=True)
 
-    print("save-to-screen…", flush=True)
-    for name in ("django-uvicorn", "django-granian"):
-        results[f"save/{name}"] = await with_server(name, lambda s: save_to_screen(s, django, 1000, 20, sizes["save_seconds"]))
-        print(f"  save/{name}: {results[f'save/{name}']}", flush=True)
-    results["save/node"] = await with_server("node", lambda s: emit_to_screen(s, 1000, 20, sizes["save_seconds"]))
-    print(f"  save/node: {results['save/node']}", flush=True)
+        print(f"fan-out, {REPEATED_FANOUT} clients, {sizes['runs']} runs of the reference and django-uvicorn back to back…", flush=True)
+        runs: dict[str, list[dict]] = {"node": [], "django-uvicorn": []}
+        for run in range(sizes["runs"]):
+            for name, dj in (("node", None), ("django-uvicorn", django)):
+                runs[name].append(await with_server(name, lambda s, d=dj: fanout(s, d, REPEATED_FANOUT, sizes["broadcasts"])))
+            runs["django-uvicorn"][-1]["ratio"] = runs["django-uvicorn"][-1]["deliveries_per_s"] / runs["node"][-1]["deliveries_per_s"]
+            print(f"  run {run + 1}: node {runs['node'][-1]['deliveries_per_s']:,.0f}, django-uvicorn "
+                  f"{runs['django-uvicorn'][-1]['deliveries_per_s']:,.0f} deliveries/s ({runs['django-uvicorn'][-1]['ratio']:.2f}×)", flush=True)  # fmt: skip
+        for name in runs:
+            results[f"fanout/{REPEATED_FANOUT}/{name}"] = repeated(runs[name], "deliveries_per_s", "ratio", "loadgen_cpu_s")
 
-    print("many rooms…", flush=True)
-    for name in ("node", "django-uvicorn", "django-granian", "bare-uvicorn"):
-        dj = django if name.startswith("django") else None
-        results[f"rooms/{name}"] = await with_server(
-            name, lambda s, d=dj: many_rooms(s, d, sizes["rooms_clients"], sizes["rooms"], sizes["rooms"] * 5)
+    if "save" in only:
+        print(f"save-to-screen ({sizes['runs']} runs of django-uvicorn and the reference)…", flush=True)
+        runs = {"django-uvicorn": [], "node": []}
+        for run in range(sizes["runs"]):
+            runs["django-uvicorn"].append(
+                await with_server("django-uvicorn", lambda s: save_to_screen(s, django, 1000, 20, sizes["save_seconds"]))
+            )
+            runs["node"].append(await with_server("node", lambda s: emit_to_screen(s, 1000, 20, sizes["save_seconds"])))
+            print(f"  run {run + 1}: " + ", ".join(f"{n} p99 {r[-1]['p99_ms']:.1f} ms" for n, r in runs.items()), flush=True)
+        for name in runs:
+            results[f"save/{name}"] = repeated(runs[name], "p50_ms", "p99_ms", "max_ms")
+        results["save/django-granian"] = await with_server(
+            "django-granian", lambda s: save_to_screen(s, django, 1000, 20, sizes["save_seconds"])
         )
-        print(f"  rooms/{name}: {results[f'rooms/{name}']}", flush=True)
+        print(f"  save/django-granian: {results['save/django-granian']}", flush=True)
 
-    print("connections…", flush=True)
-    for name in ("node", "django-uvicorn", "django-granian"):
-        dj = django if name.startswith("django") else None
-        try:
-            results[f"idle/{name}"] = await with_server(name, lambda s, d=dj: connections(s, d, sizes["idle"]))
-        except Exception as error:
-            results[f"idle/{name}"] = {"error": f"{type(error).__name__}: {error}"}
-        print(f"  idle/{name}: {results[f'idle/{name}']}", flush=True)
+    if "screen" in only:
+        print(f"second harness, official socket.io-client ({sizes['runs']} runs)…", flush=True)
+        runs = {"save": [], "fanout": [], "fanout-node": []}
+        for run in range(sizes["runs"]):
 
-    print("cross-process…", flush=True)
-    results["cross/embedded"] = await with_server("django-uvicorn", lambda s: cross_process(s, django, "embedded", sizes["cross"]))
-    results["cross/redis"] = await with_server(
-        "django-uvicorn", lambda s: cross_process(s, django, "redis", sizes["cross"]), REDIS_URL=redis_url
-    )
-    print(f"  cross: {results['cross/embedded']} {results['cross/redis']}", flush=True)
+            async def django_side(s: Server, run: int = run) -> None:
+                runs["save"].append(await screen(s, django, mode="save", clients=1000, seconds=sizes["screen_seconds"], tag=f"r{run}"))
+                runs["fanout"].append(await screen(s, django, mode="fanout", clients=1000, broadcasts=sizes["broadcasts"], tag=f"r{run}"))
+
+            await with_server("django-uvicorn", django_side)
+            runs["fanout-node"].append(await with_server("node", lambda s: screen(s, None, mode="fanout", clients=1000,
+                                                                                     broadcasts=sizes["broadcasts"], tag="node")))  # fmt: skip
+            runs["fanout"][-1]["ratio"] = runs["fanout"][-1]["deliveries_per_s"] / runs["fanout-node"][-1]["deliveries_per_s"]
+            print(f"  run {run + 1}: save p50 {runs['save'][-1]['p50_ms']:.1f} / p99 {runs['save'][-1]['p99_ms']:.1f} / max "
+                  f"{runs['save'][-1]['max_ms']:.1f} ms; fan-out {runs['fanout'][-1]['deliveries_per_s']:,.0f} against "
+                  f"{runs['fanout-node'][-1]['deliveries_per_s']:,.0f} deliveries/s ({runs['fanout'][-1]['ratio']:.2f}×)", flush=True)  # fmt: skip
+        results["screen/save"] = repeated(runs["save"], "p50_ms", "p99_ms", "max_ms", "loadgen_cpu_s")
+        results["screen/fanout"] = repeated(runs["fanout"], "deliveries_per_s", "ratio", "loadgen_cpu_s")
+        results["screen/fanout-node"] = repeated(runs["fanout-node"], "deliveries_per_s", "loadgen_cpu_s")
+
+    if "rooms" in only:
+        print("many rooms…", flush=True)
+        for name in ("node", "django-uvicorn", "django-granian", "bare-uvicorn"):
+            dj = django if name.startswith("django") else None
+            results[f"rooms/{name}"] = await with_server(
+                name, lambda s, d=dj: many_rooms(s, d, sizes["rooms_clients"], sizes["rooms"], sizes["rooms"] * 5)
+            )
+            print(f"  rooms/{name}: {results[f'rooms/{name}']}", flush=True)
+
+    if "idle" in only:
+        print("connections…", flush=True)
+        for name in ("node", "django-uvicorn", "django-granian"):
+            dj = django if name.startswith("django") else None
+            try:
+                results[f"idle/{name}"] = await with_server(name, lambda s, d=dj: connections(s, d, sizes["idle"]))
+            except Exception as error:
+                results[f"idle/{name}"] = {"error": f"{type(error).__name__}: {error}"}
+            print(f"  idle/{name}: {results[f'idle/{name}']}", flush=True)
+
+    if "cross" in only:
+        print("cross-process…", flush=True)
+        results["cross/embedded"] = await with_server("django-uvicorn", lambda s: cross_process(s, django, "embedded", sizes["cross"]))
+        results["cross/redis"] = await with_server(
+            "django-uvicorn", lambda s: cross_process(s, django, "redis", sizes["cross"]), REDIS_URL=redis_url
+        )
+        print(f"  cross: {results['cross/embedded']} {results['cross/redis']}", flush=True)
+
     redis.stop()
 
-    print("reconnect storm…", flush=True)  # issue 13: bench/storm.py (its own Redis, two nodes and database)
-    from bench import storm  # noqa: PLC0415 — it imports this module
+    if "workers" in only:
+        print("several workers over Redis and PostgreSQL…", flush=True)  # issue 14: bench/workers.py (its own Redis and PostgreSQL)
+        from bench import workers  # noqa: PLC0415 — it imports this module
 
-    results["storm"] = await storm.main(storm.arguments(["--clients", str(sizes["storm"])]))
+        results["workers"] = await workers.main(quick)
+
+    if "storm" in only:
+        print("reconnect storm…", flush=True)  # issue 13: bench/storm.py (its own Redis, two nodes and database)
+        from bench import storm  # noqa: PLC0415 — it imports this module
+
+        results["storm"] = await storm.main(storm.arguments(["--clients", str(sizes["storm"])]))
+
     return results
+
+
+def mmm(figure: dict, fmt: str) -> str:
+    """A repeated figure as "min / median / max"."""
+    return " / ".join(format(figure[k], fmt) for k in ("min", "median", "max"))
 
 
 def table(results: dict) -> str:
@@ -291,34 +388,63 @@ def table(results: dict) -> str:
             return "—"
         return f"{(value / reference if higher_is_better else reference / value):.2f}×"
 
+    def median(value: float | dict) -> float:
+        return value["median"] if isinstance(value, dict) else value
+
     rows = ["| scenario | server | figure | ratio to reference |", "|---|---|---|---|"]
-    for clients in results["sizes"]["fanout"]:
-        ref = results.get(f"fanout/{clients}/node", {}).get("deliveries_per_s", 0)
+    for clients in results["sizes"]["fanout"] if "fanout/100/node" in results else []:
+        ref = median(results.get(f"fanout/{clients}/node", {}).get("deliveries_per_s", 0))
         for name in ("node", "django-uvicorn", "django-granian", "bare-uvicorn", "bare-uvicorn-stock", "bare-granian", "channels"):
             r = results.get(f"fanout/{clients}/{name}", {})
+            if "runs" in r:  # run several times in a row, each django-uvicorn run against the reference's run just before it
+                figure = f"{mmm(r['deliveries_per_s'], ',.0f')} deliveries/s (min / median / max, {len(r['runs'])} runs)"
+                against = f"{mmm(r['ratio'], '.2f')}× (per run: min / median / max)" if r.get("ratio") else "1.00×"
+                rows.append(f"| fan-out, {clients} clients | {name} | {figure} | {against} |")
+                continue
             figure = f"{r['deliveries_per_s']:,.0f} deliveries/s" if "deliveries_per_s" in r else r.get("error", "—")
             rows.append(f"| fan-out, {clients} clients | {name} | {figure} | {ratio(r.get('deliveries_per_s', float('nan')), ref)} |")
-    for name in ("node", "django-uvicorn", "django-granian"):
+    for name in ("node", "django-uvicorn", "django-granian") if "save/node" in results else []:
+        ref_p99 = median(results["save/node"]["p99_ms"])
         r = results[f"save/{name}"]
-        rows.append(f"| save-to-screen, 1000 watchers, 20/s | {name} | p50 {r['p50_ms']:.1f} / p99 {r['p99_ms']:.1f} / max {r['max_ms']:.1f} ms | "
-                    f"{ratio(r['p99_ms'], results['save/node']['p99_ms'], higher_is_better=False)} (p99) |")  # fmt: skip
-    ref = results["rooms/node"]["deliveries_per_s"]
-    for name in ("node", "django-uvicorn", "django-granian", "bare-uvicorn"):
+        if "runs" in r:
+            figure = (f"p99 {mmm(r['p99_ms'], '.1f')} ms (min / median / max, {len(r['runs'])} runs); "
+                      f"p50 {mmm(r['p50_ms'], '.1f')} ms; max {mmm(r['max_ms'], '.1f')} ms")  # fmt: skip
+        else:
+            figure = f"p50 {r['p50_ms']:.1f} / p99 {r['p99_ms']:.1f} / max {r['max_ms']:.1f} ms"
+        rows.append(
+            f"| save-to-screen, 1000 watchers, 20/s | {name} | {figure} | {ratio(median(r['p99_ms']), ref_p99, higher_is_better=False)} (median p99) |"
+        )
+    if "screen/save" in results:
+        r, n = results["screen/save"], len(results["screen/save"]["runs"])
+        rows.append(f"| save-to-screen, second harness (official socket.io-client, REST saves from the same Node process), 1000 watchers, 20/s "
+                    f"| django-uvicorn | p99 {mmm(r['p99_ms'], '.1f')} ms (min / median / max, {n} runs); p50 {mmm(r['p50_ms'], '.1f')} ms; "
+                    f"max {mmm(r['max_ms'], '.1f')} ms; harness CPU {mmm(r['loadgen_cpu_s'], '.1f')} s | — |")  # fmt: skip
+        for name, key in (("node", "screen/fanout-node"), ("django-uvicorn", "screen/fanout")):
+            r = results[key]
+            against = f"{mmm(r['ratio'], '.2f')}× (per run: min / median / max)" if "ratio" in r else "1.00×"
+            rows.append(f"| fan-out, second harness, 1000 clients | {name} | {mmm(r['deliveries_per_s'], ',.0f')} deliveries/s "
+                        f"(min / median / max, {n} runs); harness CPU {mmm(r['loadgen_cpu_s'], '.1f')} s | {against} |")  # fmt: skip
+    for name in ("node", "django-uvicorn", "django-granian", "bare-uvicorn") if "rooms/node" in results else []:
+        ref = results["rooms/node"]["deliveries_per_s"]
         r = results[f"rooms/{name}"]
         rows.append(
             f"| many rooms ({r['clients']} clients, {r['rooms']} rooms) | {name} | {r['deliveries_per_s']:,.0f} deliveries/s | {ratio(r['deliveries_per_s'], ref)} |"
         )
     ref_idle = results.get("idle/node", {})
-    for name in ("node", "django-uvicorn", "django-granian"):
+    for name in ("node", "django-uvicorn", "django-granian") if "idle/node" in results else []:
         r = results.get(f"idle/{name}", {})
         if "kb_per_connection" in r:
             rows.append(f"| idle connections ({r['clients']}) | {name} | {r['kb_per_connection']:.1f} KB each, {r['connections_per_s']:,.0f} conn/s | "
                         f"{ratio(r['kb_per_connection'], ref_idle.get('kb_per_connection', 0), higher_is_better=False)} (memory) |")  # fmt: skip
         else:
             rows.append(f"| idle connections | {name} | {r.get('error', '—')} | — |")
-    for path in ("embedded", "redis"):
+    for path in ("embedded", "redis") if "cross/redis" in results else []:
         r = results[f"cross/{path}"]
         rows.append(f"| cross-process emit ({path}) | django-uvicorn | p50 {r['p50_ms']:.2f} / p99 {r['p99_ms']:.2f} ms | — |")
+    if "workers" in results:
+        from bench import workers  # noqa: PLC0415 — it imports this module
+
+        rows.extend(workers.rows(results["workers"]))
     if "storm" in results:
         r = results["storm"]
         seconds = {m: results["storm"].get(m, {}).get("all_current_s") for m in ("recovery", "snapshot")}
@@ -331,18 +457,23 @@ def table(results: dict) -> str:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--only", default=",".join(sorted(SECTIONS)), help=f"comma-separated sections, of: {', '.join(sorted(SECTIONS))}")
     args = parser.parse_args()
-    results = asyncio.run(main(args.quick))
+    only = frozenset(args.only.split(","))
+    if only - SECTIONS:
+        parser.error(f"unknown sections: {', '.join(sorted(only - SECTIONS))}")
+    results = asyncio.run(main(args.quick, only))
     machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0],
                "node": subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip(),
                "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}  # fmt: skip
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y-%m-%d")
-    out = RESULTS / (f"{stamp}-quick.json" if args.quick else f"{stamp}.json")
+    # A quick or partial run never replaces the full run's files.
+    suffix = ("-quick" if args.quick else "") + ("" if only == SECTIONS else "-only-" + "-".join(sorted(only)))
+    out = RESULTS / f"{time.strftime('%Y-%m-%d')}{suffix}.json"
     out.write_text(
         json.dumps({"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine, "results": results}, indent=2)
     )
     text = table(results)
-    (RESULTS / ("latest-quick.md" if args.quick else "latest.md")).write_text(text + "\n")
+    (RESULTS / f"latest{suffix}.md").write_text(text + "\n")
     print(text)
     print(f"\nwritten: {out}")

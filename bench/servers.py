@@ -84,3 +84,78 @@ def make(name: str, *, django_env: dict[str, str], redis_url: str) -> Server:
     server = servers[name]()
     server.port = port
     return server
+
+
+# --- several workers (issue 14): a process tree's CPU and each worker's connections, read from /proc -------------
+
+
+def descendants(pid: int) -> list[int]:
+    """`pid` and every process below it (uvicorn --workers: the supervisor and its workers; postgres: its backends)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process tree so far, including children already gone (cutime/cstime):
+    PostgreSQL's backends end with their connections, and their time is then in the postmaster's cutime."""
+    ticks = 0
+    for current in descendants(pid):
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        ticks += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def established(port: int) -> dict[int, int]:
+    """Socket inode -> 1 for every established TCP connection whose local port is `port` (the server's side)."""
+    inodes: dict[int, int] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            cols = line.split()
+            if cols[3] == "01" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                inodes[int(cols[9])] = 1
+    return inodes
+
+
+def connections_per_process(pid: int, port: int) -> dict[int, int]:
+    """How the server's established connections on `port` are spread over the processes of its tree."""
+    mine = established(port)
+    spread: dict[int, int] = {}
+    for current in descendants(pid):
+        count = 0
+        try:
+            for fd in Path(f"/proc/{current}/fd").iterdir():
+                try:
+                    target = os.readlink(fd)
+                except OSError:
+                    continue
+                if target.startswith("socket:[") and int(target[8:-1]) in mine:
+                    count += 1
+        except (FileNotFoundError, PermissionError):
+            continue
+        if count:
+            spread[current] = count
+    return spread
+
+
+def uvicorn_workers(app: str, port: int, workers: int) -> list[str]:
+    """uvicorn with `workers` processes sharing one listening socket (the kernel hands each accept to one of them)."""
+    return [*uvicorn(app, port), "--workers", str(workers)]
