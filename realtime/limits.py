@@ -236,8 +236,10 @@ def admit(socket: Any, before: int, size: int) -> bool:
     (HARD_CEILING_FACTOR x the bound) it is dropped at once, so memory stays bounded during the grace.
     """
     bound = settings.REALTIME_MAX_BUFFERED_BYTES
-    if before <= bound:
-        socket.realtime_over_since = None  # back under (or never over): a later excess starts a new grace
+    if before <= bound and getattr(socket, "realtime_over_since", None) is not None:
+        # Back under: a later excess starts a new grace. Only then written: an attribute every
+        # socket carried would grow every idle connection's instance dictionary.
+        socket.realtime_over_since = None
     after = before + size
     if after <= bound:
         return True
