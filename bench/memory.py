@@ -40,8 +40,9 @@ async def main(args: argparse.Namespace) -> None:
     env = dict(pair.split("=", 1) for pair in args.env)
     figures = []
     for i in range(args.runs):
-        server = django_uvicorn(django, shlex.split(args.extra_args), env).start()
+        server = django_uvicorn(django, shlex.split(args.extra_args), env)
         try:
+            start(server)
             result = await run.connections(server, django, args.clients)
         finally:
             server.stop()
@@ -70,9 +71,9 @@ async def heap(django: run.Django, clients: int, env: dict[str, str], lines: int
     port = free_port()
     server = Server("traced", [PY, "-m", "bench.traced_server", str(port), "archon_site.asgi:application", str(directory)],
                     {**django.env, "TRACE_MEMORY": "20", **env}, port)  # fmt: skip
-    start(server)
     auth = {"token": django.token}
     try:
+        start(server)
         async with run.LoadGen(server.url, clients=50, rooms=[], auth=auth, join=False):  # warm caches and lazy imports
             pass
         await asyncio.sleep(1)
