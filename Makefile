@@ -17,7 +17,7 @@ run: export DEBUG ?= true
 run: migrate
 	@$(PY) manage.py seed_demo
 	@echo "Serving on http://127.0.0.1:$(PORT)  (Ctrl-C stops)"
-	@exec .venv/bin/uvicorn archon_site.asgi:application --host 127.0.0.1 --port $(PORT) --ws-per-message-deflate false --ws-max-size 65536
+	@exec .venv/bin/uvicorn archon_site.asgi:application --host 127.0.0.1 --port $(PORT) --ws-per-message-deflate false --ws-max-size 65536 --ws-ping-interval 0
 
 test: setup
 	@scripts/bootstrap.sh redis nginx chromium

@@ -35,7 +35,7 @@ def rss_mb(pid: int) -> float:
 
 def uvicorn(app: str, port: int) -> list[str]:
     return [PY, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log",
-            "--ws-per-message-deflate", "false", "--lifespan", "auto"]  # fmt: skip
+            "--ws-per-message-deflate", "false", "--ws-ping-interval", "0", "--lifespan", "auto"]  # fmt: skip
 
 
 def granian(app: str, port: int) -> list[str]:

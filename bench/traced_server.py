@@ -46,5 +46,7 @@ def _report(*_: Any) -> None:
 
 gc.callbacks.append(_timed)
 signal.signal(signal.SIGUSR1, _report)
-config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, ws_per_message_deflate=False)
+config = uvicorn.Config(
+    app, host="127.0.0.1", port=port, log_level="warning", access_log=False, ws_per_message_deflate=False, ws_ping_interval=0
+)
 uvicorn.Server(config).run()

@@ -56,6 +56,52 @@ def _check(packets: list[packet.Packet]) -> None:
             raise ValueError(f"{packet.packet_names[pkt.packet_type]} packet with undecodable JSON data")
 
 
+# What an environ keeps once its connection is set up (``slim_environ``): what engine.io reads when
+# the request ends (the scope, to answer), the client address (``limits.client_address``) and the
+# cookie (a client may leave the namespace and connect it again on the same connection:
+# ``auth.authenticate`` reads it then).
+KEPT_ENVIRON_KEYS = (
+    "REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "REMOTE_ADDR", "HTTP_COOKIE",
+    "asgi.scope", "asgi.receive", "asgi.send", "wsgi.url_scheme",
+)  # fmt: skip
+
+
+def slim_environ(environ: dict[str, Any]) -> None:
+    """Reduce, in place, an environ engine.io and python-socketio keep for a connection's whole life.
+
+    engine.io's ASGI driver translates every request to a WSGI environ: each header decoded again,
+    and ``wsgi.input``, an instance of a class it builds per request (a class costs 2.5 KB). A
+    websocket's environ lives as long as the connection (the request's coroutines hold it, and
+    python-socketio keeps the handshake's for ``get_environ``): about 4 KB per idle connection,
+    read by nothing once the connection is set up. Cleared and refilled rather than deleted from,
+    because a dict never shrinks its table on deletion; the same object, so every holder sees it.
+    """
+    kept = {key: environ[key] for key in KEPT_ENVIRON_KEYS if key in environ}
+    environ.clear()
+    environ.update(kept)
+
+
+def release_handshake(ws: Any) -> None:
+    """Let uvicorn's websocket protocol forget its handshake once it is complete (about 2.5 KB per connection).
+
+    uvicorn 0.54's websockets-sansio protocol keeps the handshake's request and response (websockets
+    objects, every header parsed) and the scope's header list for the connection's whole life; it
+    reads them only until the handshake completes, which it has once engine.io's handler runs (the
+    accept was sent). The scope is this application's (engine.io's environ holds it too), and nothing
+    here reads its headers later (``limits.client_address`` reads ``client``). Anything else (another
+    server, another protocol, an incomplete handshake) is left alone.
+    """
+    protocol = getattr(getattr(ws, "asgi_send", None), "__self__", None)
+    if type(protocol).__name__ != "WebSocketsSansIOProtocol" or getattr(protocol, "handshake_complete", False) is not True:
+        return
+    for name in ("request", "response"):
+        if hasattr(protocol, name):
+            setattr(protocol, name, None)
+    scope = getattr(protocol, "scope", None)
+    if isinstance(scope, dict) and "headers" in scope:
+        scope["headers"] = []
+
+
 class Socket(async_socket.AsyncSocket):
     """engine.io's socket, decoding each client frame before engine.io does (see the module docstring)."""
 
@@ -85,7 +131,18 @@ class Socket(async_socket.AsyncSocket):
             return data
 
         ws.wait = checked_wait  # per connection: engine.io's handler reads every frame through ws.wait()
+        release_handshake(ws)
         return await super()._websocket_handler(ws)
+
+    async def _upgrade_websocket(self, environ: dict[str, Any]) -> Any:
+        """engine.io's upgrade; an upgrade from long-polling slims its request's environ at once.
+
+        That request lives as long as the connection, and nothing reads its headers again: the
+        connection was set up by the handshake, whose environ python-socketio keeps.
+        """
+        if self.connected:
+            slim_environ(environ)
+        return await super()._upgrade_websocket(environ)
 
     async def handle_post_request(self, environ: dict[str, Any]) -> None:
         """engine.io's POST handling, with the payload decoded inside a try."""

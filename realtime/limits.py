@@ -15,6 +15,7 @@ connection, or expire and are pruned.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import Callable
@@ -235,9 +236,11 @@ def admit(socket: Any, before: int, size: int, bound: int | None = None) -> bool
     (HARD_CEILING_FACTOR x the bound) it is dropped at once, so memory stays bounded during the grace.
     """
     if bound is None:
-        bound = settings.REALTIME_MAX_BUFFERED_BYTES  # a broadcast reads it once and passes it (one lookup, not one per recipient)
+        bound = settings.REALTIME_MAX_BUFFERED_BYTES  # a broadcast reads it once and passes it, not once per recipient
     if before <= bound and getattr(socket, "realtime_over_since", None) is not None:
-        socket.realtime_over_since = None  # back under: a later excess starts a new grace (written only then: no attribute on every socket)
+        # Back under: a later excess starts a new grace. Only then written: an attribute every
+        # socket carried would grow every idle connection's instance dictionary.
+        socket.realtime_over_since = None
     after = before + size
     if after <= bound:
         return True
@@ -283,7 +286,92 @@ def _size(item: Any) -> int:
     return len(item.encode()) if isinstance(item, eio_packet.Packet) else 0
 
 
-class OutgoingQueue(asyncio.Queue):
+class LeanQueue:
+    """An unbounded FIFO with ``asyncio.Queue``'s interface, holding nothing while it holds nothing.
+
+    engine.io keeps one queue per connection. ``asyncio.Queue`` builds four deques up front (its
+    items, getters, putters and ``join``'s event): 3 KB per connection, most of it for features an
+    unbounded send queue never uses (putters) or uses rarely (``join``). Here the items' deque exists
+    only while something is queued, waiting getters are a list, and ``join``'s event is made when one waits.
+    """
+
+    maxsize = 0
+
+    def __init__(self) -> None:
+        self._items: collections.deque[Any] | None = None
+        self._getters: list[asyncio.Future[None]] | None = None
+        self._unfinished = 0
+        self._finished: asyncio.Event | None = None
+
+    def qsize(self) -> int:
+        return len(self._items) if self._items else 0
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def full(self) -> bool:
+        return False
+
+    def put_nowait(self, item: Any) -> None:
+        if self._items is None:
+            self._items = collections.deque()
+        self._items.append(item)
+        self._unfinished += 1
+        if self._finished is not None:
+            self._finished.clear()
+        while self._getters:  # wake the first getter still waiting
+            getter = self._getters.pop(0)
+            if not getter.done():
+                getter.set_result(None)
+                break
+
+    async def put(self, item: Any) -> None:
+        self.put_nowait(item)
+
+    def get_nowait(self) -> Any:
+        if not self._items:
+            raise asyncio.QueueEmpty
+        item = self._items.popleft()
+        if not self._items:
+            self._items = None  # an idle connection holds no deque
+        return item
+
+    async def get(self) -> Any:
+        while not self._items:
+            getter = asyncio.get_running_loop().create_future()
+            if self._getters is None:
+                self._getters = []
+            self._getters.append(getter)
+            try:
+                await getter
+            except BaseException:
+                getter.cancel()
+                if getter in self._getters:
+                    self._getters.remove(getter)
+                if self._items and not getter.cancelled():  # woken, then cancelled: wake the next one instead
+                    while self._getters:
+                        other = self._getters.pop(0)
+                        if not other.done():
+                            other.set_result(None)
+                            break
+                raise
+        return self.get_nowait()
+
+    def task_done(self) -> None:
+        if self._unfinished <= 0:
+            raise ValueError("task_done() called too many times")
+        self._unfinished -= 1
+        if self._unfinished == 0 and self._finished is not None:
+            self._finished.set()
+
+    async def join(self) -> None:
+        if self._unfinished:
+            if self._finished is None:
+                self._finished = asyncio.Event()
+            await self._finished.wait()
+
+
+class OutgoingQueue(LeanQueue):
     """engine.io's send queue of one connection, counting the bytes it holds.
 
     ``pending`` counts what was queued and not yet handed to the transport: packets in the queue,

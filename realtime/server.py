@@ -14,7 +14,7 @@ from . import bus, direct_write, lifecycle, limits, lost, rooms
 from .auth import Identity, Refused, authenticate
 from .channels_bridge import build_bridge
 from .dispatcher import Dispatcher, Reject
-from .eio import EngineServer
+from .eio import EngineServer, slim_environ
 from .manager import build_manager
 
 log = logging.getLogger(__name__)
@@ -221,6 +221,9 @@ class Server(socketio.AsyncServer):
             await self.disconnect(sid, namespace=namespace, ignore_queue=True)
         else:
             limits.handshakes.remove(eio_sid)  # connected: no longer pending, no timeout
+            environ = self.environ.get(eio_sid)
+            if environ is not None:
+                slim_environ(environ)  # authenticated: the request's headers are no longer read
         return None
 
     async def disconnect(self, sid: str, namespace: str | None = None, ignore_queue: bool = False) -> None:

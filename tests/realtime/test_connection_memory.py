@@ -1,0 +1,152 @@
+"""What an idle connection keeps (issue 14): a slim environ, no handshake in uvicorn's protocol, a lean send queue.
+
+Each cut must leave behaviour whole: a cookie still authenticates a client that leaves the namespace and connects it
+again on the same connection, long-polling still works, and the queue keeps ``asyncio.Queue``'s semantics.
+The server runs in this process (the ``server`` fixture): its objects are read directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect as ws_connect
+
+from realtime import eio, limits
+from realtime import server as realtime_server
+from tests.conftest import db
+from tests.realtime.test_limits import fresh_address, wait_until
+from tests.support import factories as f
+
+sio = realtime_server.sio
+
+
+async def _connected(ws) -> str:  # type: ignore[no-untyped-def]
+    """Read until the namespace's CONNECT answer; its Socket.IO sid."""
+    while not (message := await ws.recv()).startswith("4"):
+        if message == "2":
+            await ws.send("3")
+    assert message.startswith("40"), message
+    return json.loads(message[2:])["sid"]
+
+
+async def test_a_cookie_connection_keeps_a_slim_environ_and_can_connect_the_namespace_again(server):
+    alice = await db(f.make_user)("alice")
+    cookie = await db(f.session_cookie)(alice)
+    url = server.url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+    headers = {"Cookie": cookie, "User-Agent": "x" * 500, **fresh_address()}
+    async with ws_connect(url, additional_headers=headers) as ws:
+        eio_sid = json.loads((await ws.recv())[1:])["sid"]
+        await ws.send("40")
+        sid = await _connected(ws)
+        environ = sio.get_environ(sid)
+        assert set(environ) <= set(eio.KEPT_ENVIRON_KEYS), set(environ) - set(eio.KEPT_ENVIRON_KEYS)
+        assert "HTTP_USER_AGENT" not in environ and "wsgi.input" not in environ
+        assert environ["HTTP_COOKIE"] == cookie and limits.client_address(environ) == headers["X-Forwarded-For"]
+
+        # uvicorn's protocol forgot the handshake; the connection still carries traffic both ways.
+        protocol = sio.eio.sockets[eio_sid].realtime_ws.asgi_send.__self__
+        assert protocol.request is None and protocol.response is None and protocol.scope["headers"] == []
+
+        # Leaving the namespace and connecting it again on the same connection authenticates by the cookie again.
+        await ws.send("41")
+        await wait_until(lambda: sio.manager.sid_from_eio_sid(eio_sid, "/") is None)
+        await ws.send("40")
+        again = await _connected(ws)
+        assert again != sid and sio.get_environ(again)["HTTP_COOKIE"] == cookie
+        await ws.send('421["subscribe_projects"]')
+        while not (message := await ws.recv()).startswith("431"):
+            pass
+        assert json.loads(message[3:])[0]["ok"] is True
+
+
+async def test_long_polling_upgraded_to_a_websocket_still_works_with_slim_environs(server):
+    alice = await db(f.make_user)("alice")
+    cookie = await db(f.session_cookie)(alice)
+    headers = {"Cookie": cookie, **fresh_address()}
+    async with httpx.AsyncClient(base_url=server.url, timeout=10, headers=headers) as http:
+        opened = await http.get("/socket.io/", params={"EIO": "4", "transport": "polling"})
+        eio_sid = json.loads(opened.text[1:])["sid"]
+        params = {"EIO": "4", "transport": "polling", "sid": eio_sid}
+        assert (await http.post("/socket.io/", params=params, content="40")).text == "OK"
+        connected = (await http.get("/socket.io/", params=params)).text
+        assert connected.startswith("40"), connected
+        sid = json.loads(connected[2:])["sid"]
+        assert set(sio.get_environ(sid)) <= set(eio.KEPT_ENVIRON_KEYS)
+        assert (await http.post("/socket.io/", params=params, content='421["subscribe_projects"]')).text == "OK"
+        received = ""
+        while "431[" not in received:
+            received += (await http.get("/socket.io/", params=params)).text
+        assert '431[{"ok":true' in received
+
+        url = server.url.replace("http://", "ws://") + f"/socket.io/?EIO=4&transport=websocket&sid={eio_sid}"
+        async with ws_connect(url, additional_headers=headers) as ws:
+            await ws.send("2probe")
+            assert await ws.recv() == "3probe"
+            await ws.send("5")
+            await ws.send('422["subscribe_projects"]')
+            while not (message := await ws.recv()).startswith("432"):
+                pass
+            assert json.loads(message[3:])[0]["ok"] is True
+
+
+def test_slim_environ_keeps_the_listed_keys_in_the_same_object():
+    environ = {"REQUEST_METHOD": "GET", "HTTP_COOKIE": "a=b", "HTTP_USER_AGENT": "agent", "wsgi.input": object(),
+               "asgi.scope": {"client": ("127.0.0.1", 1)}, **{f"HTTP_X_{i}": "v" for i in range(30)}}  # fmt: skip
+    same = environ
+    eio.slim_environ(environ)
+    assert same is environ
+    assert environ == {"REQUEST_METHOD": "GET", "HTTP_COOKIE": "a=b", "asgi.scope": {"client": ("127.0.0.1", 1)}}
+
+
+# --- the send queue ----------------------------------------------------------------------------------------------------
+
+
+async def test_the_lean_queue_behaves_as_an_unbounded_asyncio_queue():
+    queue = limits.LeanQueue()
+    assert queue.empty() and queue.qsize() == 0 and not queue.full()
+    with pytest.raises(asyncio.QueueEmpty):
+        queue.get_nowait()
+    getter = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)
+    assert not getter.done()
+    await queue.put("a")
+    queue.put_nowait("b")
+    assert await getter == "a" and queue.qsize() == 1 and queue.get_nowait() == "b"
+
+    # join waits for a task_done per item; task_done beyond them is an error, as in asyncio.Queue.
+    joined = asyncio.ensure_future(queue.join())
+    await asyncio.sleep(0)
+    assert not joined.done()
+    queue.task_done()
+    await asyncio.sleep(0)
+    assert not joined.done()
+    queue.task_done()
+    await asyncio.wait_for(joined, 1)
+    with pytest.raises(ValueError):
+        queue.task_done()
+
+
+async def test_a_cancelled_getter_of_the_lean_queue_loses_nothing():
+    queue = limits.LeanQueue()
+    first, second = asyncio.ensure_future(queue.get()), asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)
+    queue.put_nowait("x")  # wakes the first getter...
+    first.cancel()  # ...which is cancelled before it runs: the item goes to the second
+    assert await asyncio.wait_for(second, 1) == "x"
+    assert first.cancelled() and queue.empty()
+    # A getter timed out by wait_for (as engine.io's poll is) leaves nothing behind.
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(queue.get(), 0.01)
+    queue.put_nowait("y")
+    assert queue.get_nowait() == "y"
+
+
+async def test_an_idle_lean_queue_holds_no_deque():
+    queue = limits.OutgoingQueue()
+    assert queue._items is None and queue._finished is None
+    queue.put_nowait("p")
+    assert queue.get_nowait() == "p"
+    assert queue._items is None  # released once empty: an idle connection holds none
