@@ -11,7 +11,9 @@ other bad requests). Valid frames take engine.io's path unchanged.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import Any
 
 import engineio
@@ -133,6 +135,44 @@ class Socket(async_socket.AsyncSocket):
         ws.wait = checked_wait  # per connection: engine.io's handler reads every frame through ws.wait()
         release_handshake(ws)
         return await super()._websocket_handler(ws)
+
+    async def poll(self) -> list[packet.Packet]:
+        """engine.io's ``poll``, waiting with the queue's own timeout instead of ``asyncio.wait_for``.
+
+        On Python 3.11 ``wait_for`` wraps the wait in one more task: one per idle connection, for as
+        long as it is idle (``limits.LeanQueue.get``). Otherwise as engine.io's: the packets queued,
+        ``[]`` once the queue is closed (``None``), ``QueueEmpty`` when nothing came in time.
+        """
+        try:
+            first = await self.queue.get(timeout=self.server.ping_interval + self.server.ping_timeout)
+            self.queue.task_done()
+        except (TimeoutError, asyncio.CancelledError):
+            raise exceptions.QueueEmpty() from None
+        if first is None:
+            return []
+        packets = [first]
+        while True:
+            try:
+                pkt = self.queue.get_nowait()
+            except asyncio.QueueEmpty:
+                break
+            self.queue.task_done()
+            if pkt is None:
+                self.queue.put_nowait(None)  # left for the next poll, which then reports the end
+                break
+            packets.append(pkt)
+        return packets
+
+    def schedule_ping(self) -> None:
+        """engine.io's ping schedule with a timer, not a task sleeping ``ping_interval`` per connection."""
+        if self.last_ping:  # only once the previous ping was answered
+            self.last_ping = None
+            asyncio.get_running_loop().call_later(self.server.ping_interval, self._ping_due)
+
+    def _ping_due(self) -> None:
+        if not self.closing and not self.closed:
+            self.last_ping = time.time()
+            self.queue.put_nowait(packet.Packet(packet.PING))  # what engine.io's ``send`` does after its checks
 
     async def _upgrade_websocket(self, environ: dict[str, Any]) -> Any:
         """engine.io's upgrade; an upgrade from long-polling slims its request's environ at once.

@@ -286,6 +286,11 @@ def _size(item: Any) -> int:
     return len(item.encode()) if isinstance(item, eio_packet.Packet) else 0
 
 
+def _expire(getter: asyncio.Future[None]) -> None:
+    if not getter.done():
+        getter.set_exception(TimeoutError())
+
+
 class LeanQueue:
     """An unbounded FIFO with ``asyncio.Queue``'s interface, holding nothing while it holds nothing.
 
@@ -336,12 +341,20 @@ class LeanQueue:
             self._items = None  # an idle connection holds no deque
         return item
 
-    async def get(self) -> Any:
+    async def get(self, timeout: float | None = None) -> Any:
+        """The next item; with ``timeout``, ``TimeoutError`` once it has passed with nothing queued.
+
+        The timeout is a timer on the waiting future: no ``asyncio.wait_for``, whose extra task (on
+        Python 3.11) every idle connection's writer would hold for as long as it waits.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
         while not self._items:
-            getter = asyncio.get_running_loop().create_future()
+            getter = loop.create_future()
             if self._getters is None:
                 self._getters = []
             self._getters.append(getter)
+            timer = None if deadline is None else loop.call_at(deadline, _expire, getter)
             try:
                 await getter
             except BaseException:
@@ -355,6 +368,9 @@ class LeanQueue:
                             other.set_result(None)
                             break
                 raise
+            finally:
+                if timer is not None:
+                    timer.cancel()
         return self.get_nowait()
 
     def task_done(self) -> None:

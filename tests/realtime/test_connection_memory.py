@@ -14,7 +14,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect as ws_connect
 
-from realtime import eio, limits
+from realtime import bus, eio, limits
 from realtime import server as realtime_server
 from tests.conftest import db
 from tests.realtime.test_limits import fresh_address, wait_until
@@ -150,3 +150,48 @@ async def test_an_idle_lean_queue_holds_no_deque():
     queue.put_nowait("p")
     assert queue.get_nowait() == "p"
     assert queue._items is None  # released once empty: an idle connection holds none
+
+
+async def test_the_lean_queue_times_out_and_still_serves_after():
+    queue = limits.LeanQueue()
+    with pytest.raises(TimeoutError):
+        await queue.get(timeout=0.05)
+    queue.put_nowait("after")  # the expired getter is gone: nothing is handed to it
+    assert await queue.get(timeout=5) == "after"
+    queue.put_nowait("queued")
+    assert await queue.get(timeout=0) == "queued"  # an item already there is returned, whatever the timeout
+
+
+@pytest.fixture
+def quick_pings():  # type: ignore[no-untyped-def]
+    """engine.io's ping interval and timeout made short on the in-process server, for one test."""
+    saved = sio.eio.ping_interval, sio.eio.ping_timeout
+    sio.eio.ping_interval, sio.eio.ping_timeout = 0.3, 0.5
+    yield
+    sio.eio.ping_interval, sio.eio.ping_timeout = saved
+
+
+async def test_pings_come_from_a_timer_and_a_client_that_stops_answering_is_closed(server, quick_pings):
+    """No task sleeps per idle connection for its next ping (``eio.Socket.schedule_ping``); pings and the ping timeout still work."""
+    alice = await db(f.make_user)("alice")
+    url = server.url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+    async with ws_connect(url, additional_headers=fresh_address()) as ws:
+        eio_sid = json.loads((await ws.recv())[1:])["sid"]
+        await ws.send("40" + json.dumps({"token": await db(f.token_for)(alice)}))
+        await _connected(ws)  # answers the pings that come meanwhile
+        socket = sio.eio.sockets[eio_sid]
+        assert type(socket) is eio.Socket
+        for _ in range(3):  # each answered ping schedules the next
+            async with asyncio.timeout(10):
+                while await ws.recv() != "2":
+                    pass
+            await ws.send("3")
+        server_loop = bus._loop  # the in-process server's event loop
+        assert server_loop is not None
+        assert [t for t in asyncio.all_tasks(server_loop) if "_send_ping" in repr(t.get_coro())] == []
+        # Stop answering: the server closes the connection once the ping timeout has passed.
+        async with asyncio.timeout(20):
+            with pytest.raises(Exception):  # noqa: B017,PT011  (websockets raises ConnectionClosed of one kind or another)
+                while True:
+                    await ws.recv()
+        assert eio_sid not in sio.eio.sockets
