@@ -12,6 +12,7 @@ other bad requests). Valid frames take engine.io's path unchanged.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from typing import Any
@@ -104,6 +105,27 @@ def release_handshake(ws: Any) -> None:
         scope["headers"] = []
 
 
+def lean_receive_queue(ws: Any) -> None:
+    """Give uvicorn's websocket protocol a ``limits.LeanQueue`` for its incoming events (about 3 KB per connection).
+
+    uvicorn 0.54's websockets-sansio protocol makes an ``asyncio.Queue`` per connection (four deques up
+    front) and only ever calls ``put_nowait``, ``get`` and ``empty`` on it, all of which the lean queue
+    has. Swapped when engine.io's handler starts, before it first reads: with nobody waiting on the old
+    queue, whatever it holds is moved over in order. Anything else (another server or protocol, a
+    queue of another type, a reader already waiting) is left alone.
+    """
+    protocol = getattr(getattr(ws, "asgi_send", None), "__self__", None)
+    if type(protocol).__name__ != "WebSocketsSansIOProtocol":
+        return
+    queue = getattr(protocol, "queue", None)
+    if type(queue) is not asyncio.Queue or getattr(queue, "_getters", None) != collections.deque():
+        return
+    lean = limits.LeanQueue()
+    while not queue.empty():
+        lean.put_nowait(queue.get_nowait())
+    protocol.queue = lean
+
+
 class Socket(async_socket.AsyncSocket):
     """engine.io's socket, decoding each client frame before engine.io does (see the module docstring)."""
 
@@ -134,6 +156,7 @@ class Socket(async_socket.AsyncSocket):
 
         ws.wait = checked_wait  # per connection: engine.io's handler reads every frame through ws.wait()
         release_handshake(ws)
+        lean_receive_queue(ws)
         return await super()._websocket_handler(ws)
 
     async def poll(self) -> list[packet.Packet]:
@@ -143,8 +166,11 @@ class Socket(async_socket.AsyncSocket):
         long as it is idle (``limits.LeanQueue.get``). Otherwise as engine.io's: the packets queued,
         ``[]`` once the queue is closed (``None``), ``QueueEmpty`` when nothing came in time.
         """
+        # A websocket's writer waits without a timer: its reader already ends the connection when the client
+        # falls silent for as long, and then queues ``None`` for the writer. A long-polling GET keeps the timeout.
+        timeout = None if self.upgraded else self.server.ping_interval + self.server.ping_timeout
         try:
-            first = await self.queue.get(timeout=self.server.ping_interval + self.server.ping_timeout)
+            first = await self.queue.get(timeout=timeout)
             self.queue.task_done()
         except (TimeoutError, asyncio.CancelledError):
             raise exceptions.QueueEmpty() from None
@@ -216,11 +242,21 @@ class Socket(async_socket.AsyncSocket):
         long-polling session's queue can only be drained by a GET already waiting (a new one is
         refused): waiting for it would hang the caller, e.g. the request being refused, forever.
         """
+        was_open = not self.closed and not self.closing
         await super().close(wait=False, abort=abort, reason=reason)
         if self.closed and self.server.sockets.get(self.sid) is self:
             del self.server.sockets[self.sid]
+        if was_open and self.closed and self.upgraded:
+            # The writer waits without a timer (``poll``), so a client that ignores the CLOSE and keeps sending
+            # would keep its websocket open: it is cut after ping interval + timeout, as engine.io's writer did.
+            asyncio.get_running_loop().call_later(self.server.ping_interval + self.server.ping_timeout, self._cut)
         if wait and self.closed and self.upgraded:
             await self.queue.join()
+
+    def _cut(self) -> None:
+        transport = getattr(self, "realtime_transport", None)
+        if transport is not None and not transport.is_closing():
+            transport.abort()
 
 
 class EngineServer(engineio.AsyncServer):

@@ -13,6 +13,7 @@ import json
 import httpx
 import pytest
 from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
 
 from realtime import bus, eio, limits
 from realtime import server as realtime_server
@@ -191,7 +192,24 @@ async def test_pings_come_from_a_timer_and_a_client_that_stops_answering_is_clos
         assert [t for t in asyncio.all_tasks(server_loop) if "_send_ping" in repr(t.get_coro())] == []
         # Stop answering: the server closes the connection once the ping timeout has passed.
         async with asyncio.timeout(20):
-            with pytest.raises(Exception):  # noqa: B017,PT011  (websockets raises ConnectionClosed of one kind or another)
+            with pytest.raises(ConnectionClosed):
                 while True:
                     await ws.recv()
         assert eio_sid not in sio.eio.sockets
+
+
+async def test_a_client_that_ignores_the_servers_close_and_keeps_sending_is_cut(server, quick_pings):
+    """The writer waits without a timer; a websocket the server closed still ends within ping interval + timeout."""
+    alice = await db(f.make_user)("alice")
+    url = server.url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+    async with ws_connect(url, additional_headers=fresh_address()) as ws:
+        eio_sid = json.loads((await ws.recv())[1:])["sid"]
+        await ws.send("40" + json.dumps({"token": await db(f.token_for)(alice)}))
+        await _connected(ws)
+        # engine.io closes the connection (what a revoked or abusive client gets): a CLOSE packet, then it waits.
+        asyncio.run_coroutine_threadsafe(sio.eio.disconnect(eio_sid), bus._loop).result(10)
+        with pytest.raises(ConnectionClosed):
+            async with asyncio.timeout(60):  # a hang fails here (TimeoutError is not ConnectionClosed)
+                while True:  # ignore the CLOSE, keep talking
+                    await ws.send("3")
+                    await asyncio.sleep(0.1)
