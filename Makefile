@@ -19,11 +19,15 @@ run: migrate
 	@echo "Serving on http://127.0.0.1:$(PORT)  (Ctrl-C stops)"
 	@exec .venv/bin/uvicorn archon_site.asgi:application --host 127.0.0.1 --port $(PORT) --ws-per-message-deflate false --ws-max-size 65536 --ws-ping-interval 0
 
+# DB=postgres: the whole suite on a throwaway PostgreSQL server that the run starts and removes (tests/settings.py).
+# DATABASE_URL=postgres://... make test: on a server you run (Django makes and drops test_<name> there).
+DB ?= sqlite
 test: setup
-	@scripts/bootstrap.sh redis nginx chromium
+	@case "$(DB)" in sqlite|postgres) ;; *) echo "DB=$(DB): sqlite or postgres" >&2; exit 2 ;; esac
+	@scripts/bootstrap.sh redis nginx chromium $(filter postgres,$(DB))
 	@.venv/bin/lint-imports --no-cache  # the import contract (pyproject's [tool.importlinter]) before any test
 	@PYTHONPATH=examples/noteboard .venv/bin/lint-imports --no-cache --config examples/noteboard/.importlinter
-	@$(PY) -m pytest
+	@TEST_DATABASE=$(DB) $(PY) -m pytest
 
 # The chaos test's long variant (issue 13; make test runs it with 200 rounds). CHAOS_SEED=<printed seed> replays a run.
 CHAOS_ROUNDS ?= 1000

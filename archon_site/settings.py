@@ -92,6 +92,18 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {
         "NAME": env.str("TEST_DATABASE_PATH", default=str(Path(tempfile.gettempdir()) / f"archon-test-{os.getpid()}.sqlite3"))
     }
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Django's own pool (psycopg_pool), one per process: a request borrows a connection instead of opening one.
+    # Every thread that touches the ORM holds one while it works, so MAX_SIZE bounds a process's connections
+    # (mind the server's max_connections times the number of processes); a thread waits up to TIMEOUT
+    # seconds for one, then the request fails. DATABASE_POOL=false for an external pooler (PgBouncer).
+    if env.bool("DATABASE_POOL", default=True):
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=2),
+            "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=20),
+            "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
+        }
+        DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps connections; Django refuses persistent ones with it
 
 # Idle threads kept for the sync part of requests, each with its database connection (see archon_site/request_threads.py).
 REQUEST_IDLE_THREADS: int = env.int("REQUEST_IDLE_THREADS", default=8)

@@ -2,23 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 from asgiref.sync import sync_to_async
+from django.db import connections
 
 from tests.support import factories
 from tests.support.live_server import LiveServer
 from tests.support.node_client import NodeClient
-from tests.support.processes import RedisServer, ServerProcess
+from tests.support.processes import RedisServer, ServerProcess, database_url_for
 from tests.support.py_client import PyClient
 from tests.support.test_site import TestSite
 
 db = sync_to_async  # ORM calls from async tests run in a worker thread
 
 CLIENT_KINDS = {"python": PyClient, "node": NodeClient}
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+    """pytest-django's, and before the test database is dropped: the connection of the thread that runs
+    ``sync_to_async`` calls (asgiref's one thread outside a request) closed, or PostgreSQL refuses the drop."""
+    yield
+    with django_db_blocker.unblock():
+        asyncio.run(sync_to_async(connections.close_all)())
 
 
 @pytest.fixture(scope="session")
@@ -79,11 +90,11 @@ async def http(server: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-def database_path(transactional_db: None) -> str:
-    """The test database's file, for processes that share it."""
+def database_url(transactional_db: None) -> str:
+    """The test database's ``DATABASE_URL`` (SQLite's file or PostgreSQL's test database), for processes that share it."""
     from django.db import connection
 
-    return connection.settings_dict["NAME"]
+    return database_url_for(connection.settings_dict)
 
 
 @pytest.fixture
@@ -94,12 +105,12 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def spawn(database_path: str) -> Iterator[Callable[..., ServerProcess]]:
+def spawn(database_url: str) -> Iterator[Callable[..., ServerProcess]]:
     """``spawn(REDIS_URL=...)``: a uvicorn server process on the test database, stopped after the test."""
     started: list[ServerProcess] = []
 
     def factory(**env: str | None) -> ServerProcess:
-        process = ServerProcess(database_path, **env).start()
+        process = ServerProcess(database_url, **env).start()
         started.append(process)
         return process
 

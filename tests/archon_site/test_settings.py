@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -26,3 +27,17 @@ def test_debug_is_off_unless_asked_for() -> None:
     code = "from django.conf import settings; print(settings.DEBUG)"
     assert _manage("shell", "-c", code, SECRET_KEY="x" * 50).stdout.split()[-1] == "False"
     assert _manage("shell", "-c", code, DEBUG="true").stdout.split()[-1] == "True"
+
+
+def test_postgresql_gets_django_s_pool_sized_by_the_environment_and_sqlite_none() -> None:
+    code = (
+        "import json; from django.conf import settings as s; d = s.DATABASES['default']; "
+        "print(json.dumps([d['OPTIONS'], d['CONN_MAX_AGE']]))"
+    )
+    postgres = {"DEBUG": "true", "DATABASE_URL": "postgres://u:p@127.0.0.1:5432/site?conn_max_age=60"}  # settings only: no connection
+    pooled = _manage("shell", "-c", code, **postgres, DATABASE_POOL_MIN_SIZE="3", DATABASE_POOL_MAX_SIZE="7", DATABASE_POOL_TIMEOUT="2.5")
+    assert json.loads(pooled.stdout.splitlines()[-1]) == [{"pool": {"min_size": 3, "max_size": 7, "timeout": 2.5}}, 0], pooled.stderr
+    unpooled = _manage("shell", "-c", code, **postgres, DATABASE_POOL="false")
+    assert json.loads(unpooled.stdout.splitlines()[-1]) == [{}, 60], unpooled.stderr
+    sqlite = _manage("shell", "-c", code, DEBUG="true", DATABASE_URL="sqlite:////tmp/unused.sqlite3")
+    assert "pool" not in json.loads(sqlite.stdout.splitlines()[-1])[0], sqlite.stderr

@@ -102,9 +102,9 @@ def screenshot_path(name: str) -> str:
     return str(DOCS / name)
 
 
-def server_on_port(database_path: str, port: int, **env: str | None) -> ServerProcess:
+def server_on_port(database_url: str, port: int, **env: str | None) -> ServerProcess:
     """A ``ServerProcess`` (not started) bound to a given port: a restart comes back where the page left it."""
-    process = ServerProcess(database_path, **env)
+    process = ServerProcess(database_url, **env)
     process.port = port
     process.url = f"http://127.0.0.1:{port}"
     process.env["REALTIME_SERVER_URL"] = process.url
@@ -112,12 +112,12 @@ def server_on_port(database_path: str, port: int, **env: str | None) -> ServerPr
 
 
 @pytest.fixture
-def fixed_port_server(database_path: str) -> Iterator[Callable[..., ServerProcess]]:
+def fixed_port_server(database_url: str) -> Iterator[Callable[..., ServerProcess]]:
     """``fixed_port_server(port)``: start a uvicorn process on that port; every one is stopped after the test."""
     started: list[ServerProcess] = []
 
     def factory(port: int | None = None, **env: str | None) -> ServerProcess:
-        process = server_on_port(database_path, port or free_port(), **env).start()
+        process = server_on_port(database_url, port or free_port(), **env).start()
         started.append(process)
         return process
 

@@ -212,14 +212,14 @@ async def test_a_name_rebound_to_loopback_after_the_check_is_refused_at_connect(
     assert site.requests == []  # not even robots.txt
 
 
-async def test_the_command_refuses_a_loopback_start_url_clearly(database_path):
+async def test_the_command_refuses_a_loopback_start_url_clearly(database_url):
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "manage.py",
         "crawl",
         "http://127.0.0.2:9/",
         cwd=ROOT,
-        env=django_env(database_path, CRAWL_ALLOW_PRIVATE_NETWORKS="false"),
+        env=django_env(database_url, CRAWL_ALLOW_PRIVATE_NETWORKS="false"),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

@@ -15,7 +15,7 @@ from tests.support.processes import ROOT, django_env
 from tests.support.py_client import PyClient
 
 
-async def crawl_process(database_path, site, *args, **env):
+async def crawl_process(database_url, site, *args, **env):
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "manage.py",
@@ -25,7 +25,7 @@ async def crawl_process(database_path, site, *args, **env):
         "alice",
         *args,
         cwd=ROOT,
-        env=django_env(database_path, **env),
+        env=django_env(database_url, **env),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -43,12 +43,12 @@ def final(state):
 
 
 @pytest.mark.parametrize("path", ["embedded", "redis"])
-async def test_a_browser_watches_a_command_crawl_live(spawn, database_path, site, path, request):
+async def test_a_browser_watches_a_command_crawl_live(spawn, database_url, site, path, request):
     redis_url = request.getfixturevalue("redis_server").url if path == "redis" else None
     server = spawn(REDIS_URL=redis_url)
     alice = await db(f.make_user)("alice")
     proc = await crawl_process(
-        database_path, site, "--max-pages", "40", "--max-depth", "20", REDIS_URL=redis_url, REALTIME_SERVER_URL=server.url
+        database_url, site, "--max-pages", "40", "--max-depth", "20", REDIS_URL=redis_url, REALTIME_SERVER_URL=server.url
     )
     progress_id = (await proc.stdout.readline()).decode().strip()  # printed first
     client = await watch(server, alice, progress_id)
@@ -65,12 +65,12 @@ async def test_a_browser_watches_a_command_crawl_live(spawn, database_path, site
         await client.close()
 
 
-async def long_crawl_watched(spawn, database_path, site):
+async def long_crawl_watched(spawn, database_url, site):
     """A command crawl slow enough to stop mid-way, and a client watching it once it has fetched a few pages."""
     server = spawn()
     alice = await db(f.make_user)("alice")
     proc = await crawl_process(
-        database_path, site, "--max-pages", "500", "--max-depth", "50", "--no-progress", REALTIME_SERVER_URL=server.url, CRAWL_DELAY="0.05"
+        database_url, site, "--max-pages", "500", "--max-depth", "50", "--no-progress", REALTIME_SERVER_URL=server.url, CRAWL_DELAY="0.05"
     )
     progress_id = (await proc.stdout.readline()).decode().strip()
     client = await watch(server, alice, progress_id)
@@ -78,8 +78,8 @@ async def long_crawl_watched(spawn, database_path, site):
     return proc, progress_id, client
 
 
-async def test_sigint_cancels_cleanly_and_says_stopped(spawn, database_path, site):
-    proc, progress_id, client = await long_crawl_watched(spawn, database_path, site)
+async def test_sigint_cancels_cleanly_and_says_stopped(spawn, database_url, site):
+    proc, progress_id, client = await long_crawl_watched(spawn, database_url, site)
     try:
         proc.send_signal(signal.SIGINT)
         await client.wait_for("crawl:stopping", timeout=5)
@@ -96,8 +96,8 @@ async def test_sigint_cancels_cleanly_and_says_stopped(spawn, database_path, sit
         await client.close()
 
 
-async def test_a_browser_stops_a_command_crawl_within_a_second(spawn, database_path, site):
-    proc, progress_id, client = await long_crawl_watched(spawn, database_path, site)
+async def test_a_browser_stops_a_command_crawl_within_a_second(spawn, database_url, site):
+    proc, progress_id, client = await long_crawl_watched(spawn, database_url, site)
     try:
         asked = time.monotonic()
         assert (await client.call("crawl_stop", {"progress_id": progress_id}))["ok"]
@@ -113,14 +113,14 @@ async def test_a_browser_stops_a_command_crawl_within_a_second(spawn, database_p
         await client.close()
 
 
-async def test_a_bad_url_fails_the_command_clearly(database_path):
+async def test_a_bad_url_fails_the_command_clearly(database_url):
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "manage.py",
         "crawl",
         "not a url",
         cwd=ROOT,
-        env=django_env(database_path),
+        env=django_env(database_url),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -128,7 +128,7 @@ async def test_a_bad_url_fails_the_command_clearly(database_path):
     assert proc.returncode != 0 and "Enter a valid URL" in stderr.decode()
 
 
-async def test_server_start_marks_crawls_of_dead_processes_interrupted(spawn, database_path):
+async def test_server_start_marks_crawls_of_dead_processes_interrupted(spawn, database_url):
     alice = await db(f.make_user)("alice")
     host = socket.gethostname()
     dead = await db(CrawlJob.objects.create)(

@@ -37,7 +37,9 @@ async def test_a_crawl_reports_exact_monotonic_progress_to_its_starter(connect, 
     received = percentages(client, progress_id)
     assert received == sorted(received) and all(0 <= p <= 100 for p in received)
     states = [s for s in client.received("crawl_progress") if s["progressId"] == progress_id]
-    assert set(states[0]) == {
+    # The first may be a live broadcast (stamped) rather than the join's snapshot: the subscriber is in the room
+    # before its snapshot is read, and the crawl goes on meanwhile (on PostgreSQL, usually).
+    assert set(unstamped(states[0])) == {
         "progressId",
         "status",
         "percentage",

@@ -54,7 +54,7 @@ def _setup(rng: random.Random) -> tuple[str, list[str], list[tuple[str, str, lis
     return f.token_for(admin), [str(p.pk) for p in projects], watchers
 
 
-async def test_every_watcher_converges_to_the_database_through_random_faults(database_path: str) -> None:
+async def test_every_watcher_converges_to_the_database_through_random_faults(database_url: str) -> None:
     seed = int(os.environ.get("CHAOS_SEED") or random.randrange(2**32))
     rounds = int(os.environ.get("CHAOS_ROUNDS", "200"))
     protocol = os.environ.get("CHAOS_PROTOCOL", "mixed")  # "basic": a server without recovery; "recovery": no basic clients
@@ -63,7 +63,7 @@ async def test_every_watcher_converges_to_the_database_through_random_faults(dat
     rng = random.Random(seed)
     writer_token, projects, specs = await db(_setup)(rng)
 
-    cluster = Cluster(database_path)
+    cluster = Cluster(database_url)
     watchers = Watchers()
     chaos: Chaos | None = None
     passed = False  # else the nodes' output is kept

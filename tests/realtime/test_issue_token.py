@@ -14,15 +14,15 @@ from realtime.models import ApiToken, hash_token
 from tests.conftest import CLIENT_KINDS, db
 from tests.support import factories as f
 from tests.support.clients import ConnectionRefused
-from tests.support.processes import django_env
+from tests.support.processes import database_url_for, django_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PYTHON = REPO_ROOT / ".venv" / "bin" / "python"
 
 
 async def manage(*args: str) -> tuple[int, str, str]:
-    """Run ``manage.py`` on the test database (``sqlite:///<its file>``); (exit code, stdout, stderr)."""
-    env = django_env(connection.settings_dict["NAME"])
+    """Run ``manage.py`` on the test database; (exit code, stdout, stderr)."""
+    env = django_env(database_url_for(connection.settings_dict))
     proc = await asyncio.create_subprocess_exec(
         str(PYTHON if PYTHON.exists() else sys.executable),
         "manage.py",

@@ -187,7 +187,7 @@ def test_the_nonce_store_is_bounded_and_pruned(monkeypatch):
     assert list(signing._seen) == ["y" * 32]
 
 
-async def test_ops_without_a_room_arriving_through_redis_do_nothing(spawn, redis_server, database_path):
+async def test_ops_without_a_room_arriving_through_redis_do_nothing(spawn, redis_server, database_url):
     """Defence in depth: a malformed operation published on the Redis channel reaches room_ops.apply, which ignores it."""
     from tests.support.py_client import PyClient
 

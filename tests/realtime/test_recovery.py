@@ -233,7 +233,7 @@ def test_history_is_bounded_by_rooms_and_bytes_and_a_forgotten_room_never_matche
     assert {room: asyncio.run(small.position(room, since=None, budget=1)).epoch for room in "abcdef"} == epochs
 
 
-async def test_a_broadcast_a_command_lost_makes_the_watchers_resync_even_after_it_exited(server, connect, database_path) -> None:  # type: ignore[no-untyped-def]
+async def test_a_broadcast_a_command_lost_makes_the_watchers_resync_even_after_it_exited(server, connect, database_url) -> None:  # type: ignore[no-untyped-def]
     """The command's server URL refuses (503) until it gives up: the loss is recorded in the database, and the server
     that finds it starts a new history for the room and tells its watchers to resync; an old since gets the snapshot."""
     import asyncio
@@ -259,7 +259,7 @@ async def test_a_broadcast_a_command_lost_makes_the_watchers_resync_even_after_i
         "from tests.support import factories as f; from projects.models import Project; "
         f"f.make_task(Project.objects.get(pk='{project.pk}'), title='lost on the way')"
     )
-    result = await asyncio.to_thread(manage, database_path, "shell", "-c", code, REALTIME_SERVER_URL=f"http://127.0.0.1:{port}")
+    result = await asyncio.to_thread(manage, database_url, "shell", "-c", code, REALTIME_SERVER_URL=f"http://127.0.0.1:{port}")
     stub.close()
     assert result.returncode == 0 and "recorded 1 room(s) whose broadcasts were lost" in result.stderr, result.stderr
     assert await watching.wait_for("realtime:resync", timeout=15) == {}

@@ -35,7 +35,7 @@ def since_of(marker: dict[str, Any], seq: int) -> dict[str, Any]:
     return {marker["room"]: {"epoch": marker["epoch"], "seq": seq, "token": marker["token"]}}
 
 
-async def test_every_node_and_a_command_number_a_room_once(spawn, redis_server, database_path, client_kind) -> None:  # type: ignore[no-untyped-def]
+async def test_every_node_and_a_command_number_a_room_once(spawn, redis_server, database_url, client_kind) -> None:  # type: ignore[no-untyped-def]
     a, b = spawn(REDIS_URL=redis_server.url), spawn(REDIS_URL=redis_server.url)
     alice = await db(f.make_user)("alice")
     project = await db(f.make_project)(alice)
@@ -44,7 +44,7 @@ async def test_every_node_and_a_command_number_a_room_once(spawn, redis_server, 
     try:
         assert (marker_a["epoch"], marker_a["seq"]) == (marker_b["epoch"], marker_b["seq"])
         for title in ("first command", "second command"):
-            result = await db(manage)(database_path, "shell", "-c", CREATE.format(pk=project.pk, title=title), REDIS_URL=redis_server.url)
+            result = await db(manage)(database_url, "shell", "-c", CREATE.format(pk=project.pk, title=title), REDIS_URL=redis_server.url)
             assert result.returncode == 0, result.stderr
         for client in (on_a, on_b):
             first = await client.wait_for("task_created", lambda t: t["title"] == "first command", timeout=10)
@@ -55,7 +55,7 @@ async def test_every_node_and_a_command_number_a_room_once(spawn, redis_server, 
         await on_b.close()
 
 
-async def test_after_a_node_restart_a_rejoin_gets_what_it_missed_from_redis(spawn, redis_server, database_path) -> None:  # type: ignore[no-untyped-def]
+async def test_after_a_node_restart_a_rejoin_gets_what_it_missed_from_redis(spawn, redis_server, database_url) -> None:  # type: ignore[no-untyped-def]
     node = spawn(REDIS_URL=redis_server.url)
     alice = await db(f.make_user)("alice")
     project = await db(f.make_project)(alice)
@@ -64,7 +64,7 @@ async def test_after_a_node_restart_a_rejoin_gets_what_it_missed_from_redis(spaw
     await client.close()
     node.stop()
     # Written while no server runs: numbered and kept by Redis all the same.
-    result = await db(manage)(database_path, "shell", "-c", CREATE.format(pk=project.pk, title="while down"), REDIS_URL=redis_server.url)
+    result = await db(manage)(database_url, "shell", "-c", CREATE.format(pk=project.pk, title="while down"), REDIS_URL=redis_server.url)
     assert result.returncode == 0, result.stderr
     node.start()
     again, joined = await watch(node, alice, project, since=since_of(marker, marker["seq"]))
@@ -77,7 +77,7 @@ async def test_after_a_node_restart_a_rejoin_gets_what_it_missed_from_redis(spaw
         await again.close()
 
 
-async def test_a_redis_restart_makes_watchers_resync_and_closes_those_that_would_not(spawn, redis_server, database_path) -> None:  # type: ignore[no-untyped-def]
+async def test_a_redis_restart_makes_watchers_resync_and_closes_those_that_would_not(spawn, redis_server, database_url) -> None:  # type: ignore[no-untyped-def]
     from tests.support.py_client import PyClient
 
     node = spawn(REDIS_URL=redis_server.url)
@@ -109,7 +109,7 @@ async def test_a_redis_restart_makes_watchers_resync_and_closes_those_that_would
         await plain.close()
 
 
-async def test_a_paused_redis_loses_nothing(spawn, redis_server, database_path) -> None:  # type: ignore[no-untyped-def]
+async def test_a_paused_redis_loses_nothing(spawn, redis_server, database_url) -> None:  # type: ignore[no-untyped-def]
     """Redis stopped (SIGSTOP) for a moment, as a network partition would: broadcasts wait, none is lost or reordered."""
     spawn(REDIS_URL=redis_server.url)  # a second node, publishing nothing: it must not disturb the order either
     b = spawn(REDIS_URL=redis_server.url)
@@ -119,7 +119,7 @@ async def test_a_paused_redis_loses_nothing(spawn, redis_server, database_path) 
     try:
         os.kill(redis_server.proc.pid, signal.SIGSTOP)
         writer = asyncio.ensure_future(
-            db(manage)(database_path, "shell", "-c", CREATE.format(pk=project.pk, title="paused"), REDIS_URL=redis_server.url)
+            db(manage)(database_url, "shell", "-c", CREATE.format(pk=project.pk, title="paused"), REDIS_URL=redis_server.url)
         )
         await asyncio.sleep(1.0)
         os.kill(redis_server.proc.pid, signal.SIGCONT)

@@ -37,13 +37,13 @@ async def setup_project():
     return alice, project, task
 
 
-async def test_embedded_a_command_reaches_a_client_of_the_running_server(spawn, database_path, client_kind):
+async def test_embedded_a_command_reaches_a_client_of_the_running_server(spawn, database_url, client_kind):
     server = spawn()
     alice, project, task = await setup_project()
     client = await watcher(server, alice, project, client_kind)
     try:
         result = await db(manage)(
-            database_path, "shell", "-c", RENAME.format(pk=task.pk, title="from a command"), REALTIME_SERVER_URL=server.url
+            database_url, "shell", "-c", RENAME.format(pk=task.pk, title="from a command"), REALTIME_SERVER_URL=server.url
         )
         assert result.returncode == 0, result.stderr
         update = await client.wait_for("task_updated")
@@ -52,10 +52,10 @@ async def test_embedded_a_command_reaches_a_client_of_the_running_server(spawn, 
         await client.close()
 
 
-async def test_embedded_without_a_server_the_command_still_works(database_path):
+async def test_embedded_without_a_server_the_command_still_works(database_url):
     _, _, task = await setup_project()
     result = await db(manage)(
-        database_path, "shell", "-c", RENAME.format(pk=task.pk, title="nobody listening"), REALTIME_SERVER_URL="http://127.0.0.1:9"
+        database_url, "shell", "-c", RENAME.format(pk=task.pk, title="nobody listening"), REALTIME_SERVER_URL="http://127.0.0.1:9"
     )
     assert result.returncode == 0
     assert "Traceback" not in result.stderr
@@ -119,7 +119,7 @@ async def test_forged_unsigned_stale_and_replayed_internal_requests_are_refused(
         await client.close()
 
 
-async def test_redis_two_servers_share_rooms_writes_and_revocations(spawn, redis_server, database_path):
+async def test_redis_two_servers_share_rooms_writes_and_revocations(spawn, redis_server, database_url):
     a, b = spawn(REDIS_URL=redis_server.url), spawn(REDIS_URL=redis_server.url)
     alice, project, task = await setup_project()
     bob = await db(f.make_user)("bob")
@@ -137,9 +137,7 @@ async def test_redis_two_servers_share_rooms_writes_and_revocations(spawn, redis
             assert unstamped(await on_b.wait_for("task_updated")) == response.json()
 
             # A management command with REDIS_URL reaches clients on both nodes.
-            result = await db(manage)(
-                database_path, "shell", "-c", RENAME.format(pk=task.pk, title="via redis"), REDIS_URL=redis_server.url
-            )
+            result = await db(manage)(database_url, "shell", "-c", RENAME.format(pk=task.pk, title="via redis"), REDIS_URL=redis_server.url)
             assert result.returncode == 0, result.stderr
             for client in (on_a, on_b):
                 assert (await client.wait_for("task_updated"))["title"] == "via redis"
@@ -158,7 +156,7 @@ async def test_redis_two_servers_share_rooms_writes_and_revocations(spawn, redis
             await client.close()
 
 
-async def test_redis_outage_local_delivery_continues_and_cross_node_resumes(spawn, redis_server, database_path):
+async def test_redis_outage_local_delivery_continues_and_cross_node_resumes(spawn, redis_server, database_url):
     a, b = spawn(REDIS_URL=redis_server.url), spawn(REDIS_URL=redis_server.url)
     alice, project, task = await setup_project()
     on_a = await watcher(a, alice, project)
@@ -172,7 +170,7 @@ async def test_redis_outage_local_delivery_continues_and_cross_node_resumes(spaw
             assert (await on_a.wait_for("task_updated"))["title"] == "during outage"
             # A command's write is kept, and the failed delivery is reported clearly.
             result = await db(manage)(
-                database_path, "shell", "-c", RENAME.format(pk=task.pk, title="command during outage"), REDIS_URL=redis_server.url
+                database_url, "shell", "-c", RENAME.format(pk=task.pk, title="command during outage"), REDIS_URL=redis_server.url
             )
             assert result.returncode == 0 and "Traceback" not in result.stderr
             assert "could not deliver" in result.stderr and "Redis unreachable" in result.stderr
@@ -202,7 +200,7 @@ async def test_redis_outage_local_delivery_continues_and_cross_node_resumes(spaw
         await on_a.close()
 
 
-async def test_channels_group_send_to_a_recoverable_room_is_refused_loudly(spawn, redis_server, database_path):
+async def test_channels_group_send_to_a_recoverable_room_is_refused_loudly(spawn, redis_server, database_url):
     """Every node pumps its own copy of a group message, so none could number it once: a project room (recoverable)
     refuses it with an error line naming realtime.emit, rather than sending what a reconnecting client would miss."""
     server = spawn(CHANNEL_LAYER_REDIS_URL=redis_server.url)
@@ -214,7 +212,7 @@ async def test_channels_group_send_to_a_recoverable_room_is_refused_loudly(spawn
             f"async_to_sync(get_channel_layer().group_send)('{project.pk}', "
             "{'type': 'realtime.emit', 'event': 'note', 'data': {'text': 'hello from channels'}})"
         )
-        result = await db(manage)(database_path, "shell", "-c", code, CHANNEL_LAYER_REDIS_URL=redis_server.url)
+        result = await db(manage)(database_url, "shell", "-c", code, CHANNEL_LAYER_REDIS_URL=redis_server.url)
         assert result.returncode == 0, result.stderr
         for _ in range(100):
             if "refused: a recoverable room; use realtime.emit" in server.output():

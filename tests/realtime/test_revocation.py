@@ -104,7 +104,7 @@ async def test_a_save_that_keeps_staff_changes_no_room(connect):
     assert (await client.wait_for("task_created"))["title"] == "still visible"
 
 
-async def test_staff_loss_from_a_command_reaches_every_node_through_redis(spawn, redis_server, database_path):
+async def test_staff_loss_from_a_command_reaches_every_node_through_redis(spawn, redis_server, database_url):
     a, b = spawn(REDIS_URL=redis_server.url), spawn(REDIS_URL=redis_server.url)
     alice, carol = await db(f.make_user)("alice"), await db(f.make_user)("carol", staff=True)
     theirs = await db(f.make_project)(alice, title="alice's")
@@ -116,7 +116,7 @@ async def test_staff_loss_from_a_command_reaches_every_node_through_redis(spawn,
         await client.wait_for("projects_update")
     try:
         code = "from django.contrib.auth.models import User; u = User.objects.get(username='carol'); u.is_staff = False; u.save()"
-        result = await db(manage)(database_path, "shell", "-c", code, REDIS_URL=redis_server.url)
+        result = await db(manage)(database_url, "shell", "-c", code, REDIS_URL=redis_server.url)
         assert result.returncode == 0, result.stderr
         for client in (carol_on_a, carol_on_b):
             update = await client.wait_for("projects_update")

@@ -60,8 +60,8 @@ def database_state(project_ids: list[str]) -> State:
 class Cluster:
     """Redis and two nodes sharing it and one database; every fault leaves them running again."""
 
-    def __init__(self, database_path: str, **env: str) -> None:
-        self.database_path = database_path
+    def __init__(self, database_url: str, **env: str) -> None:
+        self.database_url = database_url
         self.redis = RedisServer()
         self.env = env
         self.a: ServerProcess | None = None
@@ -71,8 +71,8 @@ class Cluster:
 
     def start(self) -> Cluster:
         self.redis.start()
-        self.a = ServerProcess(self.database_path, REDIS_URL=self.redis.url, **self.env).start()
-        self.b = ServerProcess(self.database_path, REDIS_URL=self.redis.url, **self.env).start()
+        self.a = ServerProcess(self.database_url, REDIS_URL=self.redis.url, **self.env).start()
+        self.b = ServerProcess(self.database_url, REDIS_URL=self.redis.url, **self.env).start()
         return self
 
     def node(self, name: str) -> ServerProcess:
@@ -399,7 +399,7 @@ class Writer:
         env = {"CHAOS_OPS": json.dumps(ops)}
         if redis:
             env["REDIS_URL"] = self.cluster.redis.url
-        result = await asyncio.to_thread(manage, self.cluster.database_path, "shell", "-c", COMMAND, **env)
+        result = await asyncio.to_thread(manage, self.cluster.database_url, "shell", "-c", COMMAND, **env)
         assert result.returncode == 0, result.stderr[-3000:]
 
 

@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 from .live_server import free_port
 
@@ -41,12 +42,28 @@ def interrupt(proc: subprocess.Popen | None) -> None:
             proc.wait(10)
 
 
-def django_env(database_path: str, **extra: str | None) -> dict[str, str]:
-    """The environment of a project process sharing this test run's database."""
+def database_url_for(settings_dict: dict) -> str:
+    """``DATABASE_URL`` for a database's Django settings (``connection.settings_dict``): SQLite's file or PostgreSQL's."""
+    engine, name = settings_dict["ENGINE"], settings_dict["NAME"]
+    if engine == "django.db.backends.sqlite3":
+        return f"sqlite:///{name}"
+    if engine == "django.db.backends.postgresql":
+        user = quote(settings_dict.get("USER") or "", safe="")
+        password = quote(settings_dict.get("PASSWORD") or "", safe="")
+        login = f"{user}:{password}@" if password else f"{user}@" if user else ""
+        host = settings_dict.get("HOST") or "127.0.0.1"
+        host = f"[{host}]" if ":" in host else host  # an IPv6 address
+        port = f":{settings_dict['PORT']}" if settings_dict.get("PORT") else ""
+        return f"postgres://{login}{host}{port}/{quote(name, safe='')}"
+    raise ValueError(f"no DATABASE_URL spelling for {engine}")
+
+
+def django_env(database_url: str, **extra: str | None) -> dict[str, str]:
+    """The environment of a project process sharing this test run's database (``database_url``: the fixture's)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_URL", "CHANNEL_LAYER", "REALTIME_"))}
     env.update(
         DJANGO_SETTINGS_MODULE="archon_site.settings",
-        DATABASE_URL=f"sqlite:///{database_path}",
+        DATABASE_URL=database_url,
         SECRET_KEY=SECRET,
         DEBUG="true",
         CRAWL_ALLOW_PRIVATE_NETWORKS="true",  # the test site is on 127.0.0.1
@@ -81,10 +98,10 @@ class RedisServer:
 class ServerProcess:
     """``uvicorn archon_site.asgi:application`` in its own process."""
 
-    def __init__(self, database_path: str, **env: str | None) -> None:
+    def __init__(self, database_url: str, **env: str | None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = django_env(database_path, REALTIME_SERVER_URL=self.url, **env)
+        self.env = django_env(database_url, REALTIME_SERVER_URL=self.url, **env)
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> ServerProcess:
@@ -121,12 +138,12 @@ class ServerProcess:
         self.log_path.unlink(missing_ok=True)
 
 
-def manage(database_path: str, *args: str, timeout: float = 60, **env: str | None) -> subprocess.CompletedProcess:
+def manage(database_url: str, *args: str, timeout: float = 60, **env: str | None) -> subprocess.CompletedProcess:
     """Run ``manage.py`` with ``args`` to completion in its own process."""
     return subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=ROOT,
-        env=django_env(database_path, **env),
+        env=django_env(database_url, **env),
         capture_output=True,
         text=True,
         timeout=timeout,
