@@ -119,6 +119,8 @@ class ServerProcess:
                 str(self.port),
                 "--log-level",
                 "warning",
+                "--ws-ping-interval",  # as served (README): engine.io pings; uvicorn's own ping would cost memory
+                "0",
             ],
             cwd=ROOT,
             env=self.env,
