@@ -7,6 +7,11 @@ not decode (over 16 packets, invalid UTF-8, a bad packet) is logged with a trace
 Here every client frame is decoded first, inside a try, by engine.io's own decoder; one that does not
 decode ends that connection with one warning line (a POST is answered 400, as engine.io answers its
 other bad requests). Valid frames take engine.io's path unchanged.
+
+It also keeps an idle connection small (issue 14; docs/scaling.md, "Memory per connection"): the
+request environ slimmed once connected (``slim_environ``), uvicorn's handshake objects released and its
+receive queue made lean (``release_handshake``, ``lean_receive_queue``), the writer waiting without an
+extra task or timer (``Socket.poll``), and the next ping a timer rather than a sleeping task.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import asyncio
 import collections
 import logging
 import time
+import weakref
 from typing import Any
 
 import engineio
@@ -126,8 +132,20 @@ def lean_receive_queue(ws: Any) -> None:
     protocol.queue = lean
 
 
+def _ping_due(ref: weakref.ref[Socket]) -> None:
+    socket = ref()
+    if socket is not None and not socket.closing and not socket.closed:
+        socket.last_ping = time.time()
+        socket.queue.put_nowait(packet.Packet(packet.PING))  # what engine.io's ``send`` does after its checks
+
+
+def _cut(transport: Any) -> None:
+    if not transport.is_closing():
+        transport.abort()
+
+
 class Socket(async_socket.AsyncSocket):
-    """engine.io's socket, decoding each client frame before engine.io does (see the module docstring)."""
+    """engine.io's socket: each client frame decoded before engine.io does, and less kept per idle connection (module docstring)."""
 
     def _refuse(self, reason: str) -> None:
         log.warning("disconnected %s: %s", getattr(self, "realtime_sid", None) or self.sid, reason)
@@ -193,12 +211,8 @@ class Socket(async_socket.AsyncSocket):
         """engine.io's ping schedule with a timer, not a task sleeping ``ping_interval`` per connection."""
         if self.last_ping:  # only once the previous ping was answered
             self.last_ping = None
-            asyncio.get_running_loop().call_later(self.server.ping_interval, self._ping_due)
-
-    def _ping_due(self) -> None:
-        if not self.closing and not self.closed:
-            self.last_ping = time.time()
-            self.queue.put_nowait(packet.Packet(packet.PING))  # what engine.io's ``send`` does after its checks
+            # A weak reference: a connection that ends meanwhile is freed now, not when its next ping was due.
+            asyncio.get_running_loop().call_later(self.server.ping_interval, _ping_due, weakref.ref(self))
 
     async def _upgrade_websocket(self, environ: dict[str, Any]) -> Any:
         """engine.io's upgrade; an upgrade from long-polling slims its request's environ at once.
@@ -246,17 +260,15 @@ class Socket(async_socket.AsyncSocket):
         await super().close(wait=False, abort=abort, reason=reason)
         if self.closed and self.server.sockets.get(self.sid) is self:
             del self.server.sockets[self.sid]
-        if was_open and self.closed and self.upgraded:
-            # The writer waits without a timer (``poll``), so a client that ignores the CLOSE and keeps sending
-            # would keep its websocket open: it is cut after ping interval + timeout, as engine.io's writer did.
-            asyncio.get_running_loop().call_later(self.server.ping_interval + self.server.ping_timeout, self._cut)
+        transport = getattr(self, "realtime_transport", None)
+        if was_open and not abort and self.closed and transport is not None:
+            # Closed by the server (a CLOSE packet was sent; ``abort`` is the client gone or dropped). The writer
+            # waits without a timer (``poll``), so a client that ignores the CLOSE and keeps sending would keep its
+            # websocket open: it is cut after ping interval + timeout, as engine.io's writer timeout did. The timer
+            # holds the transport only, not this socket.
+            asyncio.get_running_loop().call_later(self.server.ping_interval + self.server.ping_timeout, _cut, transport)
         if wait and self.closed and self.upgraded:
             await self.queue.join()
-
-    def _cut(self) -> None:
-        transport = getattr(self, "realtime_transport", None)
-        if transport is not None and not transport.is_closing():
-            transport.abort()
 
 
 class EngineServer(engineio.AsyncServer):

@@ -8,7 +8,9 @@ The server runs in this process (the ``server`` fixture): its objects are read d
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import weakref
 
 import httpx
 import pytest
@@ -213,3 +215,21 @@ async def test_a_client_that_ignores_the_servers_close_and_keeps_sending_is_cut(
                 while True:  # ignore the CLOSE, keep talking
                     await ws.send("3")
                     await asyncio.sleep(0.1)
+
+
+async def test_a_connection_the_client_closed_is_not_kept_by_a_timer(server):
+    """Only a server close arms the cut (``eio.Socket.close``): a client's own disconnect frees its socket at once."""
+    alice = await db(f.make_user)("alice")
+    url = server.url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+    async with ws_connect(url, additional_headers=fresh_address()) as ws:
+        eio_sid = json.loads((await ws.recv())[1:])["sid"]
+        await ws.send("40" + json.dumps({"token": await db(f.token_for)(alice)}))
+        await _connected(ws)
+        gone = weakref.ref(sio.eio.sockets[eio_sid])
+    await wait_until(lambda: eio_sid not in sio.eio.sockets)
+    deadline = asyncio.get_running_loop().time() + 10
+    while gone() is not None and asyncio.get_running_loop().time() < deadline:
+        asyncio.run_coroutine_threadsafe(asyncio.sleep(0), bus._loop).result(5)
+        gc.collect()
+        await asyncio.sleep(0.05)
+    assert gone() is None
