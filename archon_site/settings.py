@@ -94,9 +94,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Django's own pool (psycopg_pool), one per process: a request borrows a connection instead of opening one.
-    # Every thread that touches the ORM holds one while it works, so MAX_SIZE bounds a process's connections
-    # (mind the server's max_connections times the number of processes); a thread waits up to TIMEOUT
-    # seconds for one, then the request fails. DATABASE_POOL=false for an external pooler (PgBouncer).
+    # A request's thread holds one while the request runs and gives it back at its end; a thread outside requests
+    # (asgiref's one thread for the Socket.IO handlers' database work) keeps one for its life. So MAX_SIZE bounds a
+    # process's connections (mind the server's max_connections times the number of processes); a thread waits up
+    # to TIMEOUT seconds for one, then the request fails. DATABASE_POOL=false for an external pooler (PgBouncer):
+    # then DATABASE_CONN_MAX_AGE (default 0) says how long a request thread keeps its own connection.
     if env.bool("DATABASE_POOL", default=True):
         DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
             "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=2),
@@ -104,8 +106,11 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
             "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
         }
         DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps connections; Django refuses persistent ones with it
+    else:
+        DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=DATABASES["default"].get("CONN_MAX_AGE", 0))
 
-# Idle threads kept for the sync part of requests, each with its database connection (see archon_site/request_threads.py).
+# Idle threads kept for the sync part of requests (archon_site/request_threads.py); with SQLite each keeps its
+# connection, with PostgreSQL's pool a request borrows one from the pool.
 REQUEST_IDLE_THREADS: int = env.int("REQUEST_IDLE_THREADS", default=8)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -161,9 +161,7 @@ def _locked_task(task: Task | UUID | str, visible_to: AbstractBaseUser | None) -
     tasks = Task.objects.select_for_update()
     if visible_to is not None:
         tasks = tasks.filter(project__in=selectors.visible_projects(user=visible_to).values("pk"))
-    current = tasks.get(pk=task.pk if isinstance(task, Task) else task)
-    current._version_read_under_lock = True  # Task.save need not read the version again in this transaction
-    return current
+    return tasks.get(pk=task.pk if isinstance(task, Task) else task)
 
 
 @transaction.atomic
@@ -196,6 +194,9 @@ def task_update(
     if not names:
         return current
     _validate_fields(current, names)
+    # Read above under the lock, in this transaction: Task.save need not read the version again. Marked only here,
+    # just before the save that uses the mark, so an instance returned unsaved carries none.
+    current._version_read_under_lock = True
     current.save(update_fields=names)  # Task.save adds version and updated_at
     return current
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import logging
 import time
 from collections.abc import Callable
@@ -265,7 +266,9 @@ def _check_after_grace(socket: Any, since: float) -> None:
         loop = asyncio.get_running_loop()
     except RuntimeError:  # not on the server's loop: the next send checks instead
         return
-    loop.call_later(settings.REALTIME_BUFFER_GRACE_SECONDS, _grace_over, socket, since)
+    # A fresh context, not the caller's: a broadcast sent from a request (the publish endpoint) must not hand its
+    # request's context, which ends with it, to work that runs later.
+    loop.call_later(settings.REALTIME_BUFFER_GRACE_SECONDS, _grace_over, socket, since, context=contextvars.Context())
 
 
 def _grace_over(socket: Any, since: float) -> None:
@@ -452,7 +455,7 @@ def drop(socket: Any, reason: str) -> None:
     if transport is not None:
         transport.abort()
         return
-    task = asyncio.ensure_future(_close(socket))
+    task = asyncio.get_running_loop().create_task(_close(socket), context=contextvars.Context())  # as in _check_after_grace
     _closing.add(task)
     task.add_done_callback(_closing.discard)
 

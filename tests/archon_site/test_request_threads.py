@@ -68,9 +68,11 @@ def test_the_live_server_starts_no_thread_per_request(server, monkeypatch) -> No
         start(thread)
 
     with httpx.Client(base_url=server.url, timeout=10) as http:
-        for _ in range(5):
-            http.get("/api/projects/")  # warm: an idle thread exists
+        for _ in range(20):
+            http.get("/api/projects/")  # warm: idle threads exist
         monkeypatch.setattr(threading.Thread, "start", counted)  # the live server runs in this process
         for _ in range(30):
             assert http.get("/api/projects/").status_code in (401, 403)
-    assert started == []
+    # A request still finishing (its response closed, its connection handed back) when the next one starts takes a
+    # second thread, kept idle from then on: at most that one, where Django's handler started 60.
+    assert len(started) <= 1, started

@@ -39,5 +39,7 @@ def test_postgresql_gets_django_s_pool_sized_by_the_environment_and_sqlite_none(
     assert json.loads(pooled.stdout.splitlines()[-1]) == [{"pool": {"min_size": 3, "max_size": 7, "timeout": 2.5}}, 0], pooled.stderr
     unpooled = _manage("shell", "-c", code, **postgres, DATABASE_POOL="false")
     assert json.loads(unpooled.stdout.splitlines()[-1]) == [{}, 60], unpooled.stderr
+    kept = _manage("shell", "-c", code, **postgres, DATABASE_POOL="false", DATABASE_CONN_MAX_AGE="30")
+    assert json.loads(kept.stdout.splitlines()[-1]) == [{}, 30], kept.stderr
     sqlite = _manage("shell", "-c", code, DEBUG="true", DATABASE_URL="sqlite:////tmp/unused.sqlite3")
     assert "pool" not in json.loads(sqlite.stdout.splitlines()[-1])[0], sqlite.stderr

@@ -10,10 +10,12 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
+from django.contrib.auth import get_user_model
 from django.db import connection, connections, transaction
 
 from projects import services
-from projects.models import Task
+from projects.models import Project, Task
 from tests.conftest import db
 from tests.support import factories as f
 
@@ -113,3 +115,16 @@ async def test_writers_racing_at_one_version_through_the_server_exactly_one_wins
     finally:
         for c in clients:
             await c.aclose()
+
+
+@pytest.mark.django_db
+def test_an_update_that_writes_nothing_leaves_no_trusted_version_behind() -> None:
+    """Only the save right after the locked read skips the version re-read; an instance returned unsaved re-reads."""
+    owner = get_user_model().objects.create_user("o", password="x")
+    project = Project.objects.create(title="p", owner=owner)
+    task = services.task_create(project=project, title="t")  # version 1
+    held = services.task_update(task=task.pk, visible_to=owner)  # nothing named: nothing written
+    services.task_update(task=task.pk, visible_to=owner, title="by someone else")  # version 2
+    held.description = "mine"
+    held.save(update_fields=["description"])  # outside the lock: reads the version again
+    assert Task.objects.get(pk=task.pk).version == 3

@@ -1,19 +1,21 @@
 """A throwaway PostgreSQL server for a test or bench run, started and removed like ``RedisServer``.
 
-``initdb`` into a temporary folder, ``postgres`` on 127.0.0.1 and a free port with trust
-authentication (loopback only), durability off (``fsync``, ``synchronous_commit``): the data
-is thrown away at ``stop()``. PostgreSQL refuses to run as root, so as root (CI) the server
-runs as the ``postgres`` user that Debian's package creates.
+``initdb`` into a temporary folder, ``postgres`` on 127.0.0.1 and a free port with password
+authentication (a random password: another local user cannot log in to this superuser), durability
+off (``fsync``, ``synchronous_commit``): the data is thrown away at ``stop()``. PostgreSQL refuses
+to run as root, so as root (CI) the server runs as the ``postgres`` user that Debian's package creates.
 """
 
 from __future__ import annotations
 
 import glob
 import os
+import secrets
 import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from .live_server import free_port
@@ -35,7 +37,8 @@ def bindir() -> Path:
 class PostgresServer:
     def __init__(self, *, max_connections: int = 300) -> None:
         self.port = free_port()
-        self.url = f"postgres://{USER}@127.0.0.1:{self.port}/{DATABASE}"
+        self.password = secrets.token_urlsafe(24)
+        self.url = f"postgres://{USER}:{self.password}@127.0.0.1:{self.port}/{DATABASE}"
         self.max_connections = max_connections
         self.dir = Path(tempfile.mkdtemp(prefix="archon-pg-"))
         self.proc: subprocess.Popen | None = None
@@ -50,7 +53,13 @@ class PostgresServer:
         if os.geteuid() == 0:
             shutil.chown(self.dir, "postgres", "postgres")
         data, binaries = self.dir / "data", bindir()
-        subprocess.run([str(binaries / "initdb"), "-D", str(data), "-U", USER, "--auth=trust", "--no-sync",
+        password_file = self.dir / "password"
+        password_file.write_text(self.password)
+        if os.geteuid() == 0:
+            shutil.chown(password_file, "postgres", "postgres")
+        password_file.chmod(0o600)
+        subprocess.run([str(binaries / "initdb"), "-D", str(data), "-U", USER, "--auth=scram-sha-256",
+                        f"--pwfile={password_file}", "--no-sync",
                         "-E", "UTF8", "--locale=C"], check=True, capture_output=True, **self._as_owner())  # fmt: skip
         self.proc = subprocess.Popen(
             [str(binaries / "postgres"), "-D", str(data), "-p", str(self.port), "-h", "127.0.0.1",
@@ -61,14 +70,17 @@ class PostgresServer:
         wait_for_port(self.port, timeout=60, proc=self.proc)
         import psycopg  # noqa: PLC0415 — only runs that start a server need the driver
 
-        for _ in range(100):  # the port opens a moment before the server accepts logins
+        for attempt in range(100):  # the port opens a moment before the server accepts logins
             try:
-                with psycopg.connect(host="127.0.0.1", port=self.port, user=USER, dbname="postgres", autocommit=True) as conn:
+                with psycopg.connect(
+                    host="127.0.0.1", port=self.port, user=USER, password=self.password, dbname="postgres", autocommit=True
+                ) as conn:
                     conn.execute(f"CREATE DATABASE {DATABASE}")
                 break
             except psycopg.OperationalError:
-                import time  # noqa: PLC0415
-
+                if attempt == 99:
+                    self.stop()
+                    raise
                 time.sleep(0.1)
         return self
 

@@ -119,8 +119,13 @@ class ServerProcess:
                 str(self.port),
                 "--log-level",
                 "warning",
-                "--ws-ping-interval",  # as served (README): engine.io pings; uvicorn's own ping would cost memory
+                # As served (README): engine.io pings (uvicorn's own ping costs memory), no compression, the message cap.
+                "--ws-ping-interval",
                 "0",
+                "--ws-per-message-deflate",
+                "false",
+                "--ws-max-size",
+                "65536",
             ],
             cwd=ROOT,
             env=self.env,
