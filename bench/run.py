@@ -22,7 +22,8 @@ from bench.servers import PY, ROOT, Server, make
 from tests.support.processes import RedisServer
 
 RESULTS = ROOT / "bench" / "results"
-SECTIONS = frozenset({"fanout", "save", "screen", "rooms", "idle", "cross", "workers", "storm"})
+# "fanout1000" is the repeated 1,000-client fan-out of django-uvicorn and the reference alone ("fanout" includes it).
+SECTIONS = frozenset({"fanout", "fanout1000", "save", "screen", "rooms", "idle", "cross", "workers", "storm"})
 REPEATED_FANOUT = 1000  # the fan-out size run several times (issue 14's target: ≥ 0.6× the reference there)
 
 
@@ -286,6 +287,7 @@ async def main(quick: bool, only: frozenset[str] = SECTIONS) -> dict:
                     results[key] = {"error": f"{type(error).__name__}: {error}"}
                 print(f"  {key}: {results[key]}", flush=True)
 
+    if "fanout" in only or "fanout1000" in only:
         print(f"fan-out, {REPEATED_FANOUT} clients, {sizes['runs']} runs of the reference and django-uvicorn back to back…", flush=True)
         runs: dict[str, list[dict]] = {"node": [], "django-uvicorn": []}
         for run in range(sizes["runs"]):
@@ -392,10 +394,19 @@ def table(results: dict) -> str:
         return value["median"] if isinstance(value, dict) else value
 
     rows = ["| scenario | server | figure | ratio to reference |", "|---|---|---|---|"]
-    for clients in results["sizes"]["fanout"] if "fanout/100/node" in results else []:
+    fanout_sizes = (
+        results["sizes"]["fanout"]
+        if "fanout/100/node" in results
+        else [REPEATED_FANOUT]
+        if f"fanout/{REPEATED_FANOUT}/node" in results
+        else []
+    )
+    for clients in fanout_sizes:
         ref = median(results.get(f"fanout/{clients}/node", {}).get("deliveries_per_s", 0))
         for name in ("node", "django-uvicorn", "django-granian", "bare-uvicorn", "bare-uvicorn-stock", "bare-granian", "channels"):
             r = results.get(f"fanout/{clients}/{name}", {})
+            if not r and "fanout/100/node" not in results:
+                continue  # the repeated runs alone ("fanout1000")
             if "runs" in r:  # run several times in a row, each django-uvicorn run against the reference's run just before it
                 figure = f"{mmm(r['deliveries_per_s'], ',.0f')} deliveries/s (min / median / max, {len(r['runs'])} runs)"
                 against = f"{mmm(r['ratio'], '.2f')}× (per run: min / median / max)" if r.get("ratio") else "1.00×"
