@@ -21,13 +21,14 @@ import httpx
 
 from bench import run
 from bench.profile import cpu_ms
-from bench.servers import free_port, uvicorn
+from bench.servers import cpu_seconds, free_port, uvicorn
+from bench.workers import postgres_counters
 from tests.support.postgres import PostgresServer
 from tests.support.processes import interrupt, wait_for_port
 
 
-async def saves(tree: str, django: run.Django, count: int) -> tuple[float, float]:
-    """(wall ms, server CPU ms) per save, ``count`` saves against ``tree`` served on its own."""
+async def saves(tree: str, django: run.Django, count: int, postgres: PostgresServer | None) -> tuple[float, float, float, float]:
+    """(wall ms, server CPU ms, PostgreSQL CPU ms, PostgreSQL connections opened) per save, ``count`` saves against ``tree``."""
     port = free_port()
     env = {**os.environ, **django.env, "PYTHONPATH": tree}
     command = uvicorn("archon_site.asgi:application", port)
@@ -38,10 +39,15 @@ async def saves(tree: str, django: run.Django, count: int) -> tuple[float, float
             url = f"http://127.0.0.1:{port}/api/tasks/{django.tasks[0]}/"
             for i in range(20):  # warm: imports, caches, the first connections
                 (await http.patch(url, json={"title": f"w{i}"})).raise_for_status()
+            database = (cpu_seconds(postgres.proc.pid), postgres_counters(postgres)["pg_sessions"]) if postgres else (0.0, 0)
             cpu, started = sum(cpu_ms(proc.pid)), time.perf_counter()
             for i in range(count):
                 (await http.patch(url, json={"title": f"s{i}"})).raise_for_status()
-            return (time.perf_counter() - started) / count * 1000, (sum(cpu_ms(proc.pid)) - cpu) / count
+            wall, server = (time.perf_counter() - started) / count * 1000, (sum(cpu_ms(proc.pid)) - cpu) / count
+            if postgres is None:
+                return wall, server, 0.0, 0.0
+            sessions = postgres_counters(postgres)["pg_sessions"] - database[1] - 1  # minus this reading's own
+            return wall, server, (cpu_seconds(postgres.proc.pid) - database[0]) * 1000 / count, sessions / count
     finally:
         interrupt(proc)
 
@@ -51,14 +57,14 @@ async def main(trees: list[str], rounds: int, count: int, postgres: bool) -> Non
     try:
         django = run.Django("", database_url=server.url if server else None)
         django.seed(projects=1)
-        results: dict[str, list[tuple[float, float]]] = {tree: [] for tree in trees}
+        results: dict[str, list[tuple[float, float, float, float]]] = {tree: [] for tree in trees}
         for _ in range(rounds):
             for tree in trees:
-                results[tree].append(await saves(tree, django, count))
+                results[tree].append(await saves(tree, django, count, server))
         for tree, measured in results.items():
-            walls = sorted(round(w, 2) for w, _ in measured)
-            cpus = sorted(round(c, 2) for _, c in measured)
-            print(f"{'postgres' if postgres else 'sqlite'} {tree}: wall ms/save {walls}  server CPU ms/save {cpus}")
+            walls, cpus, pg_cpus, opened = (sorted(round(m[k], 2) for m in measured) for k in range(4))
+            line = f"{'postgres' if postgres else 'sqlite'} {tree}: wall ms/save {walls}  server CPU ms/save {cpus}"
+            print(line + (f"  PostgreSQL CPU ms/save {pg_cpus}  connections opened/save {opened}" if postgres else ""))
     finally:
         if server:
             server.stop()
