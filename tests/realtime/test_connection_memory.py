@@ -8,6 +8,7 @@ The server runs in this process (the ``server`` fixture): its objects are read d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import weakref
@@ -165,6 +166,17 @@ async def test_the_lean_queue_times_out_and_still_serves_after():
     assert await queue.get(timeout=0) == "queued"  # an item already there is returned, whatever the timeout
 
 
+@contextlib.asynccontextmanager
+async def _token_websocket(server):  # type: ignore[no-untyped-def]
+    """A raw websocket whose namespace CONNECT (with a token) is sent: (the websocket, its engine.io sid)."""
+    alice = await db(f.make_user)("alice")
+    url = server.url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+    async with ws_connect(url, additional_headers=fresh_address()) as ws:
+        eio_sid = json.loads((await ws.recv())[1:])["sid"]
+        await ws.send("40" + json.dumps({"token": await db(f.token_for)(alice)}))
+        yield ws, eio_sid
+
+
 @pytest.fixture
 def quick_pings():  # type: ignore[no-untyped-def]
     """engine.io's ping interval and timeout made short on the in-process server, for one test."""
@@ -176,11 +188,7 @@ def quick_pings():  # type: ignore[no-untyped-def]
 
 async def test_pings_come_from_a_timer_and_a_client_that_stops_answering_is_closed(server, quick_pings):
     """No task sleeps per idle connection for its next ping (``eio.Socket.schedule_ping``); pings and the ping timeout still work."""
-    alice = await db(f.make_user)("alice")
-    url = server.url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
-    async with ws_connect(url, additional_headers=fresh_address()) as ws:
-        eio_sid = json.loads((await ws.recv())[1:])["sid"]
-        await ws.send("40" + json.dumps({"token": await db(f.token_for)(alice)}))
+    async with _token_websocket(server) as (ws, eio_sid):
         await _connected(ws)  # answers the pings that come meanwhile
         socket = sio.eio.sockets[eio_sid]
         assert type(socket) is eio.Socket
@@ -202,11 +210,7 @@ async def test_pings_come_from_a_timer_and_a_client_that_stops_answering_is_clos
 
 async def test_a_client_that_ignores_the_servers_close_and_keeps_sending_is_cut(server, quick_pings):
     """The writer waits without a timer; a websocket the server closed still ends within ping interval + timeout."""
-    alice = await db(f.make_user)("alice")
-    url = server.url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
-    async with ws_connect(url, additional_headers=fresh_address()) as ws:
-        eio_sid = json.loads((await ws.recv())[1:])["sid"]
-        await ws.send("40" + json.dumps({"token": await db(f.token_for)(alice)}))
+    async with _token_websocket(server) as (ws, eio_sid):
         await _connected(ws)
         # engine.io closes the connection (what a revoked or abusive client gets): a CLOSE packet, then it waits.
         asyncio.run_coroutine_threadsafe(sio.eio.disconnect(eio_sid), bus._loop).result(10)
@@ -219,11 +223,7 @@ async def test_a_client_that_ignores_the_servers_close_and_keeps_sending_is_cut(
 
 async def test_a_connection_the_client_closed_is_not_kept_by_a_timer(server):
     """Only a server close arms the cut (``eio.Socket.close``): a client's own disconnect frees its socket at once."""
-    alice = await db(f.make_user)("alice")
-    url = server.url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
-    async with ws_connect(url, additional_headers=fresh_address()) as ws:
-        eio_sid = json.loads((await ws.recv())[1:])["sid"]
-        await ws.send("40" + json.dumps({"token": await db(f.token_for)(alice)}))
+    async with _token_websocket(server) as (ws, eio_sid):
         await _connected(ws)
         gone = weakref.ref(sio.eio.sockets[eio_sid])
     await wait_until(lambda: eio_sid not in sio.eio.sockets)
