@@ -327,7 +327,11 @@ class LeanQueue:
         self._unfinished += 1
         if self._finished is not None:
             self._finished.clear()
-        while self._getters:  # wake the first getter still waiting
+        self._wake_next()
+
+    def _wake_next(self) -> None:
+        """Wake the first getter still waiting (one that timed out or was cancelled is skipped)."""
+        while self._getters:
             getter = self._getters.pop(0)
             if not getter.done():
                 getter.set_result(None)
@@ -365,11 +369,7 @@ class LeanQueue:
                 if getter in self._getters:
                     self._getters.remove(getter)
                 if self._items and not getter.cancelled():  # woken, then cancelled: wake the next one instead
-                    while self._getters:
-                        other = self._getters.pop(0)
-                        if not other.done():
-                            other.set_result(None)
-                            break
+                    self._wake_next()
                 raise
             finally:
                 if timer is not None:
