@@ -90,6 +90,12 @@ def slim_environ(environ: dict[str, Any]) -> None:
     environ.update(kept)
 
 
+def _sansio_protocol(ws: Any) -> Any | None:
+    """The uvicorn websockets-sansio protocol under an engine.io ASGI websocket, or None (another server or protocol)."""
+    protocol = getattr(getattr(ws, "asgi_send", None), "__self__", None)
+    return protocol if type(protocol).__name__ == "WebSocketsSansIOProtocol" else None
+
+
 def release_handshake(ws: Any) -> None:
     """Let uvicorn's websocket protocol forget its handshake once it is complete (about 2.5 KB per connection).
 
@@ -100,8 +106,8 @@ def release_handshake(ws: Any) -> None:
     here reads its headers later (``limits.client_address`` reads ``client``). Anything else (another
     server, another protocol, an incomplete handshake) is left alone.
     """
-    protocol = getattr(getattr(ws, "asgi_send", None), "__self__", None)
-    if type(protocol).__name__ != "WebSocketsSansIOProtocol" or getattr(protocol, "handshake_complete", False) is not True:
+    protocol = _sansio_protocol(ws)
+    if protocol is None or getattr(protocol, "handshake_complete", False) is not True:
         return
     for name in ("request", "response"):
         if hasattr(protocol, name):
@@ -120,8 +126,8 @@ def lean_receive_queue(ws: Any) -> None:
     queue, whatever it holds is moved over in order. Anything else (another server or protocol, a
     queue of another type, a reader already waiting) is left alone.
     """
-    protocol = getattr(getattr(ws, "asgi_send", None), "__self__", None)
-    if type(protocol).__name__ != "WebSocketsSansIOProtocol":
+    protocol = _sansio_protocol(ws)
+    if protocol is None:
         return
     queue = getattr(protocol, "queue", None)
     if type(queue) is not asyncio.Queue or getattr(queue, "_getters", None) != collections.deque():
