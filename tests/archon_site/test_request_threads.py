@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 
@@ -9,6 +11,7 @@ import httpx
 import pytest
 
 from archon_site.request_threads import Threads, _RequestExecutor
+from tests.support.processes import ROOT, django_env
 
 
 def _ran_on(executor: _RequestExecutor, calls: int) -> list[int]:
@@ -76,3 +79,18 @@ def test_the_live_server_starts_no_thread_per_request(server, monkeypatch) -> No
     # A request still finishing (its response closed, its connection handed back) when the next one starts takes a
     # second thread, kept idle from then on: at most that one, where Django's handler started 60.
     assert len(started) <= 1, started
+
+
+def test_the_asgi_application_loads_the_urlconf_before_the_first_request(database_url) -> None:  # type: ignore[no-untyped-def]
+    """A served process imports its URLconf and compiles its patterns at start, not in its first request (~50-100 ms)."""
+    code = (
+        "import sys\n"
+        "from archon_site.request_threads import get_asgi_application\n"
+        "from django.urls import get_resolver\n"
+        "before = 'archon_site.urls' in sys.modules\n"
+        "get_asgi_application()\n"
+        "print(before, 'archon_site.urls' in sys.modules, 'projects.api' in sys.modules, get_resolver()._populated)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=django_env(database_url), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True", "True", "True"], done.stdout
