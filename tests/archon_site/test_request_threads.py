@@ -82,13 +82,14 @@ def test_the_live_server_starts_no_thread_per_request(server, monkeypatch) -> No
 
 
 def test_the_asgi_application_loads_the_urlconf_before_the_first_request(database_url) -> None:  # type: ignore[no-untyped-def]
-    """A served process imports its URLconf and compiles its patterns at start, not in its first request (~50-100 ms)."""
+    """A served process imports its URLconf and compiles its patterns at start, not in its first request (``warm_urls``)."""
     code = (
         "import sys\n"
         "from archon_site.request_threads import get_asgi_application\n"
         "from django.urls import get_resolver\n"
         "before = 'archon_site.urls' in sys.modules\n"
         "get_asgi_application()\n"
+        # _populated: Django's own mark that the patterns were compiled (no public accessor says so without doing it)
         "print(before, 'archon_site.urls' in sys.modules, 'projects.api' in sys.modules, get_resolver()._populated)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=django_env(database_url), capture_output=True, text=True, timeout=60)
