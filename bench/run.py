@@ -83,7 +83,8 @@ class Django:
         return subprocess.run([PY, "manage.py", *args], cwd=ROOT, env={**os.environ, **self.env, **env}, check=True,
                               capture_output=True, text=True).stdout  # fmt: skip
 
-    def seed(self, projects: int) -> None:
+    def seed(self, projects: int, batch_tasks: int = 0) -> None:
+        """`projects` projects of one task each; and one more project of `batch_tasks` tasks (``batch_project``)."""
         self.manage("migrate", "--noinput", "-v", "0")
         code = (
             "import json; from django.contrib.auth import get_user_model; from projects.models import Project, Task; "
@@ -91,10 +92,19 @@ class Django:
             "u = get_user_model().objects.create_user('bench', is_staff=True); "
             f"ps = [Project.objects.create(owner=u, title=f'p{{i}}') for i in range({projects})]; "
             "ts = [Task.objects.create(project=p, title='t') for p in ps]; "
-            "print(json.dumps({'token': ApiToken.issue(user=u)[1], 'projects': [str(p.pk) for p in ps], 'tasks': [str(t.pk) for t in ts]}))"
+            "b = Project.objects.create(owner=u, title='batch'); "
+            f"bs = [Task.objects.create(project=b, title=f'b{{i}}', task_order=i) for i in range({batch_tasks})]; "
+            "print(json.dumps({'token': ApiToken.issue(user=u)[1], 'projects': [str(p.pk) for p in ps], 'tasks': [str(t.pk) for t in ts], "
+            "'batch_project': str(b.pk), 'batch_tasks': [str(t.pk) for t in bs]}))"
         )
         data = json.loads(self.manage("shell", "-c", code).strip().splitlines()[-1])
         self.token, self.projects, self.tasks = data["token"], data["projects"], data["tasks"]
+        self.batch_project, self.batch_tasks = data["batch_project"], data["batch_tasks"]
+
+    def batch_order(self) -> list[str]:
+        """The batch project's tasks in the order opposite to the last one given: a reorder to it moves every task."""
+        self.batch_tasks = self.batch_tasks[::-1]
+        return self.batch_tasks
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -133,19 +143,26 @@ async def screen(server: Server, django: Django | None, *, mode: str, clients: i
     return result
 
 
-async def fanout(server: Server, django: Django | None, clients: int, broadcasts: int, per_request: bool = False) -> dict:
+async def fanout(server: Server, django: Django | None, clients: int, broadcasts: int, per_request: bool = False,
+                 batch: bool = False) -> dict:  # fmt: skip
     """N clients in one room, K broadcasts: deliveries per second.
 
-    The Django path makes one save after another (each awaited); a reference server gets one request for all K
-    broadcasts, or with `per_request` one request per broadcast, each awaited, as the Django path does.
+    The Django path makes one save after another (each awaited), or with `batch` one REST reorder of the batch
+    project's K tasks (K saves in one request and one transaction: K ``task_updated``); a reference server gets one
+    request for all K broadcasts, or with `per_request` one request per broadcast, each awaited.
     """
-    room = django.projects[0] if django else "room-0"
+    room = (django.batch_project if batch else django.projects[0]) if django else "room-0"
     auth = {"token": django.token} if django else None
     kind = "ws" if server.name == "channels" else "socketio"
     async with LoadGen(server.url, clients=clients, rooms=[room], kind=kind, auth=auth, id_key="version" if django else "seq") as gen:
         async with httpx.AsyncClient(timeout=60) as http:
             start = time.time() * 1000
-            if django:
+            if django and batch:
+                assert len(django.batch_tasks) == broadcasts, "seed(batch_tasks=) the number of broadcasts"
+                r = await http.post(f"{server.url}/api/projects/{room}/tasks/reorder/", json={"task_ids": django.batch_order()},
+                                    headers={"Authorization": f"Bearer {django.token}"})  # fmt: skip
+                r.raise_for_status()
+            elif django:
                 headers = {"Authorization": f"Bearer {django.token}"}
                 for i in range(broadcasts):  # the full Django path, one save after another
                     r = await http.patch(f"{server.url}/api/tasks/{django.tasks[0]}/", json={"title": f"b{i}"}, headers=headers)
@@ -285,7 +302,7 @@ async def main(quick: bool, only: frozenset[str] = SECTIONS) -> dict:
     redis = RedisServer().start()
     redis_url = redis.url
     django = Django(redis_url)
-    django.seed(projects=sizes["rooms"])
+    django.seed(projects=sizes["rooms"], batch_tasks=sizes["broadcasts"])
     results: dict = {"sizes": sizes}
 
     async def with_server(name: str, work, **extra_env: str):  # type: ignore[no-untyped-def]
@@ -312,23 +329,38 @@ async def main(quick: bool, only: frozenset[str] = SECTIONS) -> dict:
 
     if "fanout" in only or "fanout1000" in only:
         print(f"fan-out, {REPEATED_FANOUT} clients, {sizes['runs']} runs of the reference and django-uvicorn back to back…", flush=True)
-        # "node-per-request": the reference driven like the Django path, one awaited request per broadcast (context for
-        # the target, which is against "node": all broadcasts from one request).
-        runs: dict[str, list[dict]] = {"node": [], "node-per-request": [], "django-uvicorn": []}
+        # Two shapes, each on both sides: every broadcast from one request ("node"; "django-uvicorn-batch", a REST
+        # reorder of `broadcasts` tasks), and one awaited request per broadcast ("node-per-request"; "django-uvicorn",
+        # one REST save after another). Each ratio is to "node", and for the per-request shape also to its like.
+        runs: dict[str, list[dict]] = {"node": [], "node-per-request": [], "django-uvicorn": [], "django-uvicorn-batch": []}
+        shapes = (("node", "node", None), ("node-per-request", "node", None), ("django-uvicorn", "django-uvicorn", django),
+                  ("django-uvicorn-batch", "django-uvicorn", django))  # fmt: skip
         for run in range(sizes["runs"]):
-            for key, name, dj in (("node", "node", None), ("node-per-request", "node", None), ("django-uvicorn", "django-uvicorn", django)):
+            for key, name, dj in shapes:
                 runs[key].append(
                     await with_server(
-                        name, lambda s, d=dj, k=key: fanout(s, d, REPEATED_FANOUT, sizes["broadcasts"], per_request=k == "node-per-request")
+                        name,
+                        lambda s, d=dj, k=key: fanout(
+                            s,
+                            d,
+                            REPEATED_FANOUT,
+                            sizes["broadcasts"],
+                            per_request=k == "node-per-request",
+                            batch=k == "django-uvicorn-batch",
+                        ),  # fmt: skip
                     )
                 )
+            runs["django-uvicorn-batch"][-1]["ratio"] = (
+                runs["django-uvicorn-batch"][-1]["deliveries_per_s"] / runs["node"][-1]["deliveries_per_s"]
+            )
             django_run = runs["django-uvicorn"][-1]
             django_run["ratio"] = django_run["deliveries_per_s"] / runs["node"][-1]["deliveries_per_s"]
             django_run["ratio_per_request"] = django_run["deliveries_per_s"] / runs["node-per-request"][-1]["deliveries_per_s"]
             runs["node-per-request"][-1]["ratio"] = runs["node-per-request"][-1]["deliveries_per_s"] / runs["node"][-1]["deliveries_per_s"]
             print(f"  run {run + 1}: node {runs['node'][-1]['deliveries_per_s']:,.0f} (one request per broadcast "
                   f"{runs['node-per-request'][-1]['deliveries_per_s']:,.0f}), django-uvicorn {django_run['deliveries_per_s']:,.0f} "
-                  f"deliveries/s ({django_run['ratio']:.2f}×, {django_run['ratio_per_request']:.2f}×)", flush=True)  # fmt: skip
+                  f"deliveries/s ({django_run['ratio']:.2f}×, {django_run['ratio_per_request']:.2f}×), in one request "
+                  f"{runs['django-uvicorn-batch'][-1]['deliveries_per_s']:,.0f} ({runs['django-uvicorn-batch'][-1]['ratio']:.2f}×)", flush=True)  # fmt: skip
         for name in runs:
             results[f"fanout/{REPEATED_FANOUT}/{name}"] = repeated(
                 runs[name], "deliveries_per_s", "ratio", "ratio_per_request", "loadgen_cpu_s"
@@ -463,6 +495,7 @@ def table(results: dict) -> str:
             "node",
             "node-per-request",
             "django-uvicorn",
+            "django-uvicorn-batch",
             "django-granian",
             "bare-uvicorn",
             "bare-uvicorn-stock",
@@ -470,14 +503,16 @@ def table(results: dict) -> str:
             "channels",
         ):
             r = results.get(f"fanout/{clients}/{name}", {})
-            if not r and ("fanout/100/node" not in results or name == "node-per-request"):
-                continue  # the repeated runs alone ("fanout1000"); the per-request reference runs at 1,000 clients only
+            if not r and ("fanout/100/node" not in results or name in ("node-per-request", "django-uvicorn-batch")):
+                continue  # the repeated runs alone ("fanout1000"); the two shapes run at 1,000 clients only
             if "runs" in r:  # run several times in a row, each django-uvicorn run against the references' runs just before it
                 figure = f"{mmm(r['deliveries_per_s'], ',.0f')} deliveries/s (min / median / max, {len(r['runs'])} runs)"
                 against = f"{mmm(r['ratio'], '.2f')}× (per run: min / median / max)" if r.get("ratio") else "1.00×"
                 if r.get("ratio_per_request"):  # context; the target is against "node" (every broadcast from one request)
                     against += f"; against node one request per broadcast {mmm(r['ratio_per_request'], '.2f')}×"
-                server = "node, one awaited request per broadcast (as the Django path)" if name == "node-per-request" else name
+                server = {"node-per-request": "node, one awaited request per broadcast",
+                          "django-uvicorn": "django-uvicorn, one REST save per request, each awaited" if "fanout/1000/node-per-request" in results else name,
+                          "django-uvicorn-batch": f"django-uvicorn, every broadcast from one request (a REST reorder of {r['runs'][0]['broadcasts']} tasks)"}.get(name, name)  # fmt: skip
                 rows.append(f"| fan-out, {clients} clients | {server} | {figure} | {against} |")
                 continue
             figure = f"{r['deliveries_per_s']:,.0f} deliveries/s" if "deliveries_per_s" in r else r.get("error", "—")
