@@ -124,10 +124,15 @@ def repeated(runs: list[dict], *figures: str) -> dict:
 
 
 async def screen(server: Server, django: Django | None, *, mode: str, clients: int, tag: str, rate: float = 20, seconds: float = 0,
-                 broadcasts: int = 0) -> dict:  # fmt: skip
-    """bench/screen.mjs, the second harness: official socket.io-client watchers and, in the same process, the saves."""
-    config = {"url": server.url, "token": django.token if django else None, "room": django.projects[0] if django else "room-0",
-              "task": django.tasks[0] if django else None, "clients": clients, "mode": mode, "rate": rate, "seconds": seconds, "warmup": WARMUP_SECONDS,
+                 broadcasts: int = 0, shape: str = "per-request") -> dict:  # fmt: skip
+    """bench/screen.mjs, the second harness: official socket.io-client watchers and, in the same process, the saves.
+
+    `shape` (fan-out): "one-request" (the Django side reorders the batch project's tasks) or "per-request".
+    """
+    batch = django is not None and mode == "fanout" and shape == "one-request"
+    room = (django.batch_project if batch else django.projects[0]) if django else "room-0"
+    config = {"url": server.url, "token": django.token if django else None, "room": room, "shape": shape,
+              "order": django.batch_order() if batch else None, "task": django.tasks[0] if django else None, "clients": clients, "mode": mode, "rate": rate, "seconds": seconds, "warmup": WARMUP_SECONDS,
               "broadcasts": broadcasts, "reference": django is None, "tag": tag, "connectConcurrency": 100}  # fmt: skip
     proc = await asyncio.create_subprocess_exec("node", str(ROOT / "bench" / "screen.mjs"), json.dumps(config), cwd=ROOT,
                                                 stdout=asyncio.subprocess.PIPE, limit=1 << 20)  # fmt: skip
@@ -386,32 +391,47 @@ async def main(quick: bool, only: frozenset[str] = SECTIONS) -> dict:
     if "screen" in only:
         print(f"second harness, official socket.io-client ({sizes['runs']} runs)…", flush=True)
         # "save-node": the same harness against the reference (a POST /emit per save): the floor this harness measures.
-        runs = {"save": [], "save-node": [], "fanout": [], "fanout-node": []}
+        # Fan-out in both shapes on both sides, as in make bench: "fanout" (one REST save per request) against
+        # "fanout-node" (every broadcast from one request) and "fanout-node-per-request"; "fanout-batch" (a reorder).
+        runs = {"save": [], "save-node": [], "fanout": [], "fanout-batch": [], "fanout-node": [], "fanout-node-per-request": []}
+        b = sizes["broadcasts"]
         for run in range(sizes["runs"]):
 
             async def django_side(s: Server, run: int = run) -> None:
                 runs["save"].append(await screen(s, django, mode="save", clients=1000, seconds=sizes["screen_seconds"], tag=f"r{run}"))
-                runs["fanout"].append(await screen(s, django, mode="fanout", clients=1000, broadcasts=sizes["broadcasts"], tag=f"r{run}"))
+                runs["fanout"].append(await screen(s, django, mode="fanout", clients=1000, broadcasts=b, tag=f"r{run}"))
+                runs["fanout-batch"].append(
+                    await screen(s, django, mode="fanout", clients=1000, broadcasts=b, shape="one-request", tag=f"r{run}")
+                )
 
             async def node_side(s: Server, run: int = run) -> None:
                 runs["save-node"].append(await screen(s, None, mode="save", clients=1000, seconds=sizes["screen_seconds"], tag=f"n{run}"))
                 runs["fanout-node"].append(
-                    await screen(s, None, mode="fanout", clients=1000, broadcasts=sizes["broadcasts"], tag=f"n{run}")
+                    await screen(s, None, mode="fanout", clients=1000, broadcasts=b, shape="one-request", tag=f"n{run}")
                 )
+                runs["fanout-node-per-request"].append(await screen(s, None, mode="fanout", clients=1000, broadcasts=b, tag=f"n{run}"))
 
             await with_server("django-uvicorn", django_side)
             await with_server("node", node_side)
-            runs["fanout"][-1]["ratio"] = runs["fanout"][-1]["deliveries_per_s"] / runs["fanout-node"][-1]["deliveries_per_s"]
+            node, node_per_request = runs["fanout-node"][-1]["deliveries_per_s"], runs["fanout-node-per-request"][-1]["deliveries_per_s"]
+            runs["fanout"][-1].update(
+                ratio=runs["fanout"][-1]["deliveries_per_s"] / node,
+                ratio_per_request=runs["fanout"][-1]["deliveries_per_s"] / node_per_request,
+            )
+            runs["fanout-batch"][-1]["ratio"] = runs["fanout-batch"][-1]["deliveries_per_s"] / node
+            runs["fanout-node-per-request"][-1]["ratio"] = node_per_request / node
             save, save_node = runs["save"][-1], runs["save-node"][-1]
             print(f"  run {run + 1}: save p50 {save['p50_ms']:.1f} / p99 {save['p99_ms']:.1f} / max {save['max_ms']:.1f} ms "
-                  f"(steady p99 {save['steady_p99_ms']:.1f}; reference p99 {save_node['p99_ms']:.1f}, steady {save_node['steady_p99_ms']:.1f} ms); fan-out {runs['fanout'][-1]['deliveries_per_s']:,.0f} against "
-                  f"{runs['fanout-node'][-1]['deliveries_per_s']:,.0f} deliveries/s ({runs['fanout'][-1]['ratio']:.2f}×)", flush=True)  # fmt: skip
+                  f"(steady p99 {save['steady_p99_ms']:.1f}; reference p99 {save_node['p99_ms']:.1f}, steady {save_node['steady_p99_ms']:.1f} ms); "
+                  f"fan-out {runs['fanout'][-1]['deliveries_per_s']:,.0f} against {node:,.0f} deliveries/s ({runs['fanout'][-1]['ratio']:.2f}×; "
+                  f"one request per broadcast {node_per_request:,.0f}, {runs['fanout'][-1]['ratio_per_request']:.2f}×), in one request "
+                  f"{runs['fanout-batch'][-1]['deliveries_per_s']:,.0f} ({runs['fanout-batch'][-1]['ratio']:.2f}×)", flush=True)  # fmt: skip
         for key in ("save", "save-node"):
             results[f"screen/{key}"] = repeated(
                 runs[key], "p50_ms", "p99_ms", "max_ms", "steady_p50_ms", "steady_p99_ms", "steady_max_ms", "loadgen_cpu_s"
             )
-        results["screen/fanout"] = repeated(runs["fanout"], "deliveries_per_s", "ratio", "loadgen_cpu_s")
-        results["screen/fanout-node"] = repeated(runs["fanout-node"], "deliveries_per_s", "loadgen_cpu_s")
+        for key in ("fanout", "fanout-batch", "fanout-node", "fanout-node-per-request"):
+            results[f"screen/{key}"] = repeated(runs[key], "deliveries_per_s", "ratio", "ratio_per_request", "loadgen_cpu_s")
 
     if "rooms" in only:
         print("many rooms…", flush=True)
@@ -539,9 +559,16 @@ def table(results: dict) -> str:
             rows.append(f"| save-to-screen, second harness (official socket.io-client; the requests sent from the same Node process), 1000 watchers, 20/s "
                         f"| {name} | p99 {mmm(r['p99_ms'], '.1f')} ms (min / median / max, {n} runs); p50 {mmm(r['p50_ms'], '.1f')} ms; "
                         f"max {mmm(r['max_ms'], '.1f')} ms{steady_note(r)}; harness CPU {mmm(r['loadgen_cpu_s'], '.1f')} s | {against} |")  # fmt: skip
-        for name, key in (("node", "screen/fanout-node"), ("django-uvicorn", "screen/fanout")):
+        shapes = (("node", "screen/fanout-node"), ("node, one awaited request per broadcast", "screen/fanout-node-per-request"),
+                  ("django-uvicorn, one REST save per request, each awaited", "screen/fanout"),
+                  ("django-uvicorn, every broadcast from one request (a REST reorder)", "screen/fanout-batch"))  # fmt: skip
+        for name, key in shapes:
+            if key not in results:
+                continue  # a run from before the two shapes
             r = results[key]
-            against = f"{mmm(r['ratio'], '.2f')}× (per run: min / median / max)" if "ratio" in r else "1.00×"
+            against = f"{mmm(r['ratio'], '.2f')}× (per run: min / median / max)" if r.get("ratio") else "1.00×"
+            if r.get("ratio_per_request"):  # context; the target is against "node" (every broadcast from one request)
+                against += f"; against node one request per broadcast {mmm(r['ratio_per_request'], '.2f')}×"
             rows.append(f"| fan-out, second harness, 1000 clients | {name} | {mmm(r['deliveries_per_s'], ',.0f')} deliveries/s "
                         f"(min / median / max, {n} runs); harness CPU {mmm(r['loadgen_cpu_s'], '.1f')} s | {against} |")  # fmt: skip
     for name in ("node", "django-uvicorn", "django-granian", "bare-uvicorn") if "rooms/node" in results else []:

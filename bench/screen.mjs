@@ -4,13 +4,16 @@
 // Against the reference server (`reference`), each save is a POST /emit instead: the floor of this harness.
 // Nothing is shared with bench/loadgen.mjs (the raw-protocol load generator of `make bench`).
 //
-// argv[2]: JSON {url, token, room, task, clients, mode, rate, seconds, warmup, broadcasts, reference, tag, connectConcurrency}
+// argv[2]: JSON {url, token, room, task, order, clients, mode, shape, rate, seconds, warmup, broadcasts, reference, tag,
+//                connectConcurrency}
 //   mode "save":   `rate` PATCH /api/tasks/<task>/ per second for `seconds`, each with a fresh title; per save, from
 //                  just before the request is sent to the moment the LAST watcher has its `task_updated` (matched
 //                  by title: the payload is projects.schemas.TaskOut). p50 / p99 / max of every save, and
 //                  steady_* of those after the first `warmup` seconds (bench/run.py, WARMUP_SECONDS).
-//   mode "fanout": `broadcasts` saves one after another (each awaited), or with `reference` (bench/node_server.mjs)
-//                  one POST /emit?room=&n=broadcasts: deliveries per second, first request to last delivery.
+//   mode "fanout": `broadcasts` broadcasts, deliveries per second from the first request to the last delivery, in
+//                  one of two shapes, on either side: `shape` "one-request", every broadcast from one request (a REST
+//                  reorder of the tasks listed in `order`, in `room`; the reference's POST /emit?n=broadcasts), or
+//                  "per-request", one awaited request per broadcast (a REST save; the reference's POST /emit?n=1).
 // stdout: one JSON line {type: "result", ...} (or {type: "error", message}).
 import { performance } from "node:perf_hooks";
 import { io } from "socket.io-client";
@@ -134,11 +137,16 @@ async function saveToScreen() {
 
 async function fanout() {
   const start = now();
-  if (cfg.reference) {
-    const r = await fetch(`${cfg.url}/emit?room=${encodeURIComponent(cfg.room)}&n=${cfg.broadcasts}&event=task_updated`, { method: "POST" });
+  if (cfg.shape === "per-request") {
+    for (let i = 0; i < cfg.broadcasts; i++) await save(`${cfg.tag}-f${i}`);
+  } else if (cfg.reference) {
+    const r = await fetch(`${cfg.url}/emit?room=${encodeURIComponent(cfg.room)}&n=${cfg.broadcasts}`, { method: "POST" });
     await r.arrayBuffer();
   } else {
-    for (let i = 0; i < cfg.broadcasts; i++) await save(`${cfg.tag}-f${i}`);
+    if (cfg.order.length !== cfg.broadcasts) throw new Error("order must list one task per broadcast");
+    const r = await fetch(`${cfg.url}/api/projects/${cfg.room}/tasks/reorder/`, { method: "POST", headers, body: JSON.stringify({ task_ids: cfg.order }) });
+    await r.arrayBuffer();
+    if (!r.ok) throw new Error(`reorder ${r.status}`);
   }
   const expected = cfg.clients * cfg.broadcasts;
   await waitFor(expected, 120000);
