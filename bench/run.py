@@ -352,7 +352,7 @@ async def main(quick: bool, only: frozenset[str] = SECTIONS) -> dict:
                             sizes["broadcasts"],
                             per_request=k == "node-per-request",
                             batch=k == "django-uvicorn-batch",
-                        ),  # fmt: skip
+                        ),
                     )
                 )
             runs["django-uvicorn-batch"][-1]["ratio"] = (
