@@ -145,9 +145,8 @@ def warm_urls() -> None:
 
     Django does this lazily, in a process's first request: a REST save then took 92 ms against 15–20 ms for the
     next ones (142 against 35–50 ms with 1,000 watchers; 58 and 61 ms with this), and requests arriving meanwhile
-    queued behind it. Under
-    ``runserver`` the system checks do it at start; under uvicorn or granian nothing did. A URLconf that cannot be
-    imported now stops the server at start instead of failing its requests.
+    queued behind it. Under ``runserver`` the system checks do it at start; under uvicorn or granian nothing did.
+    A URLconf that cannot be imported now stops the server at start instead of failing its requests.
     """
     from django.urls import get_resolver  # noqa: PLC0415 — after setup
 

@@ -198,12 +198,17 @@ def text_frame(text: str) -> bytes:
     return bytes((0x81, 127)) + size.to_bytes(8, "big") + data
 
 
+def asgi_protocol(ws: Any) -> Any | None:
+    """The server's protocol object under an engine.io ASGI websocket (uvicorn's: its bound ``send``'s owner), or None."""
+    return getattr(getattr(ws, "asgi_send", None), "__self__", None)
+
+
 def protocol_for(socket: Any) -> Any | None:
     """The uvicorn websocket protocol to write to directly, or None when this connection uses the queue."""
     ws = getattr(socket, "realtime_ws", None)
     if ws is None or _protocol_class is None:
         return None
-    protocol = getattr(getattr(ws, "asgi_send", None), "__self__", None)
+    protocol = getattr(getattr(ws, "asgi_send", None), "__self__", None)  # asgi_protocol(ws), inline: once per recipient
     if not isinstance(protocol, _protocol_class) or not protocol.handshake_complete:
         return None
     return protocol
@@ -238,7 +243,7 @@ def counts_writes(socket: Any) -> bool:
 
 def _transport_of(ws: Any) -> Any | None:
     """The asyncio transport under an engine.io ASGI websocket (uvicorn), or None (another server)."""
-    transport = getattr(getattr(getattr(ws, "asgi_send", None), "__self__", None), "transport", None)
+    transport = getattr(asgi_protocol(ws), "transport", None)
     if transport is None or not hasattr(transport, "get_write_buffer_size") or not hasattr(transport, "abort"):
         return None
     return transport

@@ -26,7 +26,7 @@ from typing import Any
 import engineio
 from engineio import async_socket, exceptions, packet, payload
 
-from . import limits
+from . import direct_write, limits
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def slim_environ(environ: dict[str, Any]) -> None:
 
 def _sansio_protocol(ws: Any) -> Any | None:
     """The uvicorn websockets-sansio protocol under an engine.io ASGI websocket, or None (another server or protocol)."""
-    protocol = getattr(getattr(ws, "asgi_send", None), "__self__", None)
+    protocol = direct_write.asgi_protocol(ws)
     return protocol if type(protocol).__name__ == "WebSocketsSansIOProtocol" else None
 
 
