@@ -233,11 +233,15 @@ def test_history_is_bounded_by_rooms_and_bytes_and_a_forgotten_room_never_matche
     assert {room: asyncio.run(small.position(room, since=None, budget=1)).epoch for room in "abcdef"} == epochs
 
 
-async def test_a_broadcast_a_command_lost_makes_the_watchers_resync_even_after_it_exited(server, connect, database_url) -> None:  # type: ignore[no-untyped-def]
+async def test_a_broadcast_a_command_lost_makes_the_watchers_resync_even_after_it_exited(spawn, database_url, client_kind) -> None:  # type: ignore[no-untyped-def]
     """The command's server URL refuses (503) until it gives up: the loss is recorded in the database, and the server
-    that finds it starts a new history for the room and tells its watchers to resync; an old since gets the snapshot."""
+    that finds it starts a new history for the room and tells its watchers to resync; an old since gets the snapshot.
+
+    The server is a process of its own: its watcher polls the database at any moment, and in this process
+    pytest-django blocks the database between tests (the in-process server's watcher is off, ``tests/settings.py``)."""
     import asyncio
 
+    from tests.conftest import CLIENT_KINDS
     from tests.support.processes import free_port, manage
 
     async def busy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -246,24 +250,37 @@ async def test_a_broadcast_a_command_lost_makes_the_watchers_resync_even_after_i
         await writer.drain()
         writer.close()
 
+    server = spawn(REALTIME_LOST_POLL_SECONDS="0.5")
+    clients: list[Any] = []
+
+    async def connect(user: Any) -> Any:
+        client = CLIENT_KINDS[client_kind]()
+        clients.append(client)
+        await client.connect(server.url, auth={"token": await db(f.token_for)(user)})
+        return client
+
     port = free_port()
     stub = await asyncio.start_server(busy, "127.0.0.1", port)
-    alice = await db(f.make_user)("alice")
-    project = await db(f.make_project)(alice)
-    watching = await connect(alice)
-    _, marker = await join(watching, project)
-    away = await connect(alice)
-    _, away_marker = await join(away, project)
-    await away.close()
-    code = (
-        "from tests.support import factories as f; from projects.models import Project; "
-        f"f.make_task(Project.objects.get(pk='{project.pk}'), title='lost on the way')"
-    )
-    result = await asyncio.to_thread(manage, database_url, "shell", "-c", code, REALTIME_SERVER_URL=f"http://127.0.0.1:{port}")
-    stub.close()
-    assert result.returncode == 0 and "recorded 1 room(s) whose broadcasts were lost" in result.stderr, result.stderr
-    assert await watching.wait_for("realtime:resync", timeout=15) == {}
-    again = await connect(alice)
-    _, joined = await join(again, project, since=since_of(away_marker))
-    assert joined["missed"] is None and joined["epoch"] != marker["epoch"]
-    assert [t["title"] for t in (await again.wait_for("initial_tasks"))["tasks"]] == ["lost on the way"]
+    try:
+        alice = await db(f.make_user)("alice")
+        project = await db(f.make_project)(alice)
+        watching = await connect(alice)
+        _, marker = await join(watching, project)
+        away = await connect(alice)
+        _, away_marker = await join(away, project)
+        await away.close()
+        code = (
+            "from tests.support import factories as f; from projects.models import Project; "
+            f"f.make_task(Project.objects.get(pk='{project.pk}'), title='lost on the way')"
+        )
+        result = await asyncio.to_thread(manage, database_url, "shell", "-c", code, REALTIME_SERVER_URL=f"http://127.0.0.1:{port}")
+        assert result.returncode == 0 and "recorded 1 room(s) whose broadcasts were lost" in result.stderr, result.stderr
+        assert await watching.wait_for("realtime:resync", timeout=15) == {}
+        again = await connect(alice)
+        _, joined = await join(again, project, since=since_of(away_marker))
+        assert joined["missed"] is None and joined["epoch"] != marker["epoch"]
+        assert [t["title"] for t in (await again.wait_for("initial_tasks"))["tasks"]] == ["lost on the way"]
+    finally:
+        stub.close()
+        for client in clients:
+            await client.close()
