@@ -41,6 +41,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: a write is answered once its broadcasts have left this process (a server dying then loses none).
+    "realtime.middleware.BroadcastsSentMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -192,6 +194,8 @@ REALTIME_HISTORY_BYTES: int = env.int("REALTIME_HISTORY_BYTES", default=32_000_0
 REALTIME_HISTORY_TTL: int = env.int("REALTIME_HISTORY_TTL", default=86_400)
 # A command that gives up delivering a broadcast records it in the database; servers look every this many seconds.
 REALTIME_LOST_POLL_SECONDS: float = env.float("REALTIME_LOST_POLL_SECONDS", default=2.0)
+# A write's answer (and a client event's ack) waits at most this long for its broadcasts to leave the process.
+REALTIME_RESPONSE_WAIT_SECONDS: float = env.float("REALTIME_RESPONSE_WAIT_SECONDS", default=10.0)
 # Failed logins per username and per client address within the window; then refused until it passes.
 LOGIN_FAILURE_LIMIT: int = env.int("LOGIN_FAILURE_LIMIT", default=10)
 LOGIN_FAILURE_WINDOW: int = env.int("LOGIN_FAILURE_WINDOW", default=900)  # seconds

@@ -6,6 +6,9 @@ Each application declares its live models, room kinds, client events and progres
 kinds in its own ``live.py``, which realtime imports at startup (as the admin does
 ``admin.py``). Names are resolved on first use, so importing ``realtime`` never
 loads Django models before the app registry is ready.
+
+Settings name two of its modules by dotted path, as Django's own do: ``realtime.middleware``
+(``MIDDLEWARE``) and ``realtime.urls`` (the URLconf).
 """
 
 from importlib import import_module

@@ -5,7 +5,8 @@ Two forms, one path:
 * ``await emit(...)`` / ``await leave(...)`` / ``await disconnect(...)`` / ``await recheck(...)`` from async code;
 * ``submit(coro)`` runs any of realtime's async helpers from sync code in any
   thread (a request thread under ASGI, a management command, the shell, tests),
-  without waiting for delivery.
+  without waiting for delivery; under ``tracking_sends()`` the caller can wait for
+  the ordered ones afterwards (``realtime.middleware``: a response waits for its broadcasts).
 
 Inside a process that serves Socket.IO, events go straight to that server's
 client manager (which, with Redis, also hands them to the other nodes).
@@ -14,14 +15,17 @@ is set, else a signed request to the server running on this machine.
 """
 
 import asyncio
+import concurrent.futures
 import contextvars
 import logging
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
 import socketio
+from django.conf import settings
 
 from . import remote, room_ops, since_tokens
 
@@ -38,6 +42,9 @@ _pending: set[asyncio.Future[Any]] = set()
 # A context variable, not a global: work another thread or the server loop already had in hand (its own
 # context) is delivered as usual, so a capture records exactly what the code under it sent.
 _capture: contextvars.ContextVar[Callable[[dict[str, Any]], None] | None] = contextvars.ContextVar("realtime_capture", default=None)
+# Set by ``tracking_sends`` (for a request: realtime.middleware): one future per ordered submission made under it, done
+# once that submission has finished on the server loop, so a response can wait until its broadcasts have left.
+_tracked: contextvars.ContextVar[list[concurrent.futures.Future[None]] | None] = contextvars.ContextVar("realtime_tracked", default=None)
 
 
 def attach(server: socketio.AsyncServer) -> None:
@@ -145,11 +152,13 @@ _tails: dict[int, asyncio.Task[Any]] = {}
 IN_TURN_WAIT = 5.0
 
 
-def _start_now(coro: Coroutine[Any, Any, Any]) -> None:
-    _keep(asyncio.get_running_loop().create_task(coro))
+def _start_now(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    task = asyncio.get_running_loop().create_task(coro)
+    _keep(task)
+    return task
 
 
-def _start_after_previous(thread: int, coro: Coroutine[Any, Any, Any]) -> None:
+def _start_after_previous(thread: int, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
     """On the server loop: run ``coro`` once the thread's previous submission has finished (whatever its outcome)."""
     previous = _tails.get(thread)
 
@@ -164,6 +173,49 @@ def _start_after_previous(thread: int, coro: Coroutine[Any, Any, Any]) -> None:
     _tails[thread] = task
     task.add_done_callback(lambda done: _tails.pop(thread) if _tails.get(thread) is done else None)
     _keep(task)
+    return task
+
+
+def _start_and_notify(start: Callable[[], asyncio.Task[Any]], finished: concurrent.futures.Future[None]) -> None:
+    """On the server loop: ``start()``, and ``finished`` done when its task is (whatever its outcome: ``_done`` logs it)."""
+    try:
+        task = start()
+    except BaseException:
+        finished.set_result(None)
+        raise
+    task.add_done_callback(lambda _: finished.set_result(None))
+
+
+def _report_late(late: int) -> None:
+    if late:
+        waited = settings.REALTIME_RESPONSE_WAIT_SECONDS
+        log.warning("an answer waited %.1f s for %d broadcast(s) and went first: they follow", waited, late)
+
+
+def wait_sent(sent: list[concurrent.futures.Future[None]]) -> None:
+    """Sync, never on the server loop: block until ``tracking_sends``'s futures are done (at most REALTIME_RESPONSE_WAIT_SECONDS)."""
+    if sent:
+        _report_late(len(concurrent.futures.wait(sent, timeout=settings.REALTIME_RESPONSE_WAIT_SECONDS).not_done))
+
+
+async def all_sent(sent: list[concurrent.futures.Future[None]]) -> None:
+    """``wait_sent`` for async code."""
+    if sent:
+        _, late = await asyncio.wait([asyncio.wrap_future(f) for f in sent], timeout=settings.REALTIME_RESPONSE_WAIT_SECONDS)
+        _report_late(len(late))
+
+
+@contextmanager
+def tracking_sends() -> Iterator[list[concurrent.futures.Future[None]]]:
+    """While inside: every ordered submission (everything sent on commit) adds a future to the list, done once it
+    has finished on the server loop (a broadcast numbered and published by Redis, sent to this node's clients, or
+    recorded as lost). The list is shared, not copied, with the contexts ``sync_to_async`` copies from this one."""
+    futures: list[concurrent.futures.Future[None]] = []
+    token = _tracked.set(futures)
+    try:
+        yield futures
+    finally:
+        _tracked.reset(token)
 
 
 def submit(coro: Coroutine[Any, Any, Any], *, ordered: bool = False) -> None:
@@ -177,13 +229,24 @@ def submit(coro: Coroutine[Any, Any, Any], *, ordered: bool = False) -> None:
     loop = None if _capture.get() is not None else _loop  # captured: never handed to a server loop in another thread
     if loop is not None and loop.is_running():
         thread = threading.get_ident()
-        start = partial(_start_after_previous, thread, coro) if ordered else partial(_start_now, coro)
-        if thread == _loop_thread:
-            start()
-        else:
-            # A fresh context, not the caller's: a request thread's context (asgiref's
-            # per-request executor) must not leak into work that outlives the request.
-            loop.call_soon_threadsafe(start, context=contextvars.Context())
+        start: Callable[[], Any] = partial(_start_after_previous, thread, coro) if ordered else partial(_start_now, coro)
+        finished: concurrent.futures.Future[None] | None = None
+        # Only ordered ones: an unordered submission launches a job, which a response must not wait for.
+        if ordered and (tracked := _tracked.get()) is not None:
+            finished = concurrent.futures.Future()
+            tracked.append(finished)
+            start = partial(_start_and_notify, start, finished)
+        # A fresh context, not the caller's: a request's context (asgiref's per-request executor, the
+        # tracking of its sends) must not leak into work that outlives the request.
+        try:
+            if thread == _loop_thread:
+                contextvars.Context().run(start)
+            else:
+                loop.call_soon_threadsafe(start, context=contextvars.Context())
+        except BaseException:
+            if finished is not None and not finished.done():
+                finished.set_result(None)  # never started (the loop is closing): nothing to wait for
+            raise
         return
     try:
         running = asyncio.get_running_loop()

@@ -35,6 +35,9 @@ DEFAULTS: dict[str, Any] = {
     "REALTIME_HISTORY_BYTES": 32_000_000,  # JSON bytes of history kept, all rooms together (in one process)
     "REALTIME_HISTORY_TTL": 86_400,  # seconds a room's history stays in Redis after its last broadcast
     "REALTIME_LOST_POLL_SECONDS": 2.0,  # how often a server looks for broadcasts other processes recorded as lost
+    # realtime.middleware: how long a write's answer waits at most for its broadcasts to leave the process. Redis not
+    # answering costs up to 5 s (manager.PUBLISH_TIMEOUT) before the loss is recorded in the database; then it goes.
+    "REALTIME_RESPONSE_WAIT_SECONDS": 10.0,
     "REDIS_URL": None,  # set: several server processes share rooms through Redis
     "REALTIME_REDIS_CHANNEL": "realtime",
     "REALTIME_REDIS_CONNECTIONS": 64,  # a server process's Redis connections at most (a burst waits for one)

@@ -19,7 +19,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from . import limits
+from . import bus, limits
 
 log = logging.getLogger(__name__)
 User = get_user_model()
@@ -194,7 +194,10 @@ class Dispatcher(socketio.AsyncNamespace):
             raise Reject(f"unknown event: {name}")
         payload = parse(entry.payload, data)
         user = await self.current_user(sid, session)
-        return {"ok": True, **(await entry.handler(Client(self, sid, user), payload) or {})}
+        with bus.tracking_sends() as sent:  # acked once what it sent on commit has left (as a request's answer)
+            answer = await entry.handler(Client(self, sid, user), payload) or {}
+        await bus.all_sent(sent)
+        return {"ok": True, **answer}
 
     def _busy(self, sid: str, session: dict[str, Any], name: str) -> Ack:
         busy = session["_busy_in_a_row"] = session.get("_busy_in_a_row", 0) + 1

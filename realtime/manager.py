@@ -132,6 +132,7 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         self._unsent = False  # since the epoch was last replaced, a broadcast could not be numbered (or a token voided)
         self._numbering_down = False  # broadcasts go out unnumbered, this node only, until Redis answers again
         self._recorded: dict[str, list[int]] = {}  # rooms recorded as lost during this outage -> their rows
+        self._recording: dict[str, asyncio.Future[Any]] = {}  # the same rooms -> the write recording them
         self._recovering: asyncio.Task[None] | None = None
         # Set while this node's subscription is up: a joiner's position is read only then, or a broadcast
         # numbered after it could be published before the subscription and never reach the joiner.
@@ -173,8 +174,9 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
                 return None  # delivered here too, from the subscription, in the room's order
             except Exception as error:
                 self._down(error)  # and below: lost
-        # Redis is out of reach: this node's clients get it now, unnumbered; the other nodes' resync later.
-        self._lost(RuntimeError("Redis unreachable"), room=room)
+        # Redis is out of reach: this node's clients get it now, unnumbered; the other nodes' resync later. The loss is
+        # in the database before this returns (a request's answer waits for it): a server killed then is repaired too.
+        await asyncio.wait([self._lost(RuntimeError("Redis unreachable"), room=room)], timeout=PUBLISH_TIMEOUT)
         return await FastManager.emit(self, event, data, "/", room=room, skip_sid=skip_sid)
 
     # The history backend of this node (``history.Backend``), bounded in time like every Redis call here.
@@ -204,20 +206,22 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
             async with asyncio.timeout(PUBLISH_TIMEOUT):
                 await write
         except Exception as error:
-            self._lost(error)
+            await asyncio.wait([self._lost(error)], timeout=PUBLISH_TIMEOUT)  # in the database before anyone is answered
             raise
 
-    def _lost(self, error: Exception, *, room: str = "") -> None:
+    def _lost(self, error: Exception, *, room: str = "") -> asyncio.Future[Any]:
         """Something history needed did not reach Redis (a broadcast to ``room``; "": a token voiding): as soon as
         Redis answers, a new epoch and every node's watchers resync (``_watch``). Also written to the database
-        (``lost``): if this process ends first, another server repairs it."""
+        (``lost``): if this process ends first, another server repairs it. Returns that write (done once it is in)."""
         self._down(error)
         self._numbering_down = True
         self._unsent = True
         if room not in self._recorded:  # once per room and outage; repaired by this node, or if it ends, by another
             self._recorded[room] = []
-            task = asyncio.get_running_loop().run_in_executor(None, partial(lost.record_rooms, [room], repair_after=REPAIR_GRACE))
-            task.add_done_callback(lambda done, room=room: self._recorded.get(room, []).extend(done.result() or []))
+            write = asyncio.get_running_loop().run_in_executor(None, partial(lost.record_rooms, [room], repair_after=REPAIR_GRACE))
+            write.add_done_callback(lambda done, room=room: self._recorded.get(room, []).extend(done.result() or []))
+            self._recording[room] = write
+        return self._recording[room]
 
     def _resync_message(self) -> dict[str, Any]:
         return {"method": "emit", "event": room_ops.OP_EVENT, "data": [room_ops.resync()], "namespace": "/", "room": None,
@@ -326,6 +330,7 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         self._unsent = False
         done = [pk for pks in self._recorded.values() for pk in pks]
         self._recorded.clear()
+        self._recording.clear()
         if done:
             await asyncio.get_running_loop().run_in_executor(None, lost.forget, done)
         log.warning("Redis answers again: broadcasts numbered nowhere during the outage, every watcher told to resync")

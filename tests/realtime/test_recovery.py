@@ -253,7 +253,7 @@ async def test_a_broadcast_a_command_lost_makes_the_watchers_resync_even_after_i
     server = spawn(REALTIME_LOST_POLL_SECONDS="0.5")
     clients: list[Any] = []
 
-    async def connect(user: Any) -> Any:
+    async def connect_to_server(user: Any) -> Any:
         client = CLIENT_KINDS[client_kind]()
         clients.append(client)
         await client.connect(server.url, auth={"token": await db(f.token_for)(user)})
@@ -264,9 +264,9 @@ async def test_a_broadcast_a_command_lost_makes_the_watchers_resync_even_after_i
     try:
         alice = await db(f.make_user)("alice")
         project = await db(f.make_project)(alice)
-        watching = await connect(alice)
+        watching = await connect_to_server(alice)
         _, marker = await join(watching, project)
-        away = await connect(alice)
+        away = await connect_to_server(alice)
         _, away_marker = await join(away, project)
         await away.close()
         code = (
@@ -276,7 +276,7 @@ async def test_a_broadcast_a_command_lost_makes_the_watchers_resync_even_after_i
         result = await asyncio.to_thread(manage, database_url, "shell", "-c", code, REALTIME_SERVER_URL=f"http://127.0.0.1:{port}")
         assert result.returncode == 0 and "recorded 1 room(s) whose broadcasts were lost" in result.stderr, result.stderr
         assert await watching.wait_for("realtime:resync", timeout=15) == {}
-        again = await connect(alice)
+        again = await connect_to_server(alice)
         _, joined = await join(again, project, since=since_of(away_marker))
         assert joined["missed"] is None and joined["epoch"] != marker["epoch"]
         assert [t["title"] for t in (await again.wait_for("initial_tasks"))["tasks"]] == ["lost on the way"]
