@@ -87,7 +87,8 @@ class Watcher {
     this.inFlight = true;
     const payload = { project_id: this.room };
     if (since) {
-      const named = this.stream && !this.forceSnapshot;
+      // A snapshot cut off before its ack was never had: naming its marker's seq would be told "nothing missed".
+      const named = this.stream && !this.forceSnapshot && !this.snapshotPending;
       payload.since = named ? { [this.room]: { epoch: this.stream.epoch, seq: this.stream.seq, token: this.stream.token } } : {};
       this.forceSnapshot = false;
       this.joining = true;
@@ -100,6 +101,7 @@ class Watcher {
       const ack = await this.socket.timeout(cfg.ackTimeoutMs ?? 120000).emitWithAck("join_project", payload);
       if (ack && ack.ok) {
         counters.joins += 1;
+        this.snapshotPending = false; // the snapshot, if one was coming, came before this ack
         if (since && this.joining) this.unmarked();
         this.joinedOnce = true;
         if (this.rejoinedAt === null) this.rejoinedAt = now();
@@ -132,6 +134,7 @@ class Watcher {
     } else {
       counters.snapshotJoins += 1;
     }
+    this.snapshotPending = !Array.isArray(marker.missed);
     this.joining = false;
     const held = this.held.sort((a, b) => a[1]._live.seq - b[1]._live.seq);
     this.held = [];

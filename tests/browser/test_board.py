@@ -348,3 +348,45 @@ async def test_a_board_that_lost_its_connection_gets_only_what_it_missed(server,
     # And live again, in order.
     await db(f.make_task)(project, title="After the blip")
     await expect(column(page, "todo").get_by_test_id("task-title")).to_have_text(["Added during the blip", "After the blip"])
+
+
+async def test_a_snapshot_cut_off_by_a_blip_is_asked_for_again(server, open_page, monkeypatch):
+    """A join answered "a snapshot follows" whose snapshot never came (the connection dropped between the marker and
+    the snapshot) must not name that marker's seq on the next join: it would be told nothing was missed, and the
+    board would keep what the lost snapshot was to change."""
+    import threading
+
+    from projects import selectors
+
+    alice = await db(f.make_user)("alice")
+    project = await db(f.make_project)(alice, title="Cut off")
+    task = await db(f.make_task)(project, title="Before")
+    page = await open_page(server.url, "alice", path=f"/projects/{project.id}/")
+    await live(page)
+    title = card(page, task.id).get_by_test_id("task-title")
+    await expect(title).to_have_text("Before")
+
+    # Away, and without a position (as after realtime:resync): the next join asks for a snapshot.
+    await page.evaluate("window.__live.socket.io.reconnectionDelay(1500); window.__live.socket.io.engine.close()")
+    await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", NOT_CONNECTED)
+    await db(lambda: services.task_update(task=Task.objects.get(pk=task.id), title="Changed while away"))()
+    await page.evaluate("window.__live.streams.clear()")
+
+    # That snapshot is slow; once its marker is in, the connection drops again, so the snapshot is never delivered.
+    release, calls = threading.Event(), []
+    real = selectors.project_tasks
+
+    def slow(**kw):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 1:
+            release.wait(10)
+        return real(**kw)
+
+    monkeypatch.setattr(selectors, "project_tasks", slow)
+    await page.wait_for_function("window.__live.streams.size > 0", timeout=10_000)
+    await page.evaluate("window.__live.socket.io.engine.close()")
+    release.set()
+
+    await live(page)
+    await expect(title).to_have_text("Changed while away")
+    assert len(calls) == 2  # the second join was sent the snapshot again

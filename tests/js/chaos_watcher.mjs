@@ -131,6 +131,8 @@ class Room {
     this.inFlight = false;
     this.again = null; // a rejoin wanted while a join is in flight: "since" | "fresh"
     this.markerSeen = false; // this join got its marker
+    // The marker said a snapshot follows, and the join's ack (after it) has not come: the position is not ours yet.
+    this.snapshotPending = false;
   }
 }
 
@@ -226,7 +228,7 @@ class Watcher {
     room.markerSeen = false;
     room.store.joining();
     let since = null;
-    if (mode === "since" && room.epoch !== null) {
+    if (mode === "since" && room.epoch !== null && !room.snapshotPending) {
       since = { [room.projectId]: { epoch: room.epoch, seq: room.last, token: room.token } };
     }
     counters.joins++;
@@ -251,6 +253,7 @@ class Watcher {
       setTimeout(() => generation === this.generation && this.join(room, "since"), RETRY_MS);
       return;
     }
+    room.snapshotPending = false; // the snapshot came before this ack
     if (!room.markerSeen) {
       // No marker: a server without recovery. The snapshot came; broadcasts are applied as they come.
       room.state = "joined";
@@ -286,7 +289,8 @@ class Watcher {
         this.apply(room, event, data);
       }
     }
-    // else: the snapshot (initial_tasks) follows, before the ack
+    // else: the snapshot (initial_tasks) follows, before the ack; cut off by a disconnect, the next join asks for it again
+    room.snapshotPending = !Array.isArray(marker.missed);
     room.last = marker.seq;
     room.state = "joined";
     const held = room.held.sort((a, b) => a[1]._live.seq - b[1]._live.seq);

@@ -111,7 +111,9 @@ export class Live {
     const want = [...this.wants.values()].find((w) => sameJoin(w, marker.join));
     if (!want) return this.streams.delete(marker.room); // a join since given up (unwant)
     const previous = this.streams.get(marker.room);
-    const stream = { want, epoch: marker.epoch, seq: previous?.epoch === marker.epoch ? previous.seq : 0, token: marker.token };
+    const stream = { want, epoch: marker.epoch, seq: previous?.epoch === marker.epoch ? previous.seq : 0, token: marker.token,
+      // A snapshot follows: until the join's ack (sent after it) the position is not ours; see send().
+      snapshotPending: !marker.missed };
     this.streams.set(marker.room, stream);
     for (const [event, data] of marker.missed || []) {
       if (data._live.seq > stream.seq) this.handle(event, data);
@@ -159,12 +161,19 @@ export class Live {
       for (const [room, stream] of this.streams) {
         if (stream.want !== want) continue;
         if (!stream.joining) [stream.joining, stream.held] = [true, []];
-        since[room] = { epoch: stream.epoch, seq: stream.seq, token: stream.token };
+        // A snapshot cut off before its ack was never had: naming its marker's seq would be told "nothing missed".
+        if (!stream.snapshotPending) since[room] = { epoch: stream.epoch, seq: stream.seq, token: stream.token };
       }
       payload = { ...(want.payload || {}), since };
     }
     if (want.onJoin) want.onJoin();
+    want.inFlight = (want.inFlight || 0) + 1;
     const ack = await this.call(want.event, payload);
+    want.inFlight -= 1;
+    for (const stream of this.streams.values()) {
+      // The snapshots of this want's joins are all in once an ack is ok with no other join of it under way.
+      if (stream.want === want && ack.ok && want.inFlight === 0) stream.snapshotPending = false;
+    }
     for (const stream of this.streams.values()) {
       if (stream.want === want && stream.joining) {
         // No marker came (refused, or the connection dropped): nothing held can be judged; it re-joins on connect.
