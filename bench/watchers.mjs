@@ -134,7 +134,7 @@ class Watcher {
     } else {
       counters.snapshotJoins += 1;
     }
-    this.snapshotPending = !Array.isArray(marker.missed);
+    this.snapshotPending = !Array.isArray(marker.missed) || Boolean(this.snapshotPending); // a list never brings a snapshot awaited
     this.joining = false;
     const held = this.held.sort((a, b) => a[1]._live.seq - b[1]._live.seq);
     this.held = [];

@@ -290,7 +290,7 @@ class Watcher {
       }
     }
     // else: the snapshot (initial_tasks) follows, before the ack; cut off by a disconnect, the next join asks for it again
-    room.snapshotPending = !Array.isArray(marker.missed);
+    room.snapshotPending = !Array.isArray(marker.missed) || room.snapshotPending; // a list never brings a snapshot awaited
     room.last = marker.seq;
     room.state = "joined";
     const held = room.held.sort((a, b) => a[1]._live.seq - b[1]._live.seq);

@@ -112,8 +112,9 @@ export class Live {
     if (!want) return this.streams.delete(marker.room); // a join since given up (unwant)
     const previous = this.streams.get(marker.room);
     const stream = { want, epoch: marker.epoch, seq: previous?.epoch === marker.epoch ? previous.seq : 0, token: marker.token,
-      // A snapshot follows: until the join's ack (sent after it) the position is not ours; see send().
-      snapshotPending: !marker.missed };
+      // A snapshot follows: until the join's ok ack (sent after it) the position is not ours; see send(). A list
+      // of missed broadcasts (an older join answered late) does not bring a snapshot still awaited.
+      snapshotPending: !marker.missed || Boolean(previous?.snapshotPending) };
     this.streams.set(marker.room, stream);
     for (const [event, data] of marker.missed || []) {
       if (data._live.seq > stream.seq) this.handle(event, data);
@@ -168,7 +169,9 @@ export class Live {
     }
     if (want.onJoin) want.onJoin();
     want.inFlight = (want.inFlight || 0) + 1;
-    const ack = await this.call(want.event, payload);
+    // No timeout: a join is over only when answered, or when the connection drops (socket.io-client then rejects
+    // it); one given up on while its snapshot still streams would let a later ack clear snapshotPending too soon.
+    const ack = await this.socket.emitWithAck(want.event, payload).catch((err) => ({ ok: false, error: String(err.message || err) }));
     want.inFlight -= 1;
     for (const stream of this.streams.values()) {
       // The snapshots of this want's joins are all in once an ack is ok with no other join of it under way.
