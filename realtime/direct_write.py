@@ -18,8 +18,8 @@ Order is what must not change, so a connection takes one path for its whole life
 Pings and acknowledgements still go through the queue. An acknowledgement is queued after the
 events its handler sent, which were written already, so it never arrives before them (the recovery
 protocol counts on it: a join's ack comes after its snapshot); a broadcast may overtake an ack
-queued before it, which carries no meaning. ``install()`` makes engine.io remember each websocket-born socket's websocket, which
-python-socketio does not expose, and every websocket's transport (born or upgraded): what sits in
+queued before it, which carries no meaning. ``install()`` makes engine.io remember each
+websocket-born socket's websocket, which python-socketio does not expose, and every websocket's transport (born or upgraded): what sits in
 its write buffer counts towards REALTIME_MAX_BUFFERED_BYTES (see ``limits``), and a connection
 that stays over that bound (past a grace, or over a hard ceiling) is dropped by aborting it.
 

@@ -131,8 +131,7 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         self._history: RedisHistory | None = None
         self._unsent = False  # since the epoch was last replaced, a broadcast could not be numbered (or a token voided)
         self._numbering_down = False  # broadcasts go out unnumbered, this node only, until Redis answers again
-        self._recorded: dict[str, list[int]] = {}  # rooms recorded as lost during this outage -> their rows
-        self._recording: dict[str, asyncio.Future[Any]] = {}  # the same rooms -> the write recording them
+        self._recorded: dict[str, asyncio.Future[list[int]]] = {}  # rooms recorded as lost during this outage -> the write (its rows)
         self._recovering: asyncio.Task[None] | None = None
         # Set while this node's subscription is up: a joiner's position is read only then, or a broadcast
         # numbered after it could be published before the subscription and never reach the joiner.
@@ -209,7 +208,7 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
             await asyncio.wait([self._lost(error)], timeout=PUBLISH_TIMEOUT)  # in the database before anyone is answered
             raise
 
-    def _lost(self, error: Exception, *, room: str = "") -> asyncio.Future[Any]:
+    def _lost(self, error: Exception, *, room: str = "") -> asyncio.Future[list[int]]:
         """Something history needed did not reach Redis (a broadcast to ``room``; "": a token voiding): as soon as
         Redis answers, a new epoch and every node's watchers resync (``_watch``). Also written to the database
         (``lost``): if this process ends first, another server repairs it. Returns that write (done once it is in)."""
@@ -217,11 +216,9 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         self._numbering_down = True
         self._unsent = True
         if room not in self._recorded:  # once per room and outage; repaired by this node, or if it ends, by another
-            self._recorded[room] = []
-            write = asyncio.get_running_loop().run_in_executor(None, partial(lost.record_rooms, [room], repair_after=REPAIR_GRACE))
-            write.add_done_callback(lambda done, room=room: self._recorded.get(room, []).extend(done.result() or []))
-            self._recording[room] = write
-        return self._recording[room]
+            loop = asyncio.get_running_loop()
+            self._recorded[room] = loop.run_in_executor(None, partial(lost.record_rooms, [room], repair_after=REPAIR_GRACE))
+        return self._recorded[room]
 
     def _resync_message(self) -> dict[str, Any]:
         return {"method": "emit", "event": room_ops.OP_EVENT, "data": [room_ops.resync()], "namespace": "/", "room": None,
@@ -328,9 +325,10 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
             log.warning("could not replace the history epoch yet: %s", error)
             return False
         self._unsent = False
-        done = [pk for pks in self._recorded.values() for pk in pks]
+        # A write still under way leaves its rows: another server repairs them later (one more resync, nothing lost).
+        done = [pk for write in self._recorded.values() if write.done() and not write.cancelled() and not write.exception()
+                for pk in write.result()]  # fmt: skip
         self._recorded.clear()
-        self._recording.clear()
         if done:
             await asyncio.get_running_loop().run_in_executor(None, lost.forget, done)
         log.warning("Redis answers again: broadcasts numbered nowhere during the outage, every watcher told to resync")

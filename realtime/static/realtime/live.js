@@ -124,9 +124,10 @@ export class Live {
   }
 
   /** Emit with acknowledgement; resolves to the server's `{ok, ...}` answer. */
-  call(event, payload) {
+  call(event, payload, { timeoutMs = 10000 } = {}) {
     const args = payload === undefined ? [] : [payload];
-    return this.socket.timeout(10000).emitWithAck(event, ...args).catch((err) => ({ ok: false, error: String(err.message || err) }));
+    const socket = timeoutMs === null ? this.socket : this.socket.timeout(timeoutMs);
+    return socket.emitWithAck(event, ...args).catch((err) => ({ ok: false, error: String(err.message || err) }));
   }
 
   /**
@@ -171,14 +172,13 @@ export class Live {
     want.inFlight = (want.inFlight || 0) + 1;
     // No timeout: a join is over only when answered, or when the connection drops (socket.io-client then rejects
     // it); one given up on while its snapshot still streams would let a later ack clear snapshotPending too soon.
-    const ack = await this.socket.emitWithAck(want.event, payload).catch((err) => ({ ok: false, error: String(err.message || err) }));
+    const ack = await this.call(want.event, payload, { timeoutMs: null });
     want.inFlight -= 1;
+    const snapshotsIn = ack.ok && want.inFlight === 0; // this want's snapshots are all in: no other join of it under way
     for (const stream of this.streams.values()) {
-      // The snapshots of this want's joins are all in once an ack is ok with no other join of it under way.
-      if (stream.want === want && ack.ok && want.inFlight === 0) stream.snapshotPending = false;
-    }
-    for (const stream of this.streams.values()) {
-      if (stream.want === want && stream.joining) {
+      if (stream.want !== want) continue;
+      if (snapshotsIn) stream.snapshotPending = false;
+      if (stream.joining) {
         // No marker came (refused, or the connection dropped): nothing held can be judged; it re-joins on connect.
         stream.joining = false;
         for (const [event, data] of stream.held.splice(0)) this.handle(event, data);
