@@ -1,7 +1,8 @@
 """Django's ASGI handler, with a request's sync work done in one hop onto a reused thread that keeps its connection.
 
 Two costs of Django's own ASGI handler, which with the save's extra statements were more than half of a
-REST save's server CPU (README, "Performance": 9.5 → 4.3 ms per save, old and new measured in one run).
+REST save's server CPU (README, "Performance": 9.5 → 4.3 ms per save, old and new measured in one run),
+and one pause it caused:
 
 * **Hops.** It builds the middleware chain for async and adapts each sync-only part. With this
   site's middleware that meant loop → thread (WhiteNoise) → loop (the async-capable ones, each of
@@ -15,6 +16,12 @@ REST save's server CPU (README, "Performance": 9.5 → 4.3 ms per save, old and 
   (``CONN_MAX_AGE``, or PostgreSQL's pool, decides how long that lives). Nothing is capped: with
   no idle thread, a request starts a new one, as before. (With PostgreSQL's pool a request borrows a
   pooled connection instead, and gives it back at its end.)
+* **Cycles.** Every request was left in reference cycles (below), ~150 objects with its session, user
+  and body, freed only by the garbage collector: with ``realtime.lifecycle.tune_gc``'s young threshold
+  of 10,000 objects, a young collection every ~70 requests, 5–15 ms each on the event loop (README,
+  "Performance"). Here the disconnect is not raised (``listen_for_disconnect``) and a request is
+  emptied once answered (``__call__``), so it is freed by reference counting. The rule that follows:
+  nothing may keep a request, or a lazy attribute of it, past its response.
 
 The thread is taken at the request's first sync call, after its body has been read, so a client
 that trickles its body holds none; it is given back when the request is done. At most ``idle``
@@ -50,16 +57,20 @@ class _Worker:
 
     def _run(self) -> None:
         while (call := self._calls.get()) is not None:
-            future, fn, args, kwargs = call
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException as error:  # noqa: BLE001  (handed to the awaiting coroutine, as an executor does)
-                future.set_exception(error)
-            else:
-                future.set_result(result)
+            self._run_one(*call)
+            del call  # an idle thread must not keep its last call (a response, a request) alive
         connections.close_all()  # this thread's own connections: the thread is ending
+
+    @staticmethod
+    def _run_one(future: Future[Any], fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as error:  # noqa: BLE001  (handed to the awaiting coroutine, as an executor does)
+            future.set_exception(error)
+        else:
+            future.set_result(result)
 
     def submit(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Future[Any]:
         future: Future[Any] = Future()
@@ -98,28 +109,37 @@ class _RequestExecutor(Executor):
     def __init__(self, threads: Threads) -> None:
         self._threads = threads
         self._worker: _Worker | None = None
-        self._last: Future[Any] | None = None
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         if self._worker is None:
             self._worker = self._threads.take()
-        self._last = self._worker.submit(fn, args, kwargs)
-        return self._last
+        return self._worker.submit(fn, args, kwargs)
 
-    def release(self, afterwards: Callable[[], None] = lambda: None) -> None:
-        """Hand the thread back, and ``afterwards()`` once the request's calls are done: now, or if one is still
-        running (a cancelled request's view), on the thread after it."""
-        if self._worker is not None and self._last is not None and not self._last.done():
-            self._worker.submit(afterwards, (), {})
-        else:
-            afterwards()
-        if self._worker is not None:
-            self._threads.give_back(self._worker)  # a call still running finishes first
-            self._worker = None
+    def release(self, after_calls: Callable[[], None] | None = None) -> None:
+        """Hand the thread back; ``after_calls()`` runs once every call the request made is over.
+
+        On the thread, queued after them: a call can still be running (the view of a request whose task was
+        cancelled: a thread cannot be stopped), and one cancelled while queued reports itself done without
+        having run, so no future says when the others are over. With no thread taken, now.
+        """
+        if self._worker is None:
+            if after_calls is not None:
+                after_calls()
+            return
+        if after_calls is not None:
+            self._worker.submit(after_calls, (), {})
+        self._threads.give_back(self._worker)  # what it was given still runs first, in order
+        self._worker = None
 
 
-# The requests a call of the handler created (``create_request`` runs in the call's own context).
-_created: contextvars.ContextVar[list[HttpRequest]] = contextvars.ContextVar("archon_requests_created")
+# The request a call of the handler created, emptied when the call is done. A context variable: one handler serves
+# every request at once, and ``handle`` runs ``create_request`` in ``__call__``'s context.
+_requests_to_empty: contextvars.ContextVar[list[HttpRequest]] = contextvars.ContextVar("archon_requests_to_empty")
+
+
+def _empty_requests(requests: list[HttpRequest]) -> None:
+    for request in requests:
+        request.__dict__.clear()
 
 
 class ReusedThreadsASGIHandler(ASGIHandler):
@@ -137,11 +157,10 @@ class ReusedThreadsASGIHandler(ASGIHandler):
     async def listen_for_disconnect(self, receive: Any) -> None:
         """Django's, but the client's disconnect ends it instead of raising ``RequestAborted``.
 
-        ``handle`` cancels a view still running either way. Raised, the exception stayed on the finished task,
-        its traceback holding ``handle``'s frame, which holds the task: a reference cycle for every request
-        (uvicorn reports the disconnect once the response is sent), with the request, its session, user and
-        response in it, ~150 objects left for the garbage collector, whose young collections then took
-        5–15 ms each on the event loop (``make profile``-style trace, 1,000 watchers, 20 saves/s).
+        Django 5.2's ``handle`` treats both alike: whichever of this and the response finishes first, it
+        cancels the other (re-check on upgrade). uvicorn reports the disconnect once the response is sent, so
+        this ends for nearly every request. Raised, the exception stayed on the finished task, and its
+        traceback held ``handle``'s frame, which holds the task: a cycle keeping the request (module docstring).
         """
         message = await receive()
         if message["type"] != "http.disconnect":
@@ -149,30 +168,27 @@ class ReusedThreadsASGIHandler(ASGIHandler):
 
     def create_request(self, scope: dict[str, Any], body_file: Any) -> tuple[HttpRequest | None, HttpResponseBase | None]:
         request, error_response = super().create_request(scope, body_file)
-        if request is not None and (created := _created.get(None)) is not None:
-            created.append(request)
+        if request is not None and (to_empty := _requests_to_empty.get(None)) is not None:
+            to_empty.append(request)
         return request, error_response
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         executor = _RequestExecutor(self.threads)
-        token = _created.set([])
+        to_empty: list[HttpRequest] = []
+        token = _requests_to_empty.set(to_empty)
+        answered = False
         try:
             # Outermost: Django's own ThreadSensitiveContext() inside it keeps this one's executor.
             async with ThreadSensitiveContext(executor=executor):
                 await super().__call__(scope, receive, send)
+            answered = True
         finally:
-            # Answered and closed (and its view done), the request is emptied. What middleware and apps hang on it
-            # refers back to it (the messages' storage; the lazy ``user``, ``auser`` and django-ninja's ``auth``,
-            # closures over it): each made it a reference cycle, ~150 objects with its session, user and body,
-            # freed only by a young-generation collection that paused the event loop 5–15 ms every ~70 requests.
-            # Emptied, it is freed at once, by reference counting.
-            executor.release(afterwards=partial(_empty, _created.get()))
-            _created.reset(token)
-
-
-def _empty(requests: list[HttpRequest]) -> None:
-    for request in requests:
-        request.__dict__.clear()
+            _requests_to_empty.reset(token)
+            # Answered, the request is emptied once its calls are over: what middleware and apps hang on it refers
+            # back to it (the messages' storage; the lazy ``user``, ``auser`` and django-ninja's ``auth``, closures
+            # over it), each a reference cycle (module docstring). Not if ``handle`` was cancelled or failed: it may
+            # have left its response task running, which reads the request; the garbage collector frees that one.
+            executor.release(after_calls=partial(_empty_requests, to_empty) if answered else None)
 
 
 def get_asgi_application() -> ReusedThreadsASGIHandler:
