@@ -166,3 +166,40 @@ def test_a_since_token_with_other_digits_is_refused_quietly() -> None:
 
     assert not since_tokens.honoured("0:0/²/abc", room="r", epoch="e", seq=5, user_id=1, generation="0:0")
     assert not since_tokens.honoured("0:0/" + "9" * 30 + "/abc", room="r", epoch="e", seq=5, user_id=1, generation="0:0")
+
+
+async def test_during_an_outage_it_knows_of_a_node_does_not_wait_for_redis_to_join_or_void(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A Redis that stopped answering (a partition): the first call that finds it out waits PUBLISH_TIMEOUT; after
+    that a join's position and a token voiding fail at once (the joiner gets a snapshot; the voiding is recorded
+    as lost and the epoch replaced once Redis is back), instead of each waiting as long again."""
+    from realtime import manager
+    from realtime.models import LostBroadcast
+
+    held: list[asyncio.StreamWriter] = []
+
+    async def never_answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    hole = await asyncio.start_server(never_answers, "127.0.0.1", 0)
+    node = manager.RedisManager(f"redis://127.0.0.1:{hole.sockets[0].getsockname()[1]}/0", channel="test-outage")
+    try:
+        monkeypatch.setattr(manager, "PUBLISH_TIMEOUT", 0.5)
+        with pytest.raises(TimeoutError):
+            await node.bump(1)  # finds the outage out the slow way
+        assert await db(LostBroadcast.objects.filter(room="").count)() == 1
+        monkeypatch.setattr(manager, "PUBLISH_TIMEOUT", 3600)  # a call that still asked Redis would now hang
+        with pytest.raises(manager.HistoryUnreachable):
+            await asyncio.wait_for(node.position("project_x", since=None, budget=10_000), 20)
+        with pytest.raises(manager.HistoryUnreachable):
+            await asyncio.wait_for(node.generation(1), 20)
+        with pytest.raises(manager.HistoryUnreachable):
+            await asyncio.wait_for(node.forget_room("project_x"), 20)
+        assert await db(LostBroadcast.objects.filter(room="").count)() == 1  # recorded once per outage
+    finally:
+        if node._watcher is not None:
+            node._watcher.cancel()
+        for writer in held:
+            writer.close()
+        hole.close()
+        if node.redis is not None:
+            await node.redis.connection_pool.disconnect()
