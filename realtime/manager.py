@@ -39,10 +39,6 @@ REPAIR_GRACE = 3 * SETTLE
 ROOM_METHODS = frozenset({"disconnect", "enter_room", "leave_room", "close_room"})
 
 
-class HistoryUnreachable(RuntimeError):
-    """Redis is out of reach and this node knows it: history is not asked (see ``RedisManager.position``)."""
-
-
 class FastManager(socketio.AsyncManager):
     """python-socketio's manager with a broadcast that costs one encoding, not one task per recipient.
 
@@ -182,15 +178,8 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         await asyncio.wait([self._lost(RuntimeError("Redis unreachable"), room=room)], timeout=PUBLISH_TIMEOUT)
         return await FastManager.emit(self, event, data, "/", room=room, skip_sid=skip_sid)
 
-    # The history backend of this node (``history.Backend``), bounded in time like every Redis call here. During an
-    # outage this node already knows of, history is not asked at all: each call would wait PUBLISH_TIMEOUT to fail,
-    # a joiner would wait that long for its snapshot, and a revocation's answer as long per room it voids.
-    def _known_unreachable(self) -> None:
-        if self._outage:
-            raise HistoryUnreachable("Redis unreachable (an outage under way)")
-
+    # The history backend of this node (``history.Backend``), bounded in time like every Redis call here.
     async def position(self, room: str, *, since: tuple[str, int] | None, budget: int) -> Position:
-        self._known_unreachable()  # the joiner gets a snapshot without a marker, as when history times out
         if self._numbering_down:
             since = None  # this node sent broadcasts the history lacks: a snapshot, never "nothing missed"
         async with asyncio.timeout(PUBLISH_TIMEOUT):
@@ -198,7 +187,6 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
             return await self.numbering.position(room, since=since, budget=budget)
 
     async def generation(self, user_id: int) -> str:
-        self._known_unreachable()
         async with asyncio.timeout(PUBLISH_TIMEOUT):
             return await self.numbering.generation(user_id)
 
@@ -214,11 +202,9 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
 
     async def _voiding(self, write: Coroutine[Any, Any, None]) -> None:
         try:
-            self._known_unreachable()  # lost at once, as a write that timed out would be: the repair voids every token
             async with asyncio.timeout(PUBLISH_TIMEOUT):
                 await write
         except Exception as error:
-            write.close()  # never awaited when history was not asked
             await asyncio.wait([self._lost(error)], timeout=PUBLISH_TIMEOUT)  # in the database before anyone is answered
             raise
 
