@@ -330,7 +330,12 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
                 for pk in write.result()]  # fmt: skip
         self._recorded.clear()
         if done:
-            await asyncio.get_running_loop().run_in_executor(None, lost.forget, done)
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, lost.forget, done)
+            except Exception:  # noqa: BLE001  (the rows stay: another server repairs them later, one more resync)
+                # Raised, it ended this watcher with the outage still on: this node's broadcasts unnumbered and
+                # for its own clients only, every other node's watchers stale, for as long as the process lived.
+                log.exception("could not delete the repaired losses' rows: another server repairs them again")
         log.warning("Redis answers again: broadcasts numbered nowhere during the outage, every watcher told to resync")
         return True
 

@@ -166,3 +166,31 @@ def test_a_since_token_with_other_digits_is_refused_quietly() -> None:
 
     assert not since_tokens.honoured("0:0/²/abc", room="r", epoch="e", seq=5, user_id=1, generation="0:0")
     assert not since_tokens.honoured("0:0/" + "9" * 30 + "/abc", room="r", epoch="e", seq=5, user_id=1, generation="0:0")
+
+
+async def test_a_database_error_while_repairing_does_not_leave_the_outage_on(redis_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Redis is back and the losses are repaired (a new epoch, every watcher told to resync), but deleting their rows
+    fails: the node still ends the outage. (The error used to end its watcher with the outage on: broadcasts for
+    its own clients only, unnumbered, for as long as the process lived.) Another server repairs the rows again."""
+    from django.db import DatabaseError
+
+    from realtime import lost, manager
+    from realtime.models import LostBroadcast
+
+    def fails(ids: list[int]) -> None:
+        raise DatabaseError("the database went away for a moment")
+
+    monkeypatch.setattr(lost, "forget", fails)
+    node = manager.RedisManager(redis_server.url, channel="test-repair")
+    try:
+        before = await node.numbering.position("project_r", since=None, budget=10_000)
+        await node._lost(RuntimeError("a broadcast Redis did not take"), room="project_r")  # recorded; the watcher starts
+        await asyncio.wait_for(asyncio.shield(node._watcher), 30)
+        assert not node._outage and not node._numbering_down
+        assert (await node.numbering.position("project_r", since=None, budget=10_000)).epoch != before.epoch  # repaired
+        assert await db(LostBroadcast.objects.filter(room="project_r").count)() == 1  # left for another server
+    finally:
+        if node._watcher is not None:
+            node._watcher.cancel()
+        if node.redis is not None:
+            await node.redis.aclose()
