@@ -172,7 +172,10 @@ def install() -> bool:
 
         ws.send = counted
         self.realtime_counted = True  # see ``counts_writes``
-        return await original(self, ws)
+        try:
+            return await original(self, ws)
+        finally:
+            del ws.send  # it refers to ws (its own send) and to this socket, which refers to ws: cycles
 
     socket_class._websocket_handler = remembering
     if direct:
