@@ -4,7 +4,8 @@
   with 1,000 (from /proc: the event-loop thread's user and kernel time, and the request
   threads'), beside a bare python-socketio broadcast to the same 1,000;
 * **gc** — garbage-collection pauses during save-to-screen (1,000 watchers, 20 saves/s), with
-  the serving process's GC tuning (``REALTIME_GC_TUNING``) on and off;
+  the serving process's GC tuning (``REALTIME_GC_TUNING``) on and off, and the objects they freed
+  (garbage only a collection can free: reference cycles);
 * **memory** — the Python heap per idle connection (tracemalloc, after a full collection),
   by the package whose code allocated it.
 
@@ -117,10 +118,14 @@ async def gc_pauses(django: run.Django, seconds: float) -> list[dict]:
             await report(server, directory)
         finally:
             server.stop()
-        pauses = [(g, ms) for g, ms, end in json.loads((directory / "gc.json").read_text()) if end >= result["began_at"]]  # while saving
-        full = [ms for g, ms in pauses if g == 2]
+        pauses = [
+            (g, ms, freed) for g, ms, end, freed in json.loads((directory / "gc.json").read_text()) if end >= result["began_at"]
+        ]  # while saving
+        full = [ms for g, ms, _ in pauses if g == 2]
+        young = [ms for g, ms, _ in pauses if g < 2]
         rows.append({"tuning": tuning, "collections": len(pauses), "full": len(full), "longest_full_ms": max(full, default=0.0),
-                     "over_10_ms": sum(1 for _, ms in pauses if ms > 10), "p99_ms": result["p99_ms"], "max_ms": result["max_ms"]})  # fmt: skip
+                     "longest_young_ms": max(young, default=0.0), "freed": sum(freed for *_, freed in pauses),
+                     "over_10_ms": sum(1 for _, ms, _ in pauses if ms > 10), "p99_ms": result["p99_ms"], "max_ms": result["max_ms"]})  # fmt: skip
     return rows
 
 
@@ -168,9 +173,11 @@ def markdown(costs: list[dict], pauses: list[dict], heap: list[tuple[str, float]
         for r in costs
     ]
     lines += ["", "### Garbage collection during save-to-screen (1,000 watchers, 20 saves/s)", "",
-              "| GC tuning | collections | full | longest full (ms) | pauses > 10 ms | save-to-screen p99 / max (ms) |", "|---|---|---|---|---|---|"]  # fmt: skip
+              "| GC tuning | collections | full | longest full (ms) | longest young (ms) | objects freed by them | pauses > 10 ms | save-to-screen p99 / max (ms) |",
+              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     lines += [
-        f"| {r['tuning']} | {r['collections']} | {r['full']} | {r['longest_full_ms']:.1f} | {r['over_10_ms']} | {r['p99_ms']:.1f} / {r['max_ms']:.1f} |"
+        f"| {r['tuning']} | {r['collections']} | {r['full']} | {r['longest_full_ms']:.1f} | {r['longest_young_ms']:.1f} | {r['freed']:,} "
+        f"| {r['over_10_ms']} | {r['p99_ms']:.1f} / {r['max_ms']:.1f} |"
         for r in pauses
     ]
     total = sum(kb for _, kb in heap)

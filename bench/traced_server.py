@@ -1,7 +1,7 @@
 """uvicorn serving an ASGI app while it watches itself, for ``bench/profile.py``.
 
 ``python -m bench.traced_server PORT APP DIR``: serves like ``bench.servers.uvicorn`` (uvloop, no
-permessage-deflate) and records every garbage-collection pause. With ``TRACE_MEMORY=<frames>``
+permessage-deflate) and records every garbage-collection pause (and how many objects it freed). With ``TRACE_MEMORY=<frames>``
 it also traces Python allocations. On SIGUSR1 it writes ``DIR/gc.json`` and, when tracing,
 ``DIR/snapshot-<n>.bin`` (after a full collection, so only live objects count).
 """
@@ -23,7 +23,7 @@ if frames:
     tracemalloc.start(frames)
 
 port, app, out = int(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
-pauses: list[tuple[int, float, float]] = []  # (generation, milliseconds, wall-clock end)
+pauses: list[tuple[int, float, float, int]] = []  # (generation, milliseconds, wall-clock end, objects freed)
 _started = 0.0
 
 
@@ -32,7 +32,7 @@ def _timed(phase: str, info: dict[str, Any]) -> None:
     if phase == "start":
         _started = time.perf_counter()
     else:
-        pauses.append((info["generation"], (time.perf_counter() - _started) * 1000, time.time()))
+        pauses.append((info["generation"], (time.perf_counter() - _started) * 1000, time.time(), info["collected"]))
 
 
 def _report(*_: Any) -> None:
