@@ -93,7 +93,10 @@ async def save_cost(django: run.Django, saves: int) -> list[dict]:
 def traced(django: run.Django, directory: Path, **env: str) -> Server:
     port = free_port()
     server = Server(
-        "traced", [PY, "-m", "bench.traced_server", str(port), "archon_site.asgi:application", str(directory)], {**django.env, **env}
+        "traced",
+        [PY, "-m", "bench.traced_server", str(port), "archon_site.asgi:application", str(directory)],
+        {**django.env, **env},
+        start_timeout=180,
     )
     server.port = port
     return server.start()

@@ -50,6 +50,7 @@ class Server:
     env: dict[str, str] = field(default_factory=dict)
     port: int = 0
     proc: subprocess.Popen | None = None
+    start_timeout: float = 20.0  # seconds until it listens (tracing allocations from the start takes longer)
 
     @property
     def url(self) -> str:
@@ -58,7 +59,7 @@ class Server:
     def start(self) -> Server:
         env = {**os.environ, **self.env, "PYTHONPATH": str(ROOT)}
         self.proc = subprocess.Popen(self.command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_for_port(self.port, proc=self.proc)
+        wait_for_port(self.port, proc=self.proc, timeout=self.start_timeout)
         time.sleep(0.3)  # let workers finish starting before measuring memory
         return self
 
