@@ -167,7 +167,7 @@ class Socket(async_socket.AsyncSocket):
                     raise  # the upgrade handshake's own handling
                 # The client went away (engine.io's ASGI driver raises on the disconnect): engine.io's "closed by
                 # client", which ends its loop the same way. Raised, the exception stayed on the read's task, and
-                # its traceback held the handler's frame, which holds that task: a cycle of ~130 objects per
+                # its traceback held the handler's frame, which holds that task: a cycle of ~55 objects per
                 # connection (its tasks, closures, request environ), left for the garbage collector.
                 return None
             if isinstance(data, bytes):
