@@ -14,6 +14,7 @@ from django.http import HttpRequest
 
 from archon_site.request_threads import ReusedThreadsASGIHandler, Threads, _RequestExecutor
 from tests.support import factories as f
+from tests.support.cycles import cyclic_garbage
 from tests.support.processes import ROOT, django_env
 
 
@@ -125,7 +126,7 @@ def test_release_runs_after_calls_once_every_call_is_over_even_with_one_cancelle
 @pytest.mark.django_db(transaction=True)
 def test_a_served_request_is_freed_when_answered_not_left_to_the_garbage_collector(server) -> None:  # type: ignore[no-untyped-def]
     """No API request is left in a reference cycle: a save by token, a read by session (its user and messages'
-    storage loaded), a refused one. (The live server runs in this process: ``gc.garbage`` holds its objects.)
+    storage loaded), a refused one. (The live server runs in this process: its garbage is found too.)
     Each young collection freed ~150 objects per request served since the previous one, and paused the loop
     5–15 ms. (The admin's pages still leave cycles of their own, through template rendering: not a hot path.)"""
     owner = f.make_user("owner", staff=True, superuser=True)
@@ -133,20 +134,14 @@ def test_a_served_request_is_freed_when_answered_not_left_to_the_garbage_collect
     token, cookie = f.token_for(owner), f.session_cookie(owner)
     with httpx.Client(base_url=server.url, timeout=10) as http:
         http.get("/api/projects/")  # warm: lazy imports and caches are not the requests' garbage
-        gc.collect()
-        gc.set_debug(gc.DEBUG_SAVEALL)  # what a collection finds unreachable is kept in gc.garbage, not freed
-        try:
+        with cyclic_garbage() as found:
             for n in range(5):
                 saved = http.patch(f"/api/tasks/{task.pk}/", json={"title": f"t{n}"}, headers={"Authorization": f"Bearer {token}"})
                 assert saved.status_code == 200, saved.text
                 read = http.get(f"/api/projects/{task.project_id}/tasks/", headers={"Cookie": cookie})
                 assert read.status_code == 200, read.text
                 assert http.get("/api/projects/").status_code in (401, 403)
-            gc.collect()
-            cyclic = [o for o in gc.garbage if isinstance(o, HttpRequest)]
-        finally:
-            gc.set_debug(0)
-            gc.garbage.clear()
+    cyclic = [o for o in found if isinstance(o, HttpRequest)]
     # Referrers "Task"/"frame": the disconnect raised again; "SimpleLazyObject"/"partial"/"...Storage": not emptied.
     assert cyclic == [], [sorted({type(r).__name__ for r in gc.get_referrers(o)}) for o in cyclic]
 

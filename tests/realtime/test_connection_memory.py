@@ -23,6 +23,7 @@ from realtime import server as realtime_server
 from tests.conftest import db
 from tests.realtime.test_limits import fresh_address, wait_until
 from tests.support import factories as f
+from tests.support.cycles import cyclic_garbage
 
 sio = realtime_server.sio
 
@@ -240,26 +241,20 @@ async def test_a_connection_the_client_closed_leaves_no_cycle_of_this_projects_m
     ``ws.wait`` and ``ws.send``, each referring to ws), nor the exception engine.io's read raised on the disconnect
     (kept on the read's task, its traceback holding the handler's frame, which holds the task). Both kept ~65
     objects per connection for the garbage collector. (uvicorn's and engine.io's own objects still form cycles.)"""
-    gc.collect()
-    gc.set_debug(gc.DEBUG_SAVEALL)  # the server runs in this process: what a collection finds is kept in gc.garbage
-    try:
+    with cyclic_garbage() as found:
         async with _token_websocket(server) as (ws, eio_sid):
             await _connected(ws)
             socket = weakref.ref(sio.eio.sockets[eio_sid])
         await wait_until(lambda: eio_sid not in sio.eio.sockets)
         for _ in range(3):  # the handler's last steps, on the server's loop
             asyncio.run_coroutine_threadsafe(asyncio.sleep(0.05), bus._loop).result(5)
-        gc.collect()
-        this = socket()  # kept alive by gc.garbage if it is in a cycle (uvicorn's and engine.io's own keep it so)
-        # Only this connection's: the in-process server may be closing other tests' connections meanwhile.
-        wrapped = sorted(
-            getattr(o, "__qualname__", None) or o.f_code.co_qualname
-            for o in gc.garbage
-            if this is not None and (_frame_of(o, this) or _closure_over(o, this))
-        )
-    finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
+    this = socket()  # kept alive by `found` if it is in a cycle (uvicorn's and engine.io's own keep it so)
+    # Only this connection's: the in-process server may be closing other tests' connections meanwhile.
+    wrapped = sorted(
+        getattr(o, "__qualname__", None) or o.f_code.co_qualname  # type: ignore[attr-defined]
+        for o in found
+        if this is not None and (_frame_of(o, this) or _closure_over(o, this))
+    )
     assert wrapped == []
 
 
