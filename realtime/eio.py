@@ -187,9 +187,9 @@ class Socket(async_socket.AsyncSocket):
                     raise MalformedFrame(str(error)) from None
             return data
 
-        ws.wait = checked_wait  # per connection: engine.io's handler reads every frame through ws.wait()
         release_handshake(ws)
         lean_receive_queue(ws)
+        ws.wait = checked_wait  # per connection: engine.io's handler reads every frame through ws.wait()
         try:
             return await super()._websocket_handler(ws)
         finally:
