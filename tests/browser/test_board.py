@@ -390,3 +390,45 @@ async def test_a_snapshot_cut_off_by_a_blip_is_asked_for_again(server, open_page
     await live(page)
     await expect(title).to_have_text("Changed while away")
     assert len(calls) == 2  # the second join was sent the snapshot again
+
+
+async def test_a_rejoin_answered_without_a_marker_counts_from_the_next_broadcast(server, open_page, monkeypatch):
+    """History out of reach for a rejoin (no marker, the snapshot instead): the board does not know where the room
+    stands, so it counts from the next broadcast. Kept at its old position, it took every later broadcast for a gap
+    and fetched the snapshot again for each; and once history is back, a blip is recovered from the counted position."""
+    from projects import selectors
+    from realtime import room_kinds
+
+    alice = await db(f.make_user)("alice")
+    project = await db(f.make_project)(alice, title="No marker")
+    task = await db(f.make_task)(project, title="Before")
+    page = await open_page(server.url, "alice", path=f"/projects/{project.id}/")
+    await live(page)
+    title = card(page, task.id).get_by_test_id("task-title")
+    await expect(title).to_have_text("Before")
+    snapshots: list[int] = []
+    real_tasks, real_positions = selectors.project_tasks, room_kinds._positions
+    monkeypatch.setattr(selectors, "project_tasks", lambda **kw: snapshots.append(1) or real_tasks(**kw))
+
+    async def unreachable(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise ConnectionError("history out of reach (test)")
+
+    monkeypatch.setattr(room_kinds, "_positions", unreachable)
+
+    async def blip(change: str) -> None:
+        await page.evaluate("window.__live.socket.io.reconnectionDelay(1500); window.__live.socket.io.engine.close()")
+        await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", NOT_CONNECTED)
+        await db(lambda: services.task_update(task=Task.objects.get(pk=task.id), title=change))()  # the room's seq moves on
+        await live(page)
+        await expect(title).to_have_text(change)
+
+    await blip("Changed while away")
+    assert len(snapshots) == 1  # the rejoin's snapshot
+    for i in range(3):
+        await db(lambda i=i: services.task_update(task=Task.objects.get(pk=task.id), title=f"Live {i}"))()
+        await expect(title).to_have_text(f"Live {i}")
+    assert len(snapshots) == 1  # each applied in order: no gap, no snapshot
+
+    monkeypatch.setattr(room_kinds, "_positions", real_positions)
+    await blip("Changed while away again")
+    assert len(snapshots) == 1  # recovered from history, from the position counted since the markerless join

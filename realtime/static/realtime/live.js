@@ -18,7 +18,7 @@ export class Live {
     this.indicator = indicator;
     this.wants = new Map(); // key -> {event, payload, onAck}
     this.handlers = new Map(); // event -> [handler]: what live.on registered (missed events are replayed to them)
-    this.streams = new Map(); // room -> {want, epoch, seq, token, joining, held}: where each recoverable room stands
+    this.streams = new Map(); // room -> {want, epoch, seq, token, tokenEpoch, joining, held, snapshotPending}: where each recoverable room stands
     this.retriedAt = 0; // when the last retry after a server-side close was made (see "disconnect")
     // WebSocket first (a websocket-born connection gets the server's fast broadcast path), falling
     // back to long-polling where websockets are blocked. A page (or a test) may pin the transports:
@@ -96,6 +96,12 @@ export class Live {
     const stream = stamp && this.streams.get(stamp.room);
     if (!stream) return this.handle(event, data);
     if (stream.joining) return void stream.held.push([event, data]);
+    if (stream.epoch === null) {
+      // Joined without a marker (see send()): this is the first broadcast since; the snapshot has all before it.
+      [stream.epoch, stream.seq] = [stamp.epoch, stamp.seq];
+      if (stamp.epoch !== stream.tokenEpoch) stream.token = null; // a token names one epoch
+      return void this.handle(event, data);
+    }
     if (stamp.epoch !== stream.epoch) {
       this.handle(event, data); // applied by id and version like any event; the re-join settles the rest
       return void this.send(stream.want);
@@ -112,6 +118,7 @@ export class Live {
     if (!want) return this.streams.delete(marker.room); // a join since given up (unwant)
     const previous = this.streams.get(marker.room);
     const stream = { want, epoch: marker.epoch, seq: previous?.epoch === marker.epoch ? previous.seq : 0, token: marker.token,
+      tokenEpoch: marker.epoch,
       // A snapshot follows: until the join's ok ack (sent after it) the position is not ours; see send(). A list
       // of missed broadcasts (an older join answered late) does not bring a snapshot still awaited.
       snapshotPending: !marker.missed || Boolean(previous?.snapshotPending) };
@@ -164,7 +171,9 @@ export class Live {
         if (stream.want !== want) continue;
         if (!stream.joining) [stream.joining, stream.held] = [true, []];
         // A snapshot cut off before its ack was never had: naming its marker's seq would be told "nothing missed".
-        if (!stream.snapshotPending) since[room] = { epoch: stream.epoch, seq: stream.seq, token: stream.token };
+        if (!stream.snapshotPending && stream.epoch !== null && stream.token) {
+          since[room] = { epoch: stream.epoch, seq: stream.seq, token: stream.token };
+        }
       }
       payload = { ...(want.payload || {}), since };
     }
@@ -178,10 +187,18 @@ export class Live {
     for (const stream of this.streams.values()) {
       if (stream.want !== want) continue;
       if (snapshotsIn) stream.snapshotPending = false;
-      if (stream.joining) {
-        // No marker came (refused, or the connection dropped): nothing held can be judged; it re-joins on connect.
-        stream.joining = false;
-        for (const [event, data] of stream.held.splice(0)) this.handle(event, data);
+      if (!stream.joining) continue;
+      stream.joining = false;
+      const held = stream.held.splice(0);
+      if (ack.ok) {
+        // Joined, but the server could not reach the room's history: no marker, the snapshot instead. Where the
+        // room stands is unknown until its next broadcast (see deliver()); keeping the old position would take
+        // every later broadcast for a gap, and each gap would fetch the snapshot again.
+        [stream.epoch, stream.seq] = [null, 0];
+        for (const [event, data] of held) this.deliver(event, data);
+      } else {
+        // Refused, or the connection dropped: nothing held can be judged; it re-joins on connect.
+        for (const [event, data] of held) this.handle(event, data);
       }
     }
     if (want.onAck) want.onAck(ack);
