@@ -27,10 +27,13 @@ from pydantic import Field, Strict, create_model
 from . import history, rooms, since_tokens
 from .dispatcher import GONE, Client, Empty, Payload, Reject, client_event
 from .history import Position
+from .log_runs import FailureRun
 from .room_ops import RECOVERS
 from .snapshots import Frames, Snapshot, send_frames, unsent_bytes
 
 log = logging.getLogger(__name__)
+# Every join meets an unreachable history at once (Redis down, all clients reconnecting): one line per run, not per join.
+_unreachable = FailureRun(log, "room history unreachable: joins get a snapshot instead of what they missed")
 
 Key = Any
 SnapshotBuilder = Callable[[Any, Key], Snapshot | Frames | None]
@@ -250,10 +253,12 @@ async def _positions_or_none(kind: RoomKind, client: Client, wanted: list[str], 
     if not kind.recoverable:
         return None
     try:
-        return await _positions(kind, client, wanted, since)
+        positions = await _positions(kind, client, wanted, since)
     except Exception as error:  # noqa: BLE001
-        log.warning("%s: history unreachable (%s): the joiner gets a snapshot", kind.join, error)
+        _unreachable.failed(error)
         return None
+    _unreachable.succeeded()
+    return positions
 
 
 async def _positions(kind: RoomKind, client: Client, wanted: list[str], since: dict[str, Since]) -> list[tuple[str, Position, str]]:
