@@ -96,11 +96,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Django's own pool (psycopg_pool), one per process: a request borrows a connection instead of opening one.
-    # A request's thread holds one while the request runs and gives it back at its end; a thread outside requests
-    # (asgiref's one thread for the Socket.IO handlers' database work) keeps one for its life. So MAX_SIZE bounds a
-    # process's connections (mind the server's max_connections times the number of processes); a thread waits up
-    # to TIMEOUT seconds for one, then the request fails. DATABASE_POOL=false for an external pooler (PgBouncer):
-    # then DATABASE_CONN_MAX_AGE (default 0) says how long a request thread keeps its own connection.
+    # A request's thread holds one while the request runs and gives it back at its end; database work outside
+    # requests (Socket.IO handlers, jobs: channels' database_sync_to_async) holds one for each call. So MAX_SIZE
+    # bounds a process's connections (mind the server's max_connections times the number of processes); a thread
+    # waits up to TIMEOUT seconds for one, then the request fails. Each connection is checked as it is lent (one
+    # round trip): after a PostgreSQL restart or failover, a dead one is replaced instead of failing its request.
+    # DATABASE_POOL=false for an external pooler (PgBouncer): then DATABASE_CONN_MAX_AGE (default 0) says how long
+    # a thread keeps its own connection, health-checked before each reuse.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True  # with the pool: ConnectionPool.check_connection as each is lent
     if env.bool("DATABASE_POOL", default=True):
         DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
             "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=2),

@@ -5,7 +5,7 @@ Declared here, run by realtime (see the README's "Event reference" for the wire 
 
 from typing import Any
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.core.exceptions import ValidationError
 
 from realtime import Client, Reject, Snapshot, client_event, leave_when_removed, live_model, room_kind
@@ -33,7 +33,7 @@ live_model(ChatMessage, room=lambda message: CHAT.room(message.session_id), data
 @client_event("chat_message", ChatPost)
 async def _post(client: Client, payload: ChatPost) -> dict[str, Any]:
     """Post into a session (participants only); everyone in its room, the sender included, gets ``chat_message``."""
-    message = await sync_to_async(_post_as)(client.user, payload)
+    message = await database_sync_to_async(_post_as)(client.user, payload)
     return {"session_id": str(payload.session_id), "message_id": str(message.pk)}
 
 

@@ -6,7 +6,7 @@ Declared here, run by realtime (see the README's "Event reference" for the wire 
 from typing import Any
 from uuid import UUID
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 
 from realtime import Client, Operation, Payload, Reject, at_startup, client_event, may_watch, progress_kind
 
@@ -29,11 +29,11 @@ class CrawlRef(Payload):
 async def _stop(client: Client, payload: CrawlRef) -> dict[str, Any]:
     """The starter or staff stop a crawl, wherever it runs: ``crawl:stopping`` now, ``crawl:stopped`` once it has."""
     progress_id = str(payload.progress_id)
-    job = await sync_to_async(selectors.crawl_by_progress_id)(progress_id)
+    job = await database_sync_to_async(selectors.crawl_by_progress_id)(progress_id)
     if job is None or not may_watch(job.started_by_id, client.user):
         raise Reject("unknown progress id")  # the same answer for unknown and someone else's
     try:
-        await sync_to_async(services.crawl_stop)(job=job)
+        await database_sync_to_async(services.crawl_stop)(job=job)
     except services.CrawlError as error:
         raise Reject(str(error)) from None
     return {"progress_id": progress_id, "status": "stopping"}
@@ -41,4 +41,4 @@ async def _stop(client: Client, payload: CrawlRef) -> dict[str, Any]:
 
 @at_startup
 async def _recover() -> None:
-    await sync_to_async(services.crawls_mark_interrupted)()
+    await database_sync_to_async(services.crawls_mark_interrupted)()

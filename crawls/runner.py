@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
@@ -59,7 +59,7 @@ async def _queued(job_id: int) -> str:
             await asyncio.sleep(POLL_SECONDS)
             if progress.stop_requested or await CrawlJob.objects.filter(pk=job_id, cancel_requested=True).aexists():
                 return await _finish(job, Stats(discovered=0), progress, CrawlStatus.CANCELLED, "")
-            await sync_to_async(services.crawl_save_progress)(job_id=job_id)
+            await database_sync_to_async(services.crawl_save_progress)(job_id=job_id)
         await slots.acquire()  # free now, and no await since the check: this does not wait
         try:
             return await _run(job, progress)
@@ -76,7 +76,7 @@ async def run(job_id: int) -> str:
 
 async def _persist(job_id: int, state: dict[str, Any]) -> None:
     """Each state is stored before it is sent: a late subscriber reads what the others were sent."""
-    await sync_to_async(services.crawl_save_progress)(
+    await database_sync_to_async(services.crawl_save_progress)(
         job_id=job_id,
         status=state["status"],
         percentage=state["percentage"],
@@ -96,7 +96,9 @@ async def _run(job: CrawlJob, progress: ProgressRun) -> str:
     if job.cancel_requested:
         progress.stop()
     job.status, job.started_at, job.runner = CrawlStatus.CRAWLING, timezone.now(), runner_id()
-    await sync_to_async(services.crawl_save_progress)(job_id=job.pk, status=job.status, runner=job.runner, started_at=job.started_at)
+    await database_sync_to_async(services.crawl_save_progress)(
+        job_id=job.pk, status=job.status, runner=job.runner, started_at=job.started_at
+    )
     await progress.update(progress_json(job, pages_discovered=1, log=f"crawling {job.start_url}"))
 
     def state(stats: Stats, message: str) -> dict[str, Any]:
@@ -115,7 +117,7 @@ async def _run(job: CrawlJob, progress: ProgressRun) -> str:
 
     async def on_page(page: Page, stats: Stats) -> None:
         # Shielded: a stop arriving now still records the page its count already includes.
-        await asyncio.shield(sync_to_async(services.crawl_record_page)(job_id=job.pk, page=page))
+        await asyncio.shield(database_sync_to_async(services.crawl_record_page)(job_id=job.pk, page=page))
         outcome = page.error or f"{page.status_code} {page.title!r}"
         await progress.update(state(stats, f"{page.url}: {outcome}"))
 
@@ -186,7 +188,7 @@ async def _finish(job: CrawlJob, stats: Stats, progress: ProgressRun, status: st
         error=error,
     )
     # The row says how it ended before anyone is told: a late subscriber sees the same.
-    await sync_to_async(services.crawl_save_progress)(
+    await database_sync_to_async(services.crawl_save_progress)(
         job_id=job.pk,
         finished_at=timezone.now(),
         status=status,
@@ -213,4 +215,4 @@ async def _watch_flag(job_id: int, progress: ProgressRun) -> None:
             return
         beats += 1
         if beats % 10 == 0:
-            await sync_to_async(services.crawl_save_progress)(job_id=job_id)
+            await database_sync_to_async(services.crawl_save_progress)(job_id=job_id)

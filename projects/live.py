@@ -5,7 +5,7 @@ Declared here, run by realtime (see the README's "Event reference" for the wire 
 
 from typing import Any
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete
 from django.dispatch import receiver
@@ -61,7 +61,7 @@ IMPORTS = progress_kind(subscribe="subscribe_progress", unsubscribe="unsubscribe
 
 @at_startup
 async def _recover() -> None:
-    await sync_to_async(services.project_imports_mark_interrupted)()
+    await database_sync_to_async(services.project_imports_mark_interrupted)()
 
 
 # Who sees which project: one line each, the work is in ``audience``.

@@ -17,7 +17,7 @@ import contextlib
 from datetime import timedelta
 from typing import Any
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -46,14 +46,14 @@ def _save(import_id: int, **fields: Any) -> None:
 async def _heartbeat(import_id: int) -> None:
     while True:
         await asyncio.sleep(HEARTBEAT.total_seconds())
-        await sync_to_async(_save)(import_id)
+        await database_sync_to_async(_save)(import_id)
 
 
 async def run(import_id: int) -> None:
     record = await ProjectImport.objects.select_related("started_by").aget(pk=import_id)
 
     async def persist(state: dict[str, Any]) -> None:
-        await sync_to_async(_save)(
+        await database_sync_to_async(_save)(
             import_id,
             status=state["status"],
             percentage=state["percentage"],
@@ -62,7 +62,7 @@ async def run(import_id: int) -> None:
             error=state.get("error", ""),
         )
 
-    await sync_to_async(_save)(import_id, request={**record.request, "runner": runner_id()})
+    await database_sync_to_async(_save)(import_id, request={**record.request, "runner": runner_id()})
     async with IMPORTS.run(record.progress_id, persist=persist) as stream:
         await _run(import_id, record, stream)
 
@@ -79,11 +79,11 @@ async def _run(import_id: int, record: ProjectImport, stream: ProgressRun) -> No
         tasks = await asyncio.to_thread(imports.parse, template=spec.get("template"), fmt=spec.get("format"), content=spec.get("content"))
         await asyncio.to_thread(_validate_all, tasks)  # every task, before anything is made: nothing half made
         await step("creating", 5, "creating project", f"creating {spec['project']['title']!r}")
-        project = await sync_to_async(services.project_create)(owner=record.started_by, **spec["project"])
-        await sync_to_async(_save)(import_id, project=project)
+        project = await database_sync_to_async(services.project_create)(owner=record.started_by, **spec["project"])
+        await database_sync_to_async(_save)(import_id, project=project)
         for start in range(0, len(tasks), CHUNK):
             chunk = tasks[start : start + CHUNK]
-            await sync_to_async(_create_tasks)(project, chunk, first_order=start)
+            await database_sync_to_async(_create_tasks)(project, chunk, first_order=start)
             done = start + len(chunk)
             await step("importing", 5 + 95 * done / len(tasks), f"importing tasks {done} of {len(tasks)}", chunk[-1].title)
         record.project = project

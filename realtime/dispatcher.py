@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import socketio
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -224,7 +224,7 @@ class Dispatcher(socketio.AsyncNamespace):
         """The connection's user, read fresh so deactivation and staff changes apply at once."""
         if session is None:
             session = await self.get_session(sid)
-        user = await sync_to_async(User.objects.filter(pk=session.get("user_id"), is_active=True).first)()
+        user = await database_sync_to_async(User.objects.filter(pk=session.get("user_id"), is_active=True).first)()
         if user is None:
             raise Reject("not authenticated")
         return user

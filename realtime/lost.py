@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
@@ -81,7 +81,7 @@ async def watch() -> None:
     while True:
         await asyncio.sleep(settings.REALTIME_LOST_POLL_SECONDS)
         try:
-            rooms = await sync_to_async(_claim)()
+            rooms = await database_sync_to_async(_claim)()
             if rooms:
                 log.warning("repairing broadcasts another process lost: %d room(s)", len(set(rooms)))
                 await repair(rooms)

@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 
 import redis.asyncio as aioredis
 import socketio
+from channels.db import database_sync_to_async
 from django.conf import settings
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
@@ -216,8 +217,8 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         self._numbering_down = True
         self._unsent = True
         if room not in self._recorded:  # once per room and outage; repaired by this node, or if it ends, by another
-            loop = asyncio.get_running_loop()
-            self._recorded[room] = loop.run_in_executor(None, partial(lost.record_rooms, [room], repair_after=REPAIR_GRACE))
+            record = database_sync_to_async(partial(lost.record_rooms, [room], repair_after=REPAIR_GRACE), thread_sensitive=False)
+            self._recorded[room] = asyncio.ensure_future(record())
         return self._recorded[room]
 
     def _resync_message(self) -> dict[str, Any]:
@@ -331,7 +332,7 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         self._recorded.clear()
         if done:
             try:
-                await asyncio.get_running_loop().run_in_executor(None, lost.forget, done)
+                await database_sync_to_async(lost.forget, thread_sensitive=False)(done)
             except Exception:  # noqa: BLE001  (the rows stay: another server repairs them later, one more resync)
                 # Raised, it ended this watcher with the outage still on: this node's broadcasts unnumbered and
                 # for its own clients only, every other node's watchers stale, for as long as the process lived.

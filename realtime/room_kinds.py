@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
 from pydantic import Field, Strict, create_model
 
@@ -216,7 +216,7 @@ MARKER = "realtime:joined"
 async def join_room(kind: RoomKind, client: Client, key: Key, *, since: dict[str, Since] | None = None) -> dict[str, Any]:
     """Enter the kind's room(s) for ``key``, checked before and after entering, then send what was missed or the snapshot."""
     client.still_connected()
-    allowed = sync_to_async(kind.allows)
+    allowed = database_sync_to_async(kind.allows)
     if not await allowed(client.user, key):
         raise Reject(kind.refusal)
     wanted = kind.rooms_for(client.user, key)
@@ -301,7 +301,7 @@ async def _send_snapshot(kind: RoomKind, client: Client, key: Key, user: Any) ->
             return
     if kind.snapshot is None:
         return
-    built = await sync_to_async(_build)(kind, client, key, user)
+    built = await database_sync_to_async(_build)(kind, client, key, user)
     if built is None:
         raise Reject(GONE)
     event, frames = built

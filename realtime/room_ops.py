@@ -14,7 +14,7 @@ from collections import defaultdict
 from typing import Any
 
 import socketio
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 
 from . import limits, rooms
 
@@ -148,7 +148,7 @@ async def _recheck(server: socketio.AsyncServer, sids: list[str]) -> None:
     for user_id, watching in by_user.items():
         candidates = {room for watched in watching.values() for room in watched}
         # The database is read off the event loop; the rooms are left on it.
-        lost = set(await sync_to_async(room_kinds.rooms_to_leave)(user_id=user_id, candidates=sorted(candidates)))
+        lost = set(await database_sync_to_async(room_kinds.rooms_to_leave)(user_id=user_id, candidates=sorted(candidates)))
         for sid, watched in watching.items():
             for room in watched:
                 if room in lost:

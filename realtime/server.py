@@ -6,7 +6,7 @@ from typing import Any
 
 import engineio
 import socketio
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
 from socketio import packet as sio_packet
 
@@ -68,7 +68,7 @@ class Realtime(Dispatcher):
     async def _authenticate(self, environ: dict[str, Any], auth: Any) -> Identity:
         """``authenticate`` off the event loop; ``Refused`` passes through, any other failure is a refusal."""
         try:
-            return await sync_to_async(authenticate)(environ, auth)
+            return await database_sync_to_async(authenticate)(environ, auth)
         except Refused:
             raise
         except Exception:

@@ -4,7 +4,7 @@ import asyncio
 import signal
 import sys
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -70,7 +70,7 @@ class Command(BaseCommand):
 
     async def _stop(self, job: CrawlJob) -> None:
         try:
-            await sync_to_async(services.crawl_stop)(job=job)  # crawl:stopping, cancelled; the runner says crawl:stopped
+            await database_sync_to_async(services.crawl_stop)(job=job)  # crawl:stopping, cancelled; the runner says crawl:stopped
         except services.CrawlError:
             return  # already over
 
