@@ -308,6 +308,8 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
                 if self._backlog and loop.time() - back_since < SETTLE:
                     continue
                 if await self._drain() and (not self._unsent or await self._repair()):
+                    if self._unsent:  # a loss while the repair deleted rows (Redis failing again, or an emit begun before
+                        continue  # the new epoch): repaired too, with one more epoch and resync
                     self._numbering_down = False
                     self._outage = False
                     log.warning("Redis is back: cross-node delivery resumed")
@@ -325,7 +327,9 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         except Exception as error:  # noqa: BLE001
             log.warning("could not replace the history epoch yet: %s", error)
             return False
-        self._unsent = False
+        # Numbering resumes at once, in the new epoch: a broadcast while the rows below are deleted is numbered, not
+        # one more loss (under steady writes, each repair would otherwise find new losses and need another).
+        self._unsent = self._numbering_down = False
         # A write still under way leaves its rows: another server repairs them later (one more resync, nothing lost).
         done = [pk for write in self._recorded.values() if write.done() and not write.cancelled() and not write.exception()
                 for pk in write.result()]  # fmt: skip
