@@ -99,11 +99,11 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # A request's thread holds one while the request runs and gives it back at its end; database work outside
     # requests (Socket.IO handlers, jobs: channels' database_sync_to_async) holds one for each call. So MAX_SIZE
     # bounds a process's connections (mind the server's max_connections times the number of processes); a thread
-    # waits up to TIMEOUT seconds for one, then the request fails. Each connection is checked as it is lent (one
-    # round trip): after a PostgreSQL restart or failover, a dead one is replaced instead of failing its request.
-    # DATABASE_POOL=false for an external pooler (PgBouncer): then DATABASE_CONN_MAX_AGE (default 0) says how long
-    # a thread keeps its own connection, health-checked before each reuse.
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True  # with the pool: ConnectionPool.check_connection as each is lent
+    # waits up to TIMEOUT seconds for one, then the request fails. DATABASE_POOL=false for an external pooler
+    # (PgBouncer): then DATABASE_CONN_MAX_AGE (default 0) says how long a thread keeps its own connection.
+    # Each connection is checked before use (with the pool: as it is lent, one round trip): after a PostgreSQL
+    # restart or failover a dead one is replaced instead of failing its request.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     if env.bool("DATABASE_POOL", default=True):
         DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
             "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=2),

@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from realtime import ProgressRun, runner_id
 
-from . import services
+from . import selectors, services
 from .crawler import Crawler, Options, Page, Stats
 from .live import CRAWLS
 from .models import CrawlJob, CrawlStatus
@@ -46,7 +46,7 @@ def launch(job_id: int) -> asyncio.Task[str]:
 
 
 async def _queued(job_id: int) -> str:
-    job = await CrawlJob.objects.aget(pk=job_id)
+    job = await database_sync_to_async(CrawlJob.objects.get)(pk=job_id)
     # The run is open while the job waits: a watcher gets the queued state, and a stop reaches it at once.
     async with CRAWLS.run(job.progress_id, persist=partial(_persist, job.pk)) as progress:
         slots = _slots_here()
@@ -57,7 +57,7 @@ async def _queued(job_id: int) -> str:
         # wait_for(acquire()): a timeout racing a grant could leak a slot on Python 3.11.
         while slots.locked():
             await asyncio.sleep(POLL_SECONDS)
-            if progress.stop_requested or await CrawlJob.objects.filter(pk=job_id, cancel_requested=True).aexists():
+            if progress.stop_requested or await database_sync_to_async(selectors.crawl_stop_requested)(job_id=job_id):
                 return await _finish(job, Stats(discovered=0), progress, CrawlStatus.CANCELLED, "")
             await database_sync_to_async(services.crawl_save_progress)(job_id=job_id)
         await slots.acquire()  # free now, and no await since the check: this does not wait
@@ -69,7 +69,7 @@ async def _queued(job_id: int) -> str:
 
 async def run(job_id: int) -> str:
     """Run the job to its end in this process (``manage.py crawl``); returns its final status."""
-    job = await CrawlJob.objects.aget(pk=job_id)
+    job = await database_sync_to_async(CrawlJob.objects.get)(pk=job_id)
     async with CRAWLS.run(job.progress_id, persist=partial(_persist, job.pk)) as progress:
         return await _run(job, progress)
 
@@ -207,12 +207,21 @@ async def _finish(job: CrawlJob, stats: Stats, progress: ProgressRun, status: st
 
 async def _watch_flag(job_id: int, progress: ProgressRun) -> None:
     """Poll the stop flag (a stop requested from any process) and keep the heartbeat fresh."""
-    beats = 0
+    beats, failing = 0, False
     while True:
         await asyncio.sleep(POLL_SECONDS)
-        if await CrawlJob.objects.filter(pk=job_id, cancel_requested=True).aexists():
-            progress.stop()
-            return
-        beats += 1
-        if beats % 10 == 0:
-            await database_sync_to_async(services.crawl_save_progress)(job_id=job_id)
+        try:
+            if await database_sync_to_async(selectors.crawl_stop_requested)(job_id=job_id):
+                progress.stop()
+                return
+            beats += 1
+            if beats % 10 == 0:
+                await database_sync_to_async(services.crawl_save_progress)(job_id=job_id)
+        except Exception:  # the database is away for a while: keep polling (ended, a stop asked elsewhere goes unseen)
+            if not failing:
+                log.exception("crawl %s: cannot read its stop flag; trying again every %s s", job_id, POLL_SECONDS)
+            failing = True
+            continue
+        if failing:
+            log.warning("crawl %s: its stop flag is read again", job_id)
+            failing = False

@@ -24,3 +24,8 @@ def crawl_by_progress_id(progress_id: UUID | str) -> CrawlJob | None:
         return CrawlJob.objects.filter(progress_id=progress_id).first()
     except Exception:  # a malformed id
         return None
+
+
+def crawl_stop_requested(*, job_id: int) -> bool:
+    """Whether a stop was asked for the job, from any process (its ``cancel_requested`` flag)."""
+    return CrawlJob.objects.filter(pk=job_id, cancel_requested=True).exists()

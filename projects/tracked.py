@@ -50,7 +50,7 @@ async def _heartbeat(import_id: int) -> None:
 
 
 async def run(import_id: int) -> None:
-    record = await ProjectImport.objects.select_related("started_by").aget(pk=import_id)
+    record = await database_sync_to_async(ProjectImport.objects.select_related("started_by").get)(pk=import_id)
 
     async def persist(state: dict[str, Any]) -> None:
         await database_sync_to_async(_save)(

@@ -1,5 +1,6 @@
 """One stop sequence for every door (``crawl_stop``, REST, admin, ``manage.py crawl``): its answers, and a rolled-back stop."""
 
+import asyncio
 import contextlib
 import uuid
 
@@ -65,3 +66,29 @@ async def test_a_stop_in_a_rolled_back_transaction_stops_nothing_and_says_nothin
     assert (await client.call("crawl_stop", {"progress_id": progress_id}))["ok"]
     await client.wait_for("crawl:stopped")
     assert len(client.received("crawl:stopping")) == 1
+
+
+async def test_a_stop_asked_elsewhere_is_seen_after_the_database_was_away(connect, http, site, settings, monkeypatch):
+    """The runner polls the stop flag that other processes set. Errors while the database is away (a PostgreSQL
+    restart) do not end the polling: the stop asked once it is back is still seen."""
+    from django.db import OperationalError
+
+    from crawls import selectors
+
+    settings.CRAWL_DELAY = 0.05
+    alice = await db(f.make_user)("alice")
+    real, failures = selectors.crawl_stop_requested, []
+
+    def away_for_three_polls(*, job_id: int) -> bool:
+        if len(failures) < 3:
+            failures.append(job_id)
+            raise OperationalError("the database is restarting (test)")
+        return real(job_id=job_id)
+
+    monkeypatch.setattr(selectors, "crawl_stop_requested", away_for_three_polls)
+    progress_id, client, _ = await started(connect, http, site, alice)
+    async with asyncio.timeout(10):
+        while len(failures) < 3:  # noqa: ASYNC110  (the runner's polls: nothing to await)
+            await asyncio.sleep(0.05)
+    await db(CrawlJob.objects.filter(progress_id=progress_id).update)(cancel_requested=True)  # as another process's stop
+    assert (await client.wait_for("crawl:stopped", timeout=10))["status"] == "cancelled"

@@ -1,5 +1,6 @@
 """A server whose database connections were cut (PostgreSQL restarted, a pooler or an idle timeout closed them)
-serves the next connection, join and save on fresh ones, instead of failing on the dead ones for as long as it runs.
+serves the next Socket.IO connect, join and REST save on fresh database connections, instead of failing on the
+dead ones until it restarts.
 
 PostgreSQL only: the test cuts the server process's connections with ``pg_terminate_backend``, found by the
 application name the process gives libpq (``PGAPPNAME``).

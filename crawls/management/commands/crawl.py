@@ -78,7 +78,7 @@ class Command(BaseCommand):
         width = 30
         while True:
             await asyncio.sleep(0.2)
-            current = await CrawlJob.objects.aget(pk=job.pk)
+            current = await database_sync_to_async(CrawlJob.objects.get)(pk=job.pk)
             filled = int(width * current.percentage / 100)
             bar = "#" * filled + "." * (width - filled)
             line = f"\r[{bar}] {current.percentage:5.1f}% {current.pages_done}/{current.pages_discovered} {current.current_url[:60]:<60}"
