@@ -133,10 +133,15 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         self._unsent = False  # since the epoch was last replaced, a broadcast could not be numbered (or a token voided)
         self._numbering_down = False  # broadcasts go out unnumbered, this node only, until Redis answers again
         self._recorded: dict[str, asyncio.Future[list[int]]] = {}  # rooms recorded as lost during this outage -> the write (its rows)
+        self._repaired: list[int] = []  # rows of losses repaired here, to delete once the outage is over
         self._recovering: asyncio.Task[None] | None = None
         # Set while this node's subscription is up: a joiner's position is read only then, or a broadcast
         # numbered after it could be published before the subscription and never reach the joiner.
         self._subscribed = asyncio.Event()
+        # A join could not read history while the subscription was not up: it got a snapshot without a marker, read
+        # before the subscription, so what other nodes publish until it is up never reaches it and no gap shows.
+        # This node's watchers resync once it is up (a broken subscription does that anyway).
+        self._joined_unsubscribed = False
 
     def _redis_connect(self) -> None:
         # A blocking pool: a burst of joins (a reconnect storm) waits for one of REALTIME_REDIS_CONNECTIONS instead
@@ -168,6 +173,10 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         # Encoded before any Redis call: a payload that is not JSON is the caller's error, never an outage.
         keys, argv = stamp_args(room, event, data, host_id="", skip_sid=skip_sid)
         if not self._numbering_down:
+            # Behind a drain under way (the lock is FIFO, and free of waiters costs no suspension): the room
+            # operations it holds, or that wait for it, go out before this broadcast.
+            async with self._publishing:
+                pass
             try:
                 async with asyncio.timeout(PUBLISH_TIMEOUT):
                     await self.numbering.stamp(keys, argv)
@@ -183,13 +192,21 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
     async def position(self, room: str, *, since: tuple[str, int] | None, budget: int) -> Position:
         if self._numbering_down:
             since = None  # this node sent broadcasts the history lacks: a snapshot, never "nothing missed"
-        async with asyncio.timeout(PUBLISH_TIMEOUT):
-            await self._subscribed.wait()
-            return await self.numbering.position(room, since=since, budget=budget)
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT):
+                await self._subscribed.wait()
+                return await self.numbering.position(room, since=since, budget=budget)
+        except BaseException:
+            self._joined_unsubscribed |= not self._subscribed.is_set()
+            raise
 
     async def generation(self, user_id: int) -> str:
-        async with asyncio.timeout(PUBLISH_TIMEOUT):
-            return await self.numbering.generation(user_id)
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT):
+                return await self.numbering.generation(user_id)
+        except BaseException:
+            self._joined_unsubscribed |= not self._subscribed.is_set()
+            raise
 
     # Writes that void since tokens: one that does not reach Redis is a loss (``_lost``), repaired once it is back.
     async def bump(self, user_id: int | None) -> None:
@@ -217,6 +234,7 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         self._numbering_down = True
         self._unsent = True
         if room not in self._recorded:  # once per room and outage; repaired by this node, or if it ends, by another
+            # Off asgiref's one ORM thread (thread_sensitive=False): the loss is written even while joins queue there.
             record = database_sync_to_async(partial(lost.record_rooms, [room], repair_after=REPAIR_GRACE), thread_sensitive=False)
             self._recorded[room] = asyncio.ensure_future(record())
         return self._recorded[room]
@@ -227,16 +245,18 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
 
     async def _subscribed_again(self, *, broken: bool) -> None:
         """The subscription is up: a restarted Redis (another run id) gets a new epoch (it may have come back from a
-        dump, numbers rolled back under the old one); if the subscription broke, this node's watchers resync."""
+        dump, numbers rolled back under the old one); if the subscription broke, or a join went without a marker
+        before it was up, this node's watchers resync."""
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT):
                 run_id = (await self.redis.info("server"))["run_id"]
                 await self.numbering.claim_epoch(run_id)
         except Exception as error:  # noqa: BLE001  (Redis went again: the next subscription tries again)
             log.warning("could not check the history epoch after (re)subscribing: %s", error)
-        if broken:
+        if broken or self._joined_unsubscribed:
             # Broadcasts published meanwhile never reached this node: its watchers reload. The other nodes
             # missed nothing, and Redis's history is intact, so the epoch stays and their since stays good.
+            self._joined_unsubscribed = False
             await room_ops.apply(self.server, room_ops.resync())
 
     async def publish_op(self, op: dict[str, Any]) -> None:
@@ -293,7 +313,8 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         return True
 
     async def _watch(self) -> None:
-        """During an outage: wait until Redis has answered for SETTLE seconds, publish the backlog, resume."""
+        """During an outage: once Redis answers (for SETTLE seconds if room operations are held), publish them, repair
+        the losses (again if one happens meanwhile), then end the outage."""
         loop = asyncio.get_running_loop()
         backoff, back_since = 0.1, None
         while True:
@@ -307,42 +328,51 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
                 # then the broadcasts numbered nowhere are repaired and numbering resumes.
                 if self._backlog and loop.time() - back_since < SETTLE:
                     continue
-                if await self._drain() and (not self._unsent or await self._repair()):
-                    if self._unsent:  # a loss while the repair deleted rows (Redis failing again, or an emit begun before
-                        continue  # the new epoch): repaired too, with one more epoch and resync
-                    self._numbering_down = False
-                    self._outage = False
+                if await self._drain() and (not self._unsent or await self._repair()) and not self._unsent:
+                    # Still under the lock: a room operation sent meanwhile waits for it, and a broadcast waits behind
+                    # that (see emit), so nothing numbered overtakes a room operation held or sent during the repair.
+                    self._numbering_down = self._outage = False
                     log.warning("Redis is back: cross-node delivery resumed")
+            if not self._outage:
+                await self._forget_repaired()  # outside the lock: room operations and broadcasts flow meanwhile
+                if not self._outage:
                     return
+                # Redis failed again meanwhile (_down found this watcher running): it carries on.
             back_since = None
 
     async def _repair(self) -> bool:
         """As soon as Redis answers: broadcasts were numbered nowhere (sent here only) or tokens not voided, so a new
-        epoch (no since from before is honoured) and every node's watchers resync. A node whose
-        subscription is not back yet misses the resync, but resyncs its own watchers when it resubscribes."""
+        epoch (no since from before is honoured), every node's watchers resync, and numbering resumes; False if the
+        epoch could not be replaced yet. A node whose subscription is not back yet misses the resync, but resyncs its
+        own watchers when it resubscribes."""
+        # Taken before the awaits below: a loss during them sets _unsent again and records its room anew.
+        self._unsent, recorded, self._recorded = False, self._recorded, {}
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT):
                 await self.numbering.replace_epoch()
                 await self._send(self._resync_message())
         except Exception as error:  # noqa: BLE001
+            self._unsent, self._recorded = True, {**self._recorded, **recorded}
             log.warning("could not replace the history epoch yet: %s", error)
             return False
-        # Numbering resumes at once, in the new epoch: a broadcast while the rows below are deleted is numbered, not
-        # one more loss (under steady writes, each repair would otherwise find new losses and need another).
-        self._unsent = self._numbering_down = False
         # A write still under way leaves its rows: another server repairs them later (one more resync, nothing lost).
-        done = [pk for write in self._recorded.values() if write.done() and not write.cancelled() and not write.exception()
-                for pk in write.result()]  # fmt: skip
-        self._recorded.clear()
-        if done:
-            try:
-                await database_sync_to_async(lost.forget, thread_sensitive=False)(done)
-            except Exception:  # noqa: BLE001  (the rows stay: another server repairs them later, one more resync)
-                # Raised, it ended this watcher with the outage still on: this node's broadcasts unnumbered and
-                # for its own clients only, every other node's watchers stale, for as long as the process lived.
-                log.exception("could not delete the repaired losses' rows: another server repairs them again")
+        self._repaired += [pk for write in recorded.values() if write.done() and not write.cancelled() and not write.exception()
+                           for pk in write.result()]  # fmt: skip
         log.warning("Redis answers again: broadcasts numbered nowhere during the outage, every watcher told to resync")
         return True
+
+    async def _forget_repaired(self) -> None:
+        """Delete the rows of the losses repaired (``lost``): no other server needs to repair them."""
+        done, self._repaired = self._repaired, []
+        if not done:
+            return
+        try:
+            # Off asgiref's one ORM thread (thread_sensitive=False), as the loss's record was written.
+            await database_sync_to_async(lost.forget, thread_sensitive=False)(done)
+        except Exception:  # noqa: BLE001  (the rows stay: another server repairs them later, one more resync)
+            # Raised, it ended this watcher with the outage still on: this node's broadcasts unnumbered and
+            # for its own clients only, every other node's watchers stale, for as long as the process lived.
+            log.exception("could not delete the repaired losses' rows: another server repairs them again")
 
     async def _drain(self) -> bool:
         """Publish the backlog in order (with ``_publishing`` held); False if Redis went away again."""

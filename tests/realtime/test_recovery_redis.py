@@ -197,9 +197,9 @@ async def test_a_database_error_while_repairing_does_not_leave_the_outage_on(red
 
 
 async def test_a_loss_while_the_repair_deletes_rows_is_repaired_too(redis_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """A broadcast lost while the watcher deletes the repaired losses' rows (numbering is still down then) is
-    repaired by that watcher as well: one more new epoch and resync. (It used to end with that loss unrepaired on
-    this node: the other nodes' watchers stale until a server claimed its row, after the grace.)"""
+    """A loss while the watcher deletes the repaired losses' rows (Redis failing again) is repaired by the same
+    watcher: a second new epoch and resync. (The watcher used to end with it unrepaired: the other nodes' watchers
+    stale until a server claimed its row, after the grace.)"""
     from realtime import lost, manager
     from realtime.models import LostBroadcast
 
@@ -236,18 +236,19 @@ async def test_a_loss_while_the_repair_deletes_rows_is_repaired_too(redis_server
 
 
 async def test_broadcasts_while_the_repair_deletes_rows_are_numbered_not_lost(redis_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """Once the new epoch is in place and the resync sent, numbering resumes: a broadcast while the repaired losses'
-    rows are deleted is numbered in the new epoch. (Sent unnumbered, it was one more loss, and under steady writes
-    every repair found new ones.)"""
+    """The repaired losses' rows are deleted once the outage is over, outside the publishing lock: a broadcast
+    meanwhile is numbered in the new epoch, not one more loss, and room operations do not wait for the database."""
     import uuid
 
     from realtime import lost, manager
     from realtime.models import LostBroadcast
 
     node = manager.RedisManager(redis_server.url, channel="test-repair-steady")
-    loop, real_forget, room = asyncio.get_running_loop(), lost.forget, str(uuid.uuid4())  # a project's room
+    loop, real_forget, room = asyncio.get_running_loop(), lost.forget, str(uuid.uuid4())  # named like a project's room: numbered
+    seen: list[tuple[bool, bool]] = []
 
     def forget_while_one_is_broadcast(ids: list[int]) -> None:  # in a worker thread, as the watcher runs it
+        seen.append((node._outage, node._publishing.locked()))
         asyncio.run_coroutine_threadsafe(node.emit("task_updated", {"id": 1, "version": 2}, room=room), loop).result(10)
         real_forget(ids)
 
@@ -256,10 +257,69 @@ async def test_broadcasts_while_the_repair_deletes_rows_are_numbered_not_lost(re
         await node._lost(RuntimeError("a broadcast Redis did not take"), room="project_r")
         await asyncio.wait_for(asyncio.shield(node._watcher), 30)
         assert not node._outage and not node._numbering_down and not node._unsent
+        assert seen == [(False, False)]  # the rows are deleted once the outage is over, outside the publishing lock
         assert (await node.numbering.position(room, since=None, budget=10_000)).seq == 1  # numbered
         assert await db(LostBroadcast.objects.count)() == 0
     finally:
         if node._watcher is not None:
             node._watcher.cancel()
+        if node.redis is not None:
+            await node.redis.aclose()
+
+
+async def test_a_join_without_a_marker_before_the_first_subscription_has_this_nodes_watchers_resync(redis_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A join that cannot read history before the node's first subscription is up gets a snapshot without a marker,
+    read before the subscription: what other nodes publish until it is up never reaches it, and no gap shows. So once
+    it is up, this node's watchers resync, as after a broken subscription. A join that fails while subscribed does
+    not cause one (its snapshot is read with every later broadcast on its way)."""
+    from realtime import manager
+
+    resyncs: list[dict] = []
+
+    async def apply(server: object, op: dict) -> None:
+        resyncs.append(op)
+
+    monkeypatch.setattr(manager.room_ops, "apply", apply)
+    monkeypatch.setattr(manager, "PUBLISH_TIMEOUT", 0.2)
+    node = manager.RedisManager(redis_server.url, channel="test-first-subscription")
+    try:
+        with pytest.raises(TimeoutError):  # the subscription is not up: the join's position cannot be read
+            await node.position("project_r", since=None, budget=10_000)
+        node._subscribed.set()
+        await node._subscribed_again(broken=False)
+        assert resyncs == [manager.room_ops.resync()]
+
+        async def refused(user_id: int) -> str:
+            raise ConnectionError("Redis refused (test)")
+
+        monkeypatch.setattr(node.numbering, "generation", refused)
+        with pytest.raises(ConnectionError):
+            await node.generation(1)
+        await node._subscribed_again(broken=False)
+        assert resyncs == [manager.room_ops.resync()]  # none more
+    finally:
+        if node.redis is not None:
+            await node.redis.aclose()
+
+
+async def test_a_broadcast_waits_behind_a_drain_under_way(redis_server) -> None:  # type: ignore[no-untyped-def]
+    """While the outage watcher holds the publishing lock (held room operations going out, the repair), a broadcast
+    is numbered only after it, and after room operations already waiting for it: none overtakes a revocation."""
+    import uuid
+
+    from realtime import manager
+
+    node = manager.RedisManager(redis_server.url, channel="test-drain-order")
+    room = str(uuid.uuid4())  # named like a project's room: numbered
+    try:
+        async with node._publishing:
+            emit = asyncio.create_task(node.emit("task_updated", {"id": 1, "version": 2}, room=room))
+            for _ in range(20):
+                await asyncio.sleep(0.01)
+            assert not emit.done()
+            assert (await node.numbering.position(room, since=None, budget=10_000)).seq == 0
+        await asyncio.wait_for(emit, 10)
+        assert (await node.numbering.position(room, since=None, budget=10_000)).seq == 1
+    finally:
         if node.redis is not None:
             await node.redis.aclose()
