@@ -26,13 +26,13 @@ from pydantic import Field, Strict, create_model
 
 from . import history, rooms, since_tokens
 from .dispatcher import GONE, Client, Empty, Payload, Reject, client_event
+from .failure_runs import FailureRun
 from .history import Position
-from .log_runs import FailureRun
 from .room_ops import RECOVERS
 from .snapshots import Frames, Snapshot, send_frames, unsent_bytes
 
 log = logging.getLogger(__name__)
-# Every join meets an unreachable history at once (Redis down, all clients reconnecting): one line per run, not per join.
+# While Redis is down every join fails to read history at once (all clients reconnecting): log the run, not each join.
 _unreachable = FailureRun(log, "room history unreachable: joins get a snapshot instead of what they missed")
 
 Key = Any

@@ -18,7 +18,7 @@ export class Live {
     this.indicator = indicator;
     this.wants = new Map(); // key -> {event, payload, onAck}
     this.handlers = new Map(); // event -> [handler]: what live.on registered (missed events are replayed to them)
-    this.streams = new Map(); // room -> {want, epoch, seq, token, tokenEpoch, joining, held, snapshotPending}: where each recoverable room stands
+    this.streams = new Map(); // room -> {want, epoch (null: unknown), seq, token, tokenEpoch, joining, held, snapshotPending}: where each recoverable room stands
     this.retriedAt = 0; // when the last retry after a server-side close was made (see "disconnect")
     // WebSocket first (a websocket-born connection gets the server's fast broadcast path), falling
     // back to long-polling where websockets are blocked. A page (or a test) may pin the transports:
@@ -89,7 +89,8 @@ export class Live {
    * A broadcast stamped `_live: {room, epoch, seq}` is applied once and in order. While its room's join is
    * under way it is held (the join's marker says where the room stands). One seen already is dropped; a gap
    * (one never came) or another epoch (the server lost history) re-joins the room, naming the last one held:
-   * the server sends what is missing, or a snapshot.
+   * the server sends what is missing, or a snapshot. After a join that got no marker (epoch null), the first
+   * one sets the position.
    */
   deliver(event, data) {
     const stamp = data && data._live;
@@ -97,9 +98,9 @@ export class Live {
     if (!stream) return this.handle(event, data);
     if (stream.joining) return void stream.held.push([event, data]);
     if (stream.epoch === null) {
-      // Joined without a marker (see send()): this is the first broadcast since; the snapshot has all before it.
+      // Position unknown since a join with no marker (see send()): this broadcast sets it; the snapshot had all before it.
       [stream.epoch, stream.seq] = [stamp.epoch, stamp.seq];
-      if (stamp.epoch !== stream.tokenEpoch) stream.token = null; // a token names one epoch
+      if (stamp.epoch !== stream.tokenEpoch) stream.token = null; // a token names one epoch: without it, no since (a snapshot)
       return void this.handle(event, data);
     }
     if (stamp.epoch !== stream.epoch) {
@@ -171,6 +172,7 @@ export class Live {
         if (stream.want !== want) continue;
         if (!stream.joining) [stream.joining, stream.held] = [true, []];
         // A snapshot cut off before its ack was never had: naming its marker's seq would be told "nothing missed".
+        // Nor a room with no position yet (epoch null) or no token for its epoch: its join gets the snapshot.
         if (!stream.snapshotPending && stream.epoch !== null && stream.token) {
           since[room] = { epoch: stream.epoch, seq: stream.seq, token: stream.token };
         }
@@ -191,9 +193,10 @@ export class Live {
       stream.joining = false;
       const held = stream.held.splice(0);
       if (ack.ok) {
-        // Joined, but the server could not reach the room's history: no marker, the snapshot instead. Where the
-        // room stands is unknown until its next broadcast (see deliver()); keeping the old position would take
-        // every later broadcast for a gap, and each gap would fetch the snapshot again.
+        // Still joining at an ok ack: no marker came (joined() replaces the stream), so the server could not reach
+        // the room's history and sent the snapshot instead. Where the room stands is unknown until its next
+        // broadcast (see deliver()); the old position would take every later broadcast for a gap, each gap
+        // fetching the snapshot again.
         [stream.epoch, stream.seq] = [null, 0];
         for (const [event, data] of held) this.deliver(event, data);
       } else {

@@ -1,19 +1,18 @@
-"""FailureRun: a failure every client meets at once is logged once per run, with its size, not once per client."""
+"""FailureRun: a failure every client meets at once is logged as a run (start, progress, end), not once per client."""
 
 from __future__ import annotations
 
 import logging
 
-from realtime import log_runs, room_kinds
-from realtime.log_runs import FailureRun
+from realtime import room_kinds
+from realtime.failure_runs import FailureRun
 
-LOGGER = "tests.log_runs"
+LOGGER = "tests.failure_runs"
 
 
-def test_a_run_of_failures_is_logged_at_its_start_every_interval_and_at_its_end(caplog, monkeypatch) -> None:
+def test_a_run_of_failures_is_logged_at_its_start_every_interval_and_at_its_end(caplog) -> None:
     clock = [1000.0]
-    monkeypatch.setattr(log_runs.time, "monotonic", lambda: clock[0])
-    run = FailureRun(logging.getLogger(LOGGER), "history unreachable", every=60)
+    run = FailureRun(logging.getLogger(LOGGER), "history unreachable", every=60, clock=lambda: clock[0])
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         for _ in range(500):  # every client of a node reconnecting within a second
             run.failed(ConnectionError("refused"))
@@ -31,8 +30,8 @@ def test_a_run_of_failures_is_logged_at_its_start_every_interval_and_at_its_end(
     ]
 
 
-async def test_joins_that_cannot_reach_history_log_one_line_per_run(caplog, monkeypatch) -> None:
-    """room_kinds: each of those joins gets a snapshot (None: no positions); the log gets one line, not one per join."""
+async def test_joins_that_cannot_reach_history_are_logged_as_one_run(caplog, monkeypatch) -> None:
+    """room_kinds: each of those joins gets a snapshot (None: no positions); the log gets the run, not a line per join."""
 
     async def unreachable(*args: object) -> None:
         raise ConnectionError("redis down")
