@@ -119,7 +119,9 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
     (``room_ops``, and python-socketio's own disconnect / room messages) wait in a bounded
     backlog. Redis pub/sub reaches only nodes subscribed at that moment, so the backlog goes
     out, in order and before anything newer, only once Redis has answered for ``SETTLE``
-    seconds: longer than any node's reconnect backoff, so every node listens again.
+    seconds: longer than any node's reconnect backoff, so every node listens again. While one
+    is held, broadcasts stay on this node as during an outage (and are repaired after the drain):
+    numbered, another node would deliver them before it.
     """
 
     def __init__(self, url: str, channel: str) -> None:
@@ -172,17 +174,17 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         data = history.unstamped_object(room, data)
         # Encoded before any Redis call: a payload that is not JSON is the caller's error, never an outage.
         keys, argv = stamp_args(room, event, data, host_id="", skip_sid=skip_sid)
-        if not self._numbering_down:
-            # Behind a drain under way (the lock is FIFO, and free of waiters costs no suspension): the room
-            # operations it holds, or that wait for it, go out before this broadcast.
-            async with self._publishing:
-                pass
-            try:
-                async with asyncio.timeout(PUBLISH_TIMEOUT):
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT):
+                # Behind a drain or repair under way (the lock is FIFO; free, it costs no suspension): the room
+                # operations it holds or that wait for it go out first, and a repair's new epoch is in place.
+                async with self._publishing:
+                    pass
+                if not self._numbering_down:
                     await self.numbering.stamp(keys, argv)
-                return None  # delivered here too, from the subscription, in the room's order
-            except Exception as error:
-                self._down(error)  # and below: lost
+                    return None  # delivered here too, from the subscription, in the room's order
+        except Exception as error:
+            self._down(error)  # and below: lost
         # Redis is out of reach: this node's clients get it now, unnumbered; the other nodes' resync later. The loss is
         # in the database before this returns (a request's answer waits for it): a server killed then is repaired too.
         await asyncio.wait([self._lost(RuntimeError("Redis unreachable"), room=room)], timeout=PUBLISH_TIMEOUT)
@@ -288,6 +290,9 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         """Hold an unpublished room operation for when Redis is back; emits are let go."""
         if not self._is_room_op(data):
             return
+        # Broadcasts go to this node's clients only until it is out (recorded as losses, repaired after the drain):
+        # numbered, another node would deliver them before it (a revoked member would still get them).
+        self._numbering_down = True
         if len(self._backlog) >= OP_BACKLOG:
             self._lost_ops += 1
             if self._lost_ops == 1:
@@ -322,7 +327,7 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
             if not await self._reachable():
                 backoff, back_since = min(backoff * 2, MAX_BACKOFF), None
                 continue
-            back_since = back_since or loop.time()
+            backoff, back_since = 0.1, back_since or loop.time()
             async with self._publishing:
                 # Held room operations (revocations) go out first, once every node listens again (SETTLE);
                 # then the broadcasts numbered nowhere are repaired and numbering resumes.
@@ -395,11 +400,16 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
     async def _publish(self, data: Any) -> Any:
         # One attempt per message: local clients were already served, an outage is logged
         # once, and what must not be lost waits in the backlog (see the class docstring).
-        if self._outage:
-            async with self._publishing:  # a drain under way finishes first: order holds
-                if self._outage:
-                    self._keep(data)
-                    return None
+        if not self._outage:
+            return await self._send_or_keep(data)
+        async with self._publishing:  # a drain under way finishes first: order holds
+            if self._outage:
+                self._keep(data)
+                return None
+            # Sent before the lock goes: a broadcast waiting behind it (see emit) must not overtake it.
+            return await self._send_or_keep(data)
+
+    async def _send_or_keep(self, data: Any) -> Any:
         try:
             return await self._send(data)
         except Exception as error:

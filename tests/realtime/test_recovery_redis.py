@@ -304,7 +304,8 @@ async def test_a_join_without_a_marker_before_the_first_subscription_has_this_no
 
 async def test_a_broadcast_waits_behind_a_drain_under_way(redis_server) -> None:  # type: ignore[no-untyped-def]
     """While the outage watcher holds the publishing lock (held room operations going out, the repair), a broadcast
-    is numbered only after it, and after room operations already waiting for it: none overtakes a revocation."""
+    waits: it is numbered after them (none overtakes a revocation), in the new epoch, not lost in the meantime (under
+    steady writes, every repair would find new losses)."""
     import uuid
 
     from realtime import manager
@@ -312,14 +313,87 @@ async def test_a_broadcast_waits_behind_a_drain_under_way(redis_server) -> None:
     node = manager.RedisManager(redis_server.url, channel="test-drain-order")
     room = str(uuid.uuid4())  # named like a project's room: numbered
     try:
+        node._outage = node._numbering_down = True
         async with node._publishing:
             emit = asyncio.create_task(node.emit("task_updated", {"id": 1, "version": 2}, room=room))
             for _ in range(20):
                 await asyncio.sleep(0.01)
             assert not emit.done()
             assert (await node.numbering.position(room, since=None, budget=10_000)).seq == 0
+            node._outage = node._numbering_down = False  # as the watcher ends the outage, under the lock
         await asyncio.wait_for(emit, 10)
         assert (await node.numbering.position(room, since=None, budget=10_000)).seq == 1
+        assert not node._unsent and node._watcher is None  # no loss, no new outage
     finally:
+        if node.redis is not None:
+            await node.redis.aclose()
+
+
+async def test_while_a_room_operation_is_held_broadcasts_stay_on_this_node(redis_server) -> None:  # type: ignore[no-untyped-def]
+    """The subscription broke (an outage, though Redis may answer): a room operation, e.g. a revocation, is held for
+    the drain. A broadcast meanwhile is not numbered and published (another node would deliver it to the revoked
+    member first): it goes to this node's clients, is recorded as a loss, and is repaired after the drain."""
+    import uuid
+
+    from realtime import manager
+    from realtime.models import LostBroadcast
+
+    node = manager.RedisManager(redis_server.url, channel="test-held-op")
+    room = str(uuid.uuid4())  # named like a project's room: numbered
+    try:
+        node._outage = True  # as _down sets it; its watcher is left out (it would drain after SETTLE)
+        await node._publish(node._resync_message())
+        assert len(node._backlog) == 1 and node._numbering_down
+        await node.emit("task_updated", {"id": 1, "version": 2}, room=room)
+        assert (await node.numbering.position(room, since=None, budget=10_000)).seq == 0  # not published
+        assert node._unsent and await db(LostBroadcast.objects.filter(room=room).count)() == 1
+    finally:
+        if node._watcher is not None:
+            node._watcher.cancel()
+        if node.redis is not None:
+            await node.redis.aclose()
+
+
+async def test_a_room_operation_that_waited_for_the_drain_is_published_before_a_broadcast_behind_it(redis_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A room operation waiting for the publishing lock when the outage ends is sent before the lock goes, so a
+    broadcast queued behind it is published after it (Redis's order is every node's order)."""
+    import json
+    import uuid
+
+    import redis.asyncio as aioredis
+
+    from realtime import manager, room_ops
+
+    node = manager.RedisManager(redis_server.url, channel="test-op-order")
+    listener = aioredis.from_url(redis_server.url)
+    published = listener.pubsub()
+    await published.psubscribe("*")
+    await published.get_message(timeout=2)  # the subscription's confirmation
+    real_send = node._send
+
+    async def slow_send(data: dict) -> object:  # a publish that takes a while (a fresh connection after an outage)
+        await asyncio.sleep(0.05)
+        return await real_send(data)
+
+    monkeypatch.setattr(node, "_send", slow_send)
+    room = str(uuid.uuid4())  # named like a project's room: numbered
+    try:
+        node._outage = True
+        async with node._publishing:  # the watcher, draining
+            op = asyncio.create_task(node._publish(node._resync_message()))
+            await asyncio.sleep(0)  # waiting for the lock
+            emit = asyncio.create_task(node.emit("task_updated", {"id": 1, "version": 2}, room=room))
+            await asyncio.sleep(0)  # behind it
+            node._outage = False  # the watcher ends the outage under the lock
+        await asyncio.wait_for(asyncio.gather(op, emit), 10)
+        events = []
+        while len(events) < 2:
+            message = await published.get_message(ignore_subscribe_messages=True, timeout=5)
+            assert message is not None, events
+            events.append(json.loads(message["data"])["event"])
+        assert events == [room_ops.OP_EVENT, "task_updated"]
+    finally:
+        await published.aclose()
+        await listener.aclose()
         if node.redis is not None:
             await node.redis.aclose()
