@@ -55,11 +55,11 @@ async def _queued(job_id: int) -> str:
             await progress.update(progress_json(job, log=message))
         # Wait for a slot, noticing a stop (and keeping the heartbeat) meanwhile. Polled rather than
         # wait_for(acquire()): a timeout racing a grant could leak a slot on Python 3.11.
+        flag = _StopFlag(job_id)
         while slots.locked():
             await asyncio.sleep(POLL_SECONDS)
-            if progress.stop_requested or await database_sync_to_async(selectors.crawl_stop_requested)(job_id=job_id):
+            if progress.stop_requested or await flag.asked(beat=True):
                 return await _finish(job, Stats(discovered=0), progress, CrawlStatus.CANCELLED, "")
-            await database_sync_to_async(services.crawl_save_progress)(job_id=job_id)
         await slots.acquire()  # free now, and no await since the check: this does not wait
         try:
             return await _run(job, progress)
@@ -207,21 +207,36 @@ async def _finish(job: CrawlJob, stats: Stats, progress: ProgressRun, status: st
 
 async def _watch_flag(job_id: int, progress: ProgressRun) -> None:
     """Poll the stop flag (a stop requested from any process) and keep the heartbeat fresh."""
-    beats, failing = 0, False
+    flag, beats = _StopFlag(job_id), 0
     while True:
         await asyncio.sleep(POLL_SECONDS)
+        beats += 1
+        if await flag.asked(beat=beats % 10 == 0):
+            progress.stop()
+            return
+
+
+class _StopFlag:
+    """A job's stop flag (set by a stop from any process), polled with its heartbeat. A database away for a while
+    (a PostgreSQL restart) is logged once and polled through: were the polling to end, a stop asked elsewhere
+    would go unseen."""
+
+    def __init__(self, job_id: int) -> None:
+        self.job_id, self.failing = job_id, False
+
+    async def asked(self, *, beat: bool) -> bool:
+        """Whether a stop was asked; with ``beat``, the heartbeat is saved too (when none was)."""
         try:
-            if await database_sync_to_async(selectors.crawl_stop_requested)(job_id=job_id):
-                progress.stop()
-                return
-            beats += 1
-            if beats % 10 == 0:
-                await database_sync_to_async(services.crawl_save_progress)(job_id=job_id)
-        except Exception:  # the database is away for a while: keep polling (ended, a stop asked elsewhere goes unseen)
-            if not failing:
-                log.exception("crawl %s: cannot read its stop flag; trying again every %s s", job_id, POLL_SECONDS)
-            failing = True
-            continue
-        if failing:
-            log.warning("crawl %s: its stop flag is read again", job_id)
-            failing = False
+            if await database_sync_to_async(selectors.crawl_stop_requested)(job_id=self.job_id):
+                return True
+            if beat:
+                await database_sync_to_async(services.crawl_save_progress)(job_id=self.job_id)
+        except Exception:
+            if not self.failing:
+                log.exception("crawl %s: cannot read its stop flag; trying again every %s s", self.job_id, POLL_SECONDS)
+            self.failing = True
+            return False
+        if self.failing:
+            log.warning("crawl %s: its stop flag is read again", self.job_id)
+            self.failing = False
+        return False

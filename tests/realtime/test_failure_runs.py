@@ -28,6 +28,7 @@ def test_a_run_of_failures_is_logged_at_its_start_every_interval_and_at_its_end(
         "history unreachable: over after 502 times",
         "history unreachable (ConnectionError: again)",
     ]
+    assert [r.exc_info is not None for r in caplog.records] == [True, False, False, True]  # a run's first: its traceback
 
 
 async def test_joins_that_cannot_reach_history_are_logged_as_one_run(caplog, monkeypatch) -> None:
