@@ -233,7 +233,7 @@ class _StopFlag:
                 await database_sync_to_async(services.crawl_save_progress)(job_id=self.job_id)
         except Exception:
             if not self.failing:
-                log.exception("crawl %s: cannot read its stop flag; trying again every %s s", self.job_id, POLL_SECONDS)
+                log.exception("crawl %s: cannot read its stop flag (or save its heartbeat); polling on", self.job_id)
             self.failing = True
             return False
         if self.failing:

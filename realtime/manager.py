@@ -333,7 +333,9 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
                 # then the broadcasts numbered nowhere are repaired and numbering resumes.
                 if self._backlog and loop.time() - back_since < SETTLE:
                     continue
-                if await self._drain() and (not self._unsent or await self._repair()) and not self._unsent:
+                # Ended only with nothing held or unrepaired left: a send that failed during the repair keeps its
+                # room operation (and a loss meanwhile sets _unsent), and the next round takes them.
+                if await self._drain() and (not self._unsent or await self._repair()) and not self._unsent and not self._backlog:
                     # Still under the lock: a room operation sent meanwhile waits for it, and a broadcast waits behind
                     # that (see emit), so nothing numbered overtakes a room operation held or sent during the repair.
                     self._numbering_down = self._outage = False
@@ -372,8 +374,10 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         if not done:
             return
         try:
-            # Off asgiref's one ORM thread (thread_sensitive=False), as the loss's record was written.
-            await database_sync_to_async(lost.forget, thread_sensitive=False)(done)
+            # Off asgiref's one ORM thread (thread_sensitive=False), as the loss's record was written; bounded, so a
+            # database that stopped answering cannot hold the watcher (a new outage would find it busy here).
+            async with asyncio.timeout(PUBLISH_TIMEOUT):
+                await database_sync_to_async(lost.forget, thread_sensitive=False)(done)
         except Exception:  # noqa: BLE001  (the rows stay: another server repairs them later, one more resync)
             # Raised, it ended this watcher with the outage still on: this node's broadcasts unnumbered and
             # for its own clients only, every other node's watchers stale, for as long as the process lived.
@@ -402,6 +406,8 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         # once, and what must not be lost waits in the backlog (see the class docstring).
         if not self._outage:
             return await self._send_or_keep(data)
+        if not self._is_room_op(data):
+            return None  # an emit for the other nodes: let go (see _keep), without waiting for a drain under way
         async with self._publishing:  # a drain under way finishes first: order holds
             if self._outage:
                 self._keep(data)

@@ -92,3 +92,41 @@ async def test_a_stop_asked_elsewhere_is_seen_after_the_database_was_away(connec
             await asyncio.sleep(0.05)
     await db(CrawlJob.objects.filter(progress_id=progress_id).update)(cancel_requested=True)  # as another process's stop
     assert (await client.wait_for("crawl:stopped", timeout=10))["status"] == "cancelled"
+
+
+async def test_a_queued_crawl_sees_a_stop_asked_elsewhere_after_the_database_was_away(connect, http, site, settings, monkeypatch):
+    """The same for a crawl still waiting for a slot: its polling of the flag survives the database's absence."""
+    from django.db import OperationalError
+
+    from crawls import selectors
+
+    from .test_live import start, until_final
+
+    settings.CRAWL_DELAY = 0.05
+    alice = await db(f.make_user)("alice")
+    token = await db(f.token_for)(alice)
+    client = await connect(alice)
+    real, away, failed = selectors.crawl_stop_requested, [False], set()
+
+    def flaky(*, job_id: int) -> bool:
+        if away[0]:
+            failed.add(job_id)
+            raise OperationalError("the database is restarting (test)")
+        return real(job_id=job_id)
+
+    monkeypatch.setattr(selectors, "crawl_stop_requested", flaky)
+    ids = [await start(http, token, site.url + "/", max_pages=400, max_depth=50) for _ in range(3)]  # 2 slots
+    for progress_id in ids:
+        await client.call("crawl_subscribe", {"progress_id": progress_id})
+    await client.wait_for("crawl_progress", lambda s: s["progressId"] == ids[2] and s["status"] == "queued")
+    queued = await db(CrawlJob.objects.get)(progress_id=ids[2])
+    away[0] = True
+    async with asyncio.timeout(10):
+        while queued.pk not in failed:  # noqa: ASYNC110  (the queued job's polls: nothing to await)
+            await asyncio.sleep(0.05)
+    away[0] = False
+    await db(CrawlJob.objects.filter(pk=queued.pk).update)(cancel_requested=True)  # as another process's stop
+    assert (await until_final(client, ids[2]))["status"] == "cancelled"
+    for progress_id in ids[:2]:
+        await client.call("crawl_stop", {"progress_id": progress_id})
+        await until_final(client, progress_id)

@@ -341,7 +341,7 @@ async def test_while_a_room_operation_is_held_broadcasts_stay_on_this_node(redis
     node = manager.RedisManager(redis_server.url, channel="test-held-op")
     room = str(uuid.uuid4())  # named like a project's room: numbered
     try:
-        node._outage = True  # as _down sets it; its watcher is left out (it would drain after SETTLE)
+        node._outage = True  # as _down sets it (the watcher _lost starts below would drain only after SETTLE)
         await node._publish(node._resync_message())
         assert len(node._backlog) == 1 and node._numbering_down
         await node.emit("task_updated", {"id": 1, "version": 2}, room=room)
@@ -395,5 +395,33 @@ async def test_a_room_operation_that_waited_for_the_drain_is_published_before_a_
     finally:
         await published.aclose()
         await listener.aclose()
+        if node.redis is not None:
+            await node.redis.aclose()
+
+
+async def test_the_outage_ends_only_once_every_held_room_operation_is_out(redis_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A room operation held while the watcher repairs (its send failed then) is published before the outage ends:
+    ended with it still held, nothing would drain it, and broadcasts, numbered again, would overtake it for good."""
+    from realtime import manager
+
+    monkeypatch.setattr(manager, "SETTLE", 0.2)
+    node = manager.RedisManager(redis_server.url, channel="test-held-during-repair")
+    real_replace = node.numbering.replace_epoch
+
+    async def replace_while_an_op_is_held() -> None:
+        if not node._backlog and not held:
+            held.append(1)
+            node._keep(node._resync_message())  # as _send_or_keep does when a send times out meanwhile
+        await real_replace()
+
+    held: list[int] = []
+    monkeypatch.setattr(node.numbering, "replace_epoch", replace_while_an_op_is_held)
+    try:
+        await node._lost(RuntimeError("a broadcast Redis did not take"), room="project_r")  # the watcher starts
+        await asyncio.wait_for(asyncio.shield(node._watcher), 30)
+        assert held and not node._backlog and not node._outage and not node._numbering_down
+    finally:
+        if node._watcher is not None:
+            node._watcher.cancel()
         if node.redis is not None:
             await node.redis.aclose()
