@@ -9,6 +9,7 @@ at a few seconds so cross-node delivery resumes promptly.
 
 import asyncio
 import collections
+import contextlib
 import logging
 from collections.abc import Coroutine
 from functools import partial
@@ -327,15 +328,16 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
             if not await self._reachable():
                 backoff, back_since = min(backoff * 2, MAX_BACKOFF), None
                 continue
-            backoff, back_since = 0.1, back_since or loop.time()
+            back_since = back_since or loop.time()
             async with self._publishing:
                 # Held room operations (revocations) go out first, once every node listens again (SETTLE);
                 # then the broadcasts numbered nowhere are repaired and numbering resumes.
                 if self._backlog and loop.time() - back_since < SETTLE:
                     continue
+                answered = await self._drain() and (not self._unsent or await self._repair())
                 # Ended only with nothing held or unrepaired left: a send that failed during the repair keeps its
-                # room operation (and a loss meanwhile sets _unsent), and the next round takes them.
-                if await self._drain() and (not self._unsent or await self._repair()) and not self._unsent and not self._backlog:
+                # room operation (and a loss meanwhile sets _unsent), and the next round, 0.5 s on, takes them.
+                if answered and not self._unsent and not self._backlog:
                     # Still under the lock: a room operation sent meanwhile waits for it, and a broadcast waits behind
                     # that (see emit), so nothing numbered overtakes a room operation held or sent during the repair.
                     self._numbering_down = self._outage = False
@@ -345,7 +347,8 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
                 if not self._outage:
                     return
                 # Redis failed again meanwhile (_down found this watcher running): it carries on.
-            back_since = None
+            if not answered:  # Redis failed during the round (or refuses writes): back off, then SETTLE again
+                backoff, back_since = min(backoff * 2, MAX_BACKOFF), None
 
     async def _repair(self) -> bool:
         """As soon as Redis answers: broadcasts were numbered nowhere (sent here only) or tokens not voided, so a new
@@ -406,14 +409,18 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         # once, and what must not be lost waits in the backlog (see the class docstring).
         if not self._outage:
             return await self._send_or_keep(data)
-        if not self._is_room_op(data):
-            return None  # an emit for the other nodes: let go (see _keep), without waiting for a drain under way
-        async with self._publishing:  # a drain under way finishes first: order holds
-            if self._outage:
-                self._keep(data)
-                return None
-            # Sent before the lock goes: a broadcast waiting behind it (see emit) must not overtake it.
-            return await self._send_or_keep(data)
+        # A drain under way finishes first: order holds. An emit for the other nodes (not a room operation) waits at
+        # most PUBLISH_TIMEOUT for it (a reply to this node's own connection passes here too), then is let go.
+        wait = contextlib.nullcontext() if self._is_room_op(data) else asyncio.timeout(PUBLISH_TIMEOUT)
+        try:
+            async with wait, self._publishing:
+                if self._outage:
+                    self._keep(data)
+                    return None
+                # Sent before the lock goes: a broadcast waiting behind it (see emit) must not overtake it.
+                return await self._send_or_keep(data)
+        except TimeoutError:
+            return None
 
     async def _send_or_keep(self, data: Any) -> Any:
         try:

@@ -425,3 +425,42 @@ async def test_the_outage_ends_only_once_every_held_room_operation_is_out(redis_
             node._watcher.cancel()
         if node.redis is not None:
             await node.redis.aclose()
+
+
+async def test_an_emit_for_other_nodes_waits_for_a_drain_a_bounded_time(redis_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """During an outage an emit for the other nodes (not a room operation) waits for a drain under way: sent if the
+    outage ends meanwhile, let go after PUBLISH_TIMEOUT otherwise (a reply to one of this node's own connections
+    passes here too, and must not wait for a long drain)."""
+    import json
+
+    import redis.asyncio as aioredis
+
+    from realtime import manager
+
+    monkeypatch.setattr(manager, "PUBLISH_TIMEOUT", 0.3)
+    node = manager.RedisManager(redis_server.url, channel="test-emit-wait")
+    listener = aioredis.from_url(redis_server.url)
+    published = listener.pubsub()
+    await published.subscribe("test-emit-wait")
+    await published.get_message(timeout=2)  # the subscription's confirmation
+
+    def message(event: str) -> dict:
+        return {"method": "emit", "event": event, "data": [{}], "namespace": "/", "room": "elsewhere", "host_id": "a"}
+
+    try:
+        node._outage = True
+        async with node._publishing:  # a drain that outlasts the bound
+            assert await asyncio.wait_for(node._publish(message("let go")), 5) is None
+        async with node._publishing:  # a drain that ends the outage
+            sent = asyncio.create_task(node._publish(message("sent")))
+            await asyncio.sleep(0)
+            node._outage = False
+        await asyncio.wait_for(sent, 5)
+        received = await published.get_message(ignore_subscribe_messages=True, timeout=5)
+        assert received is not None and json.loads(received["data"])["event"] == "sent"
+        assert await published.get_message(ignore_subscribe_messages=True, timeout=0.2) is None
+    finally:
+        await published.aclose()
+        await listener.aclose()
+        if node.redis is not None:
+            await node.redis.aclose()
