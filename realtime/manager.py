@@ -382,8 +382,8 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
             async with asyncio.timeout(PUBLISH_TIMEOUT):
                 await database_sync_to_async(lost.forget, thread_sensitive=False)(done)
         except Exception:  # noqa: BLE001  (the rows stay: another server repairs them later, one more resync)
-            # Raised, it ended this watcher with the outage still on: this node's broadcasts unnumbered and
-            # for its own clients only, every other node's watchers stale, for as long as the process lived.
+            # Raised, it would end this watcher even if a new outage began meanwhile (_down found it running):
+            # that outage would then never end, this node's broadcasts unnumbered and for its own clients only.
             log.exception("could not delete the repaired losses' rows: another server repairs them again")
 
     async def _drain(self) -> bool:
