@@ -149,18 +149,34 @@ async def screen(server: Server, django: Django | None, *, mode: str, clients: i
 
 
 async def fanout(server: Server, django: Django | None, clients: int, broadcasts: int, per_request: bool = False,
-                 batch: bool = False) -> dict:  # fmt: skip
+                 batch: bool = False, writers: int = 1) -> dict:  # fmt: skip
     """N clients in one room, K broadcasts: deliveries per second.
 
     The Django path makes one save after another (each awaited), or with `batch` one REST reorder of the batch
     project's K tasks (K saves in one request and one transaction: K ``task_updated``); a reference server gets one
-    request for all K broadcasts, or with `per_request` one request per broadcast, each awaited.
+    request for all K broadcasts, or with `per_request` one request per broadcast, each awaited. With `writers` > 1,
+    that many writers each make awaited requests one after another at the same time, until K are made between
+    them: on the Django path each writer saves its own task of the batch project (in the room), as several users do.
     """
-    room = (django.batch_project if batch else django.projects[0]) if django else "room-0"
+    room = (django.batch_project if batch or writers > 1 else django.projects[0]) if django else "room-0"
     auth = {"token": django.token} if django else None
     kind = "ws" if server.name == "channels" else "socketio"
+    made = 0
+
+    async def writer(http: httpx.AsyncClient, task: str | None) -> None:
+        nonlocal made
+        while made < broadcasts:
+            made += 1
+            if task:  # the full Django path
+                r = await http.patch(f"{server.url}/api/tasks/{task}/", json={"title": f"b{made}"},
+                                     headers={"Authorization": f"Bearer {django.token}"})  # type: ignore[union-attr]  # fmt: skip
+            else:
+                r = await http.post(f"{server.url}/emit", params={"room": room, "n": 1})
+            r.raise_for_status()
+
     async with LoadGen(server.url, clients=clients, rooms=[room], kind=kind, auth=auth, id_key="version" if django else "seq") as gen:
-        async with httpx.AsyncClient(timeout=60) as http:
+        limits = httpx.Limits(max_connections=writers, max_keepalive_connections=writers)
+        async with httpx.AsyncClient(timeout=60, limits=limits) as http:
             start = time.time() * 1000
             if django and batch:
                 assert len(django.batch_tasks) == broadcasts, "seed(batch_tasks=) the number of broadcasts"
@@ -168,18 +184,15 @@ async def fanout(server: Server, django: Django | None, clients: int, broadcasts
                                     headers={"Authorization": f"Bearer {django.token}"})  # fmt: skip
                 r.raise_for_status()
             elif django:
-                headers = {"Authorization": f"Bearer {django.token}"}
-                for i in range(broadcasts):  # the full Django path, one save after another
-                    r = await http.patch(f"{server.url}/api/tasks/{django.tasks[0]}/", json={"title": f"b{i}"}, headers=headers)
-                    r.raise_for_status()
-            elif per_request:
-                for _ in range(broadcasts):
-                    (await http.post(f"{server.url}/emit", params={"room": room, "n": 1})).raise_for_status()
+                tasks = django.batch_tasks[:writers] if writers > 1 else django.tasks[:1]
+                await asyncio.gather(*(writer(http, task) for task in tasks))
+            elif per_request or writers > 1:
+                await asyncio.gather(*(writer(http, None) for _ in range(writers)))
             else:
                 (await http.post(f"{server.url}/emit", params={"room": room, "n": broadcasts})).raise_for_status()
             result = await gen.wait_for(clients * broadcasts, timeout=120)
     last = max(v[2] for v in result["perId"].values())
-    return {"clients": clients, "broadcasts": broadcasts, "received": result["received"], "expected": clients * broadcasts,
+    return {"clients": clients, "broadcasts": broadcasts, "writers": writers, "received": result["received"], "expected": clients * broadcasts,
             "seconds": (last - start) / 1000, "deliveries_per_s": result["received"] / max((last - start) / 1000, 1e-9),
             "loadgen_cpu_s": result["cpuMs"] / 1000}  # fmt: skip
 
