@@ -225,7 +225,7 @@ class _StopFlag:
         self.job_id, self.failing = job_id, False
 
     async def asked(self, *, beat: bool) -> bool:
-        """Whether a stop was asked; with ``beat``, the heartbeat is saved too (when none was)."""
+        """Whether a stop was asked; with ``beat``, the heartbeat is saved too (unless a stop was asked)."""
         try:
             if await database_sync_to_async(selectors.crawl_stop_requested)(job_id=self.job_id):
                 return True

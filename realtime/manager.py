@@ -127,14 +127,24 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
 
     def __init__(self, url: str, channel: str) -> None:
         super().__init__(url, channel=channel)
+        # Outage state. Each implies the next, and only _watch clears them, together, under _publishing, so that
+        # nothing numbered overtakes a held room operation:  (_unsent or _backlog) -> _numbering_down -> _outage.
+        # _outage: a Redis call failed (_down); a watcher runs until the outage ends.
+        # _numbering_down: broadcasts reach this node's clients only, each recorded as a loss (set by _lost, and by
+        #   _keep: numbered, they would overtake the held room operation on another node).
+        # _unsent: a repair is owed (a new epoch and a fleet-wide resync); _repair clears it first and restores it
+        #   on failure, so a loss meanwhile is not missed.
+        # _backlog: held room operations, at most OP_BACKLOG (beyond: counted in _lost_ops).
+        # _publishing: FIFO; taken by the watcher's rounds and by publishes during an outage, passed through by
+        #   emit (so a broadcast waits behind them).
         self._outage = False
         self._backlog: collections.deque[dict[str, Any]] = collections.deque()
-        self._lost_ops = 0  # over OP_BACKLOG during this outage
-        self._publishing = asyncio.Lock()  # held while the backlog drains: newer messages wait behind it
+        self._lost_ops = 0
+        self._publishing = asyncio.Lock()
         self._watcher: asyncio.Task[None] | None = None
         self._history: RedisHistory | None = None
-        self._unsent = False  # since the epoch was last replaced, a broadcast could not be numbered (or a token voided)
-        self._numbering_down = False  # broadcasts go out unnumbered, this node only, until Redis answers again
+        self._unsent = False
+        self._numbering_down = False
         self._recorded: dict[str, asyncio.Future[list[int]]] = {}  # rooms recorded as lost during this outage -> the write (its rows)
         self._repaired: list[int] = []  # rows of losses repaired here, to delete once the outage is over
         self._recovering: asyncio.Task[None] | None = None
@@ -186,8 +196,9 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
                     return None  # delivered here too, from the subscription, in the room's order
         except Exception as error:
             self._down(error)  # and below: lost
-        # Redis is out of reach: this node's clients get it now, unnumbered; the other nodes' resync later. The loss is
-        # in the database before this returns (a request's answer waits for it): a server killed then is repaired too.
+        # Numbering is off (Redis failed, or a held room operation goes first), or Redis or the wait behind a drain
+        # timed out: this node's clients get it now, unnumbered; the other nodes' resync later. The loss is in the
+        # database before this returns (a request's answer waits for it): a server killed then is repaired too.
         await asyncio.wait([self._lost(RuntimeError("Redis unreachable"), room=room)], timeout=PUBLISH_TIMEOUT)
         return await FastManager.emit(self, event, data, "/", room=room, skip_sid=skip_sid)
 
@@ -324,6 +335,9 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         loop = asyncio.get_running_loop()
         backoff, back_since = 0.1, None
         while True:
+            # A round: Redis not answering -> back off, SETTLE restarts; room operations held and SETTLE not over ->
+            # wait; drain or repair failed -> back off, SETTLE restarts; done with work left (a send in flight failed,
+            # a loss meanwhile) -> again in 0.5 s; done and clean -> end the outage, delete the repaired rows.
             await asyncio.sleep(backoff if back_since is None else 0.5)
             if not await self._reachable():
                 backoff, back_since = min(backoff * 2, MAX_BACKOFF), None
@@ -346,15 +360,17 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
                 await self._forget_repaired()  # outside the lock: room operations and broadcasts flow meanwhile
                 if not self._outage:
                     return
-                # Redis failed again meanwhile (_down found this watcher running): it carries on.
+                # Redis failed again meanwhile (_down found this watcher running): it carries on, from the start.
+                backoff, back_since = 0.1, None
+                continue
             if not answered:  # Redis failed during the round (or refuses writes): back off, then SETTLE again
                 backoff, back_since = min(backoff * 2, MAX_BACKOFF), None
 
     async def _repair(self) -> bool:
-        """As soon as Redis answers: broadcasts were numbered nowhere (sent here only) or tokens not voided, so a new
-        epoch (no since from before is honoured), every node's watchers resync, and numbering resumes; False if the
-        epoch could not be replaced yet. A node whose subscription is not back yet misses the resync, but resyncs its
-        own watchers when it resubscribes."""
+        """After the drain: broadcasts were numbered nowhere (sent here only) or tokens not voided, so a new epoch (no
+        since from before is honoured) and every node's watchers resync; the losses' rows move to ``_repaired``.
+        False if Redis refused (the losses are kept for the next round). Numbering resumes in ``_watch``. A node
+        whose subscription is not back yet misses the resync, but resyncs its own watchers when it resubscribes."""
         # Taken before the awaits below: a loss during them sets _unsent again and records its room anew.
         self._unsent, recorded, self._recorded = False, self._recorded, {}
         try:

@@ -464,3 +464,48 @@ async def test_an_emit_for_other_nodes_waits_for_a_drain_a_bounded_time(redis_se
         await listener.aclose()
         if node.redis is not None:
             await node.redis.aclose()
+
+
+async def test_an_outage_that_begins_while_rows_are_deleted_waits_its_own_settle(redis_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The watcher carries on when a new outage begins while it deletes the repaired rows; that outage's held room
+    operations wait SETTLE from its own start (every node resubscribed), not from the first outage's."""
+    from realtime import lost, manager, room_ops
+
+    monkeypatch.setattr(manager, "SETTLE", 2.0)
+    node = manager.RedisManager(redis_server.url, channel="test-second-outage")
+    loop, real_forget, real_send = asyncio.get_running_loop(), lost.forget, node._send
+    began: list[float] = []
+    sent: dict[str, float] = {}
+
+    def op(tag: str) -> dict:
+        return {"method": "emit", "event": room_ops.OP_EVENT, "data": [{"tag": tag}], "namespace": "/", "room": None, "host_id": "a"}
+
+    async def recorded_send(data: dict) -> object:
+        tag = (data.get("data") or [{}])[0].get("tag") if isinstance(data.get("data"), list) else None
+        if tag:
+            sent[tag] = loop.time()
+        return await real_send(data)
+
+    async def second_outage() -> None:
+        began.append(loop.time())
+        node._down(RuntimeError("the subscription broke again"))
+        node._keep(op("second"))
+
+    def forget_while_another_outage_begins(ids: list[int]) -> None:  # in a worker thread, as the watcher runs it
+        if not began:
+            asyncio.run_coroutine_threadsafe(second_outage(), loop).result(10)
+        real_forget(ids)
+
+    monkeypatch.setattr(node, "_send", recorded_send)
+    monkeypatch.setattr(lost, "forget", forget_while_another_outage_begins)
+    try:
+        node._keep(op("first"))
+        await node._lost(RuntimeError("a broadcast Redis did not take"), room="project_r")  # the watcher starts
+        await asyncio.wait_for(asyncio.shield(node._watcher), 30)
+        assert began and set(sent) == {"first", "second"} and not node._outage and not node._backlog
+        assert sent["second"] - began[0] >= manager.SETTLE
+    finally:
+        if node._watcher is not None:
+            node._watcher.cancel()
+        if node.redis is not None:
+            await node.redis.aclose()
