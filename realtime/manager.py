@@ -155,6 +155,10 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         # before the subscription, so what other nodes publish until it is up never reaches it and no gap shows.
         # This node's watchers resync once it is up (a broken subscription does that anyway).
         self._joined_unsubscribed = False
+        # The outage watcher's last ping got no answer (cleared by the next that does, or by a new subscription):
+        # a join's reads fail at once then, rather than each waiting PUBLISH_TIMEOUT for a snapshot it gets anyway.
+        # Not _outage: that also holds while Redis answers (a subscription blip, SETTLE), when a read is worth trying.
+        self._silent = False
 
     def _redis_connect(self) -> None:
         # A blocking pool: a burst of joins (a reconnect storm) waits for one of REALTIME_REDIS_CONNECTIONS instead
@@ -207,6 +211,7 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         if self._numbering_down:
             since = None  # this node sent broadcasts the history lacks: a snapshot, never "nothing missed"
         try:
+            self._answering()
             async with asyncio.timeout(PUBLISH_TIMEOUT):
                 await self._subscribed.wait()
                 return await self.numbering.position(room, since=since, budget=budget)
@@ -216,11 +221,16 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
 
     async def generation(self, user_id: int) -> str:
         try:
+            self._answering()
             async with asyncio.timeout(PUBLISH_TIMEOUT):
                 return await self.numbering.generation(user_id)
         except BaseException:
             self._joined_unsubscribed |= not self._subscribed.is_set()
             raise
+
+    def _answering(self) -> None:
+        if self._silent:
+            raise ConnectionError("Redis does not answer (outage): history is out of reach")
 
     # Writes that void since tokens: one that does not reach Redis is a loss (``_lost``), repaired once it is back.
     async def bump(self, user_id: int | None) -> None:
@@ -326,7 +336,9 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
             async with asyncio.timeout(PUBLISH_TIMEOUT):
                 await self.redis.ping()
         except Exception:
+            self._silent = True
             return False
+        self._silent = False
         return True
 
     async def _watch(self) -> None:
@@ -455,6 +467,7 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
                 # Read Redis's confirmation (the first reply on this connection): from then on every publish reaches us.
                 await self.pubsub.get_message(timeout=PUBLISH_TIMEOUT)
                 self._subscribed.set()
+                self._silent = False
                 backoff = 0.1
                 self._recovering = asyncio.get_running_loop().create_task(self._subscribed_again(broken=broken))
                 broken = False

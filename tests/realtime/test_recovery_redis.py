@@ -509,3 +509,111 @@ async def test_an_outage_that_begins_while_rows_are_deleted_waits_its_own_settle
             node._watcher.cancel()
         if node.redis is not None:
             await node.redis.aclose()
+
+
+async def _refused_quickly(node: Any) -> bool:
+    """True once a join's first history read fails with "does not answer" (the wait for it fails the test otherwise)."""
+    for _ in range(20):
+        try:
+            await node.generation(1)
+        except Exception as error:  # noqa: BLE001  (refused, or waited PUBLISH_TIMEOUT for an answer: the join's lot before)
+            if "does not answer" in str(error):
+                return True
+            await asyncio.sleep(0.1)
+    return False
+
+
+@pytest.mark.parametrize("fault", ["stopped", "paused"])
+async def test_while_redis_does_not_answer_joins_fail_at_once_and_read_again_once_it_does(redis_server, monkeypatch, fault) -> None:  # type: ignore[no-untyped-def]
+    """Redis gone (the listener's subscription broke) or paused (a broadcast timed out): once the outage watcher's
+    ping gets no answer, a join's history reads fail at once (the join gets its snapshot without a marker) instead of
+    each waiting PUBLISH_TIMEOUT. The first answer, to a ping or to a new subscription, lets them through again."""
+    import uuid
+
+    from realtime import manager
+
+    monkeypatch.setattr(manager, "PUBLISH_TIMEOUT", 1.0)
+    node = manager.RedisManager(redis_server.url, channel=f"test-silent-{fault}")
+    room = str(uuid.uuid4())
+    paused = False
+    try:
+        node._subscribed.set()
+        assert (await node.position(room, since=None, budget=10_000)).seq == 0
+        if fault == "stopped":
+            redis_server.stop()
+            node._subscribed.clear()  # as the listener does when its connection breaks
+        else:
+            os.kill(redis_server.proc.pid, signal.SIGSTOP)
+            paused = True
+        node._down(TimeoutError("a broadcast Redis did not take in time"))  # starts the watcher
+        assert await _refused_quickly(node)
+        with pytest.raises(ConnectionError, match="does not answer"):
+            await node.position(room, since=None, budget=10_000)
+        if fault == "stopped":
+            redis_server.start()
+        else:
+            os.kill(redis_server.proc.pid, signal.SIGCONT)
+            paused = False
+        await asyncio.wait_for(asyncio.shield(node._watcher), 30)  # a ping answered: no loss, so the outage ends
+        node._subscribed.set()  # as the listener's new subscription does
+        assert (await node.position(room, since=None, budget=10_000)).seq == 0
+        assert isinstance(await node.generation(1), str)
+    finally:
+        if paused:
+            os.kill(redis_server.proc.pid, signal.SIGCONT)
+        if node._watcher is not None:
+            node._watcher.cancel()
+        if node.redis is not None:
+            await node.redis.aclose()
+
+
+async def test_a_new_subscription_lets_joins_read_history_before_the_watchers_next_ping(redis_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The watcher may sleep up to MAX_BACKOFF between pings; the listener's subscription answering is enough."""
+    import uuid
+
+    from realtime import manager
+
+    monkeypatch.setattr(manager, "PUBLISH_TIMEOUT", 1.0)
+    node = manager.RedisManager(redis_server.url, channel="test-silent-subscribed")
+    node._silent = True  # as a failed ping leaves it
+    listening = node._redis_listen_with_retries()
+    first = asyncio.ensure_future(anext(listening))
+    try:
+        await asyncio.wait_for(node._subscribed.wait(), 10)
+        assert (await node.position(str(uuid.uuid4()), since=None, budget=10_000)).seq == 0
+    finally:
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+        await listening.aclose()
+        for task in (node._recovering, node._watcher):
+            if task is not None:
+                task.cancel()
+        if node.redis is not None:
+            await node.redis.aclose()
+
+
+async def test_while_redis_answers_an_outage_does_not_fail_joins(redis_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """An outage with Redis answering (a subscription blip; a held room operation waiting SETTLE): joins read history
+    as usual and get their markers. (Failing them while the outage lasted turned each into a snapshot.)"""
+    import uuid
+
+    from realtime import manager, room_ops
+
+    monkeypatch.setattr(manager, "PUBLISH_TIMEOUT", 1.0)
+    node = manager.RedisManager(redis_server.url, channel="test-answering-outage")
+    room = str(uuid.uuid4())
+    try:
+        node._subscribed.set()
+        node._down(ConnectionError("the subscription broke (test)"))
+        node._keep({"method": "emit", "event": room_ops.OP_EVENT, "data": [room_ops.resync()], "namespace": "/", "room": None,
+                    "host_id": "a"})  # fmt: skip
+        for _ in range(10):  # a few of the watcher's rounds (every 0.5 s once Redis answers), all within SETTLE
+            await asyncio.sleep(0.2)
+            assert (await node.position(room, since=None, budget=10_000)).seq == 0
+            assert isinstance(await node.generation(1), str)
+        assert node._outage and node._backlog  # still held: the reads above ran during the outage
+    finally:
+        if node._watcher is not None:
+            node._watcher.cancel()
+        if node.redis is not None:
+            await node.redis.aclose()
