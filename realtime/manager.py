@@ -32,6 +32,10 @@ MAX_BACKOFF = 5.0
 # Room operations held during a Redis outage (each a small dict); beyond, newer ones are lost and logged at error.
 OP_BACKLOG = 10_000
 PUBLISH_TIMEOUT = 5.0  # seconds; a timed-out operation is kept and may arrive twice (operations are idempotent)
+# Connections of REALTIME_REDIS_CONNECTIONS that joins' history reads leave to everything else (broadcasts, room
+# operations, the outage watcher's pings and drain): the pool is not fair, and a storm of joins could otherwise keep
+# the watcher from one for PUBLISH_TIMEOUT while Redis answers (Redis taken for silent, SETTLE restarting).
+READ_HEADROOM = 4
 # Redis must answer this long before held operations go out: every node's listener has resubscribed by then.
 SETTLE = MAX_BACKOFF + 1.0
 # A loss this node recorded in the database waits this long for this node to repair it (then deletes it) before
@@ -155,10 +159,12 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         # before the subscription, so what other nodes publish until it is up never reaches it and no gap shows.
         # This node's watchers resync once it is up (a broken subscription does that anyway).
         self._joined_unsubscribed = False
-        # The outage watcher's last ping got no answer (cleared by the next that does, or by a new subscription):
-        # a join's reads fail at once then, rather than each waiting PUBLISH_TIMEOUT for a snapshot it gets anyway.
-        # Not _outage: that also holds while Redis answers (a subscription blip, SETTLE), when a read is worth trying.
-        self._silent = False
+        # The outage watcher's last ping failed (no reply within PUBLISH_TIMEOUT, or any error); cleared by the next
+        # ping answered, or by a new subscription. Meanwhile a join's history reads fail at once, rather than each
+        # waiting PUBLISH_TIMEOUT, timing out and falling back to a snapshot without markers. Not keyed on _outage:
+        # that stays True while Redis answers again (a brief subscription break, SETTLE), and reads succeed then.
+        self._ping_failed = False
+        self._reads = asyncio.Semaphore(max(1, settings.REALTIME_REDIS_CONNECTIONS - READ_HEADROOM))  # FIFO, unlike the pool
 
     def _redis_connect(self) -> None:
         # A blocking pool: a burst of joins (a reconnect storm) waits for one of REALTIME_REDIS_CONNECTIONS instead
@@ -211,25 +217,30 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         if self._numbering_down:
             since = None  # this node sent broadcasts the history lacks: a snapshot, never "nothing missed"
         try:
-            self._answering()
+            self._refuse_if_ping_failed()
             async with asyncio.timeout(PUBLISH_TIMEOUT):
                 await self._subscribed.wait()
-                return await self.numbering.position(room, since=since, budget=budget)
+                async with self._reads:
+                    return await self.numbering.position(room, since=since, budget=budget)
         except BaseException:
             self._joined_unsubscribed |= not self._subscribed.is_set()
             raise
 
     async def generation(self, user_id: int) -> str:
         try:
-            self._answering()
-            async with asyncio.timeout(PUBLISH_TIMEOUT):
+            self._refuse_if_ping_failed()
+            async with asyncio.timeout(PUBLISH_TIMEOUT), self._reads:
                 return await self.numbering.generation(user_id)
         except BaseException:
             self._joined_unsubscribed |= not self._subscribed.is_set()
             raise
 
-    def _answering(self) -> None:
-        if self._silent:
+    def _refuse_if_ping_failed(self) -> None:
+        # Called inside the reads' try: a read refused here still counts for _joined_unsubscribed. Only publishes and
+        # the listener start an outage (and so the pings), never a failed read: a read can fail with Redis well (a
+        # pool exhausted by a join storm), and an outage holds room operations. So a Redis that hangs while this
+        # node publishes nothing still costs each join PUBLISH_TIMEOUT.
+        if self._ping_failed:
             raise ConnectionError("Redis does not answer (outage): history is out of reach")
 
     # Writes that void since tokens: one that does not reach Redis is a loss (``_lost``), repaired once it is back.
@@ -336,9 +347,9 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
             async with asyncio.timeout(PUBLISH_TIMEOUT):
                 await self.redis.ping()
         except Exception:
-            self._silent = True
+            self._ping_failed = True
             return False
-        self._silent = False
+        self._ping_failed = False
         return True
 
     async def _watch(self) -> None:
@@ -467,7 +478,7 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
                 # Read Redis's confirmation (the first reply on this connection): from then on every publish reaches us.
                 await self.pubsub.get_message(timeout=PUBLISH_TIMEOUT)
                 self._subscribed.set()
-                self._silent = False
+                self._ping_failed = False
                 backoff = 0.1
                 self._recovering = asyncio.get_running_loop().create_task(self._subscribed_again(broken=broken))
                 broken = False
