@@ -26,15 +26,16 @@ from socketio import packet as sio_packet
 from . import direct_write, history, limits, lost, room_ops
 from .history import Position
 from .redis_history import RedisHistory, stamp_args
+from .redis_pool import FairBlockingConnectionPool
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = 5.0
 # Room operations held during a Redis outage (each a small dict); beyond, newer ones are lost and logged at error.
 OP_BACKLOG = 10_000
 PUBLISH_TIMEOUT = 5.0  # seconds; a timed-out operation is kept and may arrive twice (operations are idempotent)
-# Connections of REALTIME_REDIS_CONNECTIONS that joins' history reads leave to everything else (broadcasts, room
-# operations, the outage watcher's pings and drain): the pool is not fair, and a storm of joins could otherwise keep
-# the watcher from one for PUBLISH_TIMEOUT while Redis answers (Redis taken for silent, SETTLE restarting).
+# Connections of REALTIME_REDIS_CONNECTIONS that joins' history reads leave to everything else besides the
+# subscription (broadcasts, room operations, the outage watcher's pings and drain): in a storm of joins those then
+# wait behind each other only (the pool is first come first served, ``redis_pool``), never behind every join.
 READ_HEADROOM = 4
 # Redis must answer this long before held operations go out: every node's listener has resubscribed by then.
 SETTLE = MAX_BACKOFF + 1.0
@@ -164,14 +165,15 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         # waiting PUBLISH_TIMEOUT, timing out and falling back to a snapshot without markers. Not keyed on _outage:
         # that stays True while Redis answers again (a brief subscription break, SETTLE), and reads succeed then.
         self._ping_failed = False
-        self._reads = asyncio.Semaphore(max(1, settings.REALTIME_REDIS_CONNECTIONS - READ_HEADROOM))  # FIFO, unlike the pool
+        # FIFO; the subscription holds one connection of the pool for good.
+        self._reads = asyncio.Semaphore(max(1, settings.REALTIME_REDIS_CONNECTIONS - 1 - READ_HEADROOM))
 
     def _redis_connect(self) -> None:
         # A blocking pool: a burst of joins (a reconnect storm) waits for one of REALTIME_REDIS_CONNECTIONS instead
-        # of failing with "Too many connections" and sending snapshots without markers.
+        # of failing with "Too many connections" and sending snapshots without markers; first come first served.
         if "sentinel" in urlparse(self.redis_url).scheme:
             return super()._redis_connect()
-        pool = aioredis.BlockingConnectionPool.from_url(
+        pool = FairBlockingConnectionPool.from_url(
             self.redis_url, max_connections=settings.REALTIME_REDIS_CONNECTIONS, timeout=PUBLISH_TIMEOUT
         )
         self.redis = aioredis.Redis(connection_pool=pool)
@@ -221,6 +223,7 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
             async with asyncio.timeout(PUBLISH_TIMEOUT):
                 await self._subscribed.wait()
                 async with self._reads:
+                    self._refuse_if_ping_failed()  # again: the ping may have failed while this read queued
                     return await self.numbering.position(room, since=since, budget=budget)
         except BaseException:
             self._joined_unsubscribed |= not self._subscribed.is_set()
@@ -230,6 +233,7 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         try:
             self._refuse_if_ping_failed()
             async with asyncio.timeout(PUBLISH_TIMEOUT), self._reads:
+                self._refuse_if_ping_failed()  # again: the ping may have failed while this read queued
                 return await self.numbering.generation(user_id)
         except BaseException:
             self._joined_unsubscribed |= not self._subscribed.is_set()

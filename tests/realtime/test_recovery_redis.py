@@ -633,13 +633,14 @@ async def test_joins_still_read_history_during_an_outage_while_redis_answers(red
 
 
 async def test_a_storm_of_joins_leaves_the_outage_watcher_a_connection(redis_server, settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """Joins' history reads never take the pool's last READ_HEADROOM connections: while they hold every one they may
-    (a rejoin storm), the outage watcher's ping and a held room operation's publish still get one. (Through the pool,
-    which is not fair, the ping waited PUBLISH_TIMEOUT: Redis taken for silent, SETTLE restarted, for the storm's
-    length.)"""
+    """While joins' history reads hold every connection they may (a rejoin storm) and other callers publish back to
+    back, the outage watcher's ping and a held room operation's publish still get a connection: reads leave
+    READ_HEADROOM to the rest, and the pool serves its waiters in order. (redis-py's pool lets a caller that just
+    released a connection take it again before a woken waiter: the ping waited PUBLISH_TIMEOUT, Redis was taken for
+    silent while it answered, and a held room operation's SETTLE started over, for as long as the storm lasted.)"""
     from realtime import manager
 
-    settings.REALTIME_REDIS_CONNECTIONS = manager.READ_HEADROOM + 2
+    settings.REALTIME_REDIS_CONNECTIONS = 10
     monkeypatch.setattr(manager, "PUBLISH_TIMEOUT", 1.0)
     node = manager.RedisManager(redis_server.url, channel="test-read-headroom")
     numbering = node.numbering
@@ -657,16 +658,23 @@ async def test_a_storm_of_joins_leaves_the_outage_watcher_a_connection(redis_ser
         finally:
             await pool.release(connection)
 
+    async def publish_back_to_back() -> None:  # as a command's batch, or several, delivered during the storm
+        while not release.is_set():
+            await node.redis.publish("test-read-headroom-elsewhere", "x")
+
+    await node.pubsub.subscribe("test-read-headroom-listener")  # the subscription keeps a connection of the pool
     numbering.position = held_read  # type: ignore[method-assign]
     node._subscribed.set()
-    reads = [asyncio.ensure_future(node.position(f"project_{i}", since=None, budget=10_000)) for i in range(20)]
+    reads = [asyncio.ensure_future(node.position(f"project_{i}", since=None, budget=10_000)) for i in range(50)]
+    publishers = [asyncio.ensure_future(publish_back_to_back()) for _ in range(manager.READ_HEADROOM + 2)]  # more than it
     try:
         for _ in range(10):
-            await asyncio.sleep(0.01)  # the reads take what they may
+            await asyncio.sleep(0.01)  # the reads take what they may; the publishers go round
         assert await node._reachable() and not node._ping_failed
         assert await node._send(node._resync_message()) == 0  # published (no subscriber here)
     finally:
         release.set()
-        await asyncio.gather(*reads, return_exceptions=True)
+        await asyncio.gather(*reads, *publishers, return_exceptions=True)
         del numbering.position
+        await node.pubsub.aclose()
         await _close(node)
