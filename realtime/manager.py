@@ -473,11 +473,26 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
             self._keep(data)
             return None
 
+    async def _listening_client(self) -> None:
+        """The client to (re)subscribe with: made once, then the same pool with a new subscription. (python-socketio
+        makes a new client per attempt, and the old pool's connections stayed open for good: up to
+        REALTIME_REDIS_CONNECTIONS per break of the subscription, a proxy's idle timeout or a CLIENT KILL.)"""
+        if self.redis is None or "sentinel" in urlparse(self.redis_url).scheme:
+            self._redis_connect()
+            return
+        old, self.pubsub = self.pubsub, self.redis.pubsub(ignore_subscribe_messages=True)
+        self.connected = True
+        if old is not None:
+            # Its connection goes back to the pool (and its turn, see redis_pool); broken, there is nothing else to do.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(PUBLISH_TIMEOUT):
+                    await old.aclose()
+
     async def _redis_listen_with_retries(self):  # type: ignore[no-untyped-def]
         backoff, broken = 0.1, False
         while True:
             try:
-                self._redis_connect()
+                await self._listening_client()
                 await self.pubsub.subscribe(self.channel)
                 # Read Redis's confirmation (the first reply on this connection): from then on every publish reaches us.
                 await self.pubsub.get_message(timeout=PUBLISH_TIMEOUT)

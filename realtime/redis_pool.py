@@ -24,11 +24,14 @@ class FairBlockingConnectionPool(aioredis.BlockingConnectionPool):
         self._holding: set[Any] = set()  # connections lent with a turn (redis-py also releases some it never lent)
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            async with asyncio.timeout(self.timeout):
-                await self._turns.acquire()
-        except TimeoutError as error:
-            raise RedisConnectionError("No connection available.") from error
+        if not self._turns.locked():
+            await self._turns.acquire()  # free: taken without suspending (and without a timer per command)
+        else:
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await self._turns.acquire()
+            except TimeoutError as error:
+                raise RedisConnectionError("No connection available.") from error
         try:
             connection = await super().get_connection(*args, **kwargs)
         except BaseException:

@@ -678,3 +678,43 @@ async def test_a_storm_of_joins_leaves_the_outage_watcher_a_connection(redis_ser
         del numbering.position
         await node.pubsub.aclose()
         await _close(node)
+
+
+async def test_a_broken_subscription_resubscribes_on_the_same_pool(redis_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Each break of the subscription while Redis answers (a proxy's idle timeout, a CLIENT KILL) used to leave a whole
+    pool open for good: python-socketio makes a new client per attempt. Now the pool stays and the old subscription
+    is closed: Redis's client count stays put however often it breaks."""
+    import redis.asyncio as aioredis
+
+    from realtime import manager
+
+    async def apply(server: object, op: dict) -> None:  # the resync a broken subscription sends (no server here)
+        pass
+
+    monkeypatch.setattr(manager.room_ops, "apply", apply)
+    node = manager.RedisManager(redis_server.url, channel="test-resubscribe")
+    admin = aioredis.from_url(redis_server.url)
+    listening = node._redis_listen_with_retries()
+    first = asyncio.ensure_future(anext(listening))
+    try:
+        await asyncio.wait_for(node._subscribed.wait(), 10)
+        pool, counts = node.redis.connection_pool, []
+        for _ in range(3):
+            # A few of the pool's connections in use, as joins' reads would have them.
+            await asyncio.gather(*(node.position(f"project_{i}", since=None, budget=10_000) for i in range(5)))
+            counts.append(len(await admin.client_list()))
+            await admin.client_kill_filter(_type="pubsub")
+            for _ in range(200):  # the listener notices the break
+                if not node._subscribed.is_set():
+                    break
+                await asyncio.sleep(0.01)
+            await asyncio.wait_for(node._subscribed.wait(), 10)  # and subscribes again
+        assert counts[-1] <= counts[0] + 1, counts  # before: 5 or more connections more per break
+        assert node.redis.connection_pool is pool
+    finally:
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+        await listening.aclose()
+        await node.pubsub.aclose()
+        await _close(node)
+        await admin.aclose()

@@ -46,7 +46,7 @@ async def test_a_connection_that_cannot_connect_gives_its_turn_back() -> None:
             with pytest.raises(RedisConnectionError) as failed:
                 await pool.get_connection()
             assert "No connection available" not in str(failed.value)
-        assert not pool._holding
+        assert not pool._holding and pool._turns._value == pool.max_connections  # each given back once
     finally:
         await pool.aclose()
 
