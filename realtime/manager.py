@@ -26,7 +26,7 @@ from socketio import packet as sio_packet
 from . import direct_write, history, limits, lost, room_ops
 from .history import Position
 from .redis_history import RedisHistory, stamp_args
-from .redis_pool import FairBlockingConnectionPool
+from .redis_pool import FairBlockingConnectionPool, without_maintenance_notifications
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = 5.0
@@ -174,7 +174,10 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         if "sentinel" in urlparse(self.redis_url).scheme:
             return super()._redis_connect()
         pool = FairBlockingConnectionPool.from_url(
-            self.redis_url, max_connections=settings.REALTIME_REDIS_CONNECTIONS, timeout=PUBLISH_TIMEOUT
+            self.redis_url,
+            max_connections=settings.REALTIME_REDIS_CONNECTIONS,
+            timeout=PUBLISH_TIMEOUT,
+            **without_maintenance_notifications(),
         )
         self.redis = aioredis.Redis(connection_pool=pool)
         self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
@@ -480,13 +483,15 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         if self.redis is None or "sentinel" in urlparse(self.redis_url).scheme:
             self._redis_connect()
             return
-        old, self.pubsub = self.pubsub, self.redis.pubsub(ignore_subscribe_messages=True)
-        self.connected = True
-        if old is not None:
+        if self.pubsub is not None:
             # Its connection goes back to the pool (and its turn, see redis_pool); broken, there is nothing else to do.
+            # Closed before it is replaced: a listener cancelled meanwhile still holds it, to close at shutdown.
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(PUBLISH_TIMEOUT):
-                    await old.aclose()
+                    await self.pubsub.aclose()
+        # Idle connections may be to a Redis that has restarted since: dropped, each connects afresh when next lent.
+        await self.redis.connection_pool.disconnect(inuse_connections=False)
+        self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
 
     async def _redis_listen_with_retries(self):  # type: ignore[no-untyped-def]
         backoff, broken = 0.1, False

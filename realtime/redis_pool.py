@@ -13,6 +13,17 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.maint_notifications import MaintNotificationsConfig
+
+
+def without_maintenance_notifications() -> dict[str, Any]:
+    """Pool options that keep redis-py's check of an idle connection before it is lent.
+
+    With RESP3, redis-py 8 turns on "maintenance notifications" (a managed service's push messages
+    about failovers) and then skips that check: a connection Redis closed while it sat idle (Redis
+    restarted, a proxy's idle timeout) fails the next command instead of reconnecting first.
+    """
+    return {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
 
 
 class FairBlockingConnectionPool(aioredis.BlockingConnectionPool):
