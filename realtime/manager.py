@@ -489,8 +489,6 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(PUBLISH_TIMEOUT):
                     await self.pubsub.aclose()
-        # Idle connections may be to a Redis that has restarted since: dropped, each connects afresh when next lent.
-        await self.redis.connection_pool.disconnect(inuse_connections=False)
         self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
 
     async def _redis_listen_with_retries(self):  # type: ignore[no-untyped-def]
