@@ -4,8 +4,10 @@ outage or restart replaces the epoch and makes every watcher resync (or be disco
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -521,6 +523,35 @@ async def _close(node: Any) -> None:
         await node.redis.aclose(close_connection_pool=True)
 
 
+@contextlib.asynccontextmanager
+async def _listening(node: Any) -> AsyncIterator[None]:
+    """``node``'s listener running and subscribed, as a serving node has it; stopped and closed afterwards."""
+    listening = node._redis_listen_with_retries()
+    first = asyncio.ensure_future(anext(listening))
+    try:
+        await asyncio.wait_for(node._subscribed.wait(), 10)
+        yield
+    finally:
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+        await listening.aclose()
+        await node.pubsub.aclose()
+        await _close(node)
+
+
+async def _unsubscribed(node: Any) -> None:
+    """Wait until ``node``'s listener has noticed its subscription broke (the test fails otherwise)."""
+    for _ in range(500):
+        if not node._subscribed.is_set():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the listener never noticed the break")
+
+
+async def _no_resync(server: object, op: dict) -> None:
+    """``room_ops.apply`` for a node without a Socket.IO server: the resync a broken subscription sends goes nowhere."""
+
+
 async def _refused_as_not_answering(node: Any) -> bool:
     """True once a join's history read fails with "does not answer" rather than by waiting or by Redis's own error."""
     for _ in range(20):
@@ -595,17 +626,8 @@ async def test_a_new_subscription_lets_joins_read_history_before_the_watchers_ne
     monkeypatch.setattr(manager, "PUBLISH_TIMEOUT", 1.0)
     node = manager.RedisManager(redis_server.url, channel="test-silent-subscribed")
     node._ping_failed = True  # as a failed ping leaves it
-    listening = node._redis_listen_with_retries()
-    first = asyncio.ensure_future(anext(listening))
-    try:
-        await asyncio.wait_for(node._subscribed.wait(), 10)
+    async with _listening(node):
         assert (await node.position(str(uuid.uuid4()), since=None, budget=10_000)).seq == 0
-    finally:
-        first.cancel()
-        await asyncio.gather(first, return_exceptions=True)
-        await listening.aclose()
-        await node.pubsub.aclose()
-        await _close(node)
 
 
 async def test_joins_still_read_history_during_an_outage_while_redis_answers(redis_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -688,37 +710,23 @@ async def test_a_broken_subscription_resubscribes_on_the_same_pool(redis_server,
 
     from realtime import manager
 
-    async def apply(server: object, op: dict) -> None:  # the resync a broken subscription sends (no server here)
-        pass
-
-    monkeypatch.setattr(manager.room_ops, "apply", apply)
+    monkeypatch.setattr(manager.room_ops, "apply", _no_resync)
     node = manager.RedisManager(redis_server.url, channel="test-resubscribe")
     admin = aioredis.from_url(redis_server.url)
-    listening = node._redis_listen_with_retries()
-    first = asyncio.ensure_future(anext(listening))
     try:
-        await asyncio.wait_for(node._subscribed.wait(), 10)
-        pool, counts = node.redis.connection_pool, []
-        for _ in range(3):
-            # A few of the pool's connections in use, as joins' reads would have them.
-            await asyncio.gather(*(node.position(f"project_{i}", since=None, budget=10_000) for i in range(5)))
-            counts.append(len(await admin.client_list()))
-            await admin.client_kill_filter(_type="pubsub")
-            for _ in range(500):  # the listener notices the break
-                if not node._subscribed.is_set():
-                    break
-                await asyncio.sleep(0.01)
-            assert not node._subscribed.is_set()
-            await asyncio.wait_for(node._subscribed.wait(), 10)  # and subscribes again
-        assert counts[-1] <= counts[0] + 1, counts  # before: 5 or more connections more per break
-        assert node.redis.connection_pool is pool
-        assert pool._turns._value + len(pool._holding) == pool.max_connections  # the old subscriptions' turns came back
+        async with _listening(node):
+            pool, counts = node.redis.connection_pool, []
+            for _ in range(3):
+                # A few of the pool's connections in use, as joins' reads would have them.
+                await asyncio.gather(*(node.position(f"project_{i}", since=None, budget=10_000) for i in range(5)))
+                counts.append(len(await admin.client_list()))
+                await admin.client_kill_filter(_type="pubsub")
+                await _unsubscribed(node)
+                await asyncio.wait_for(node._subscribed.wait(), 10)  # and subscribes again
+            assert counts[-1] <= counts[0] + 1, counts  # before: 5 or more connections more per break
+            assert node.redis.connection_pool is pool
+            assert pool._turns._value + len(pool._holding) == pool.max_connections  # the old subscriptions' turns came back
     finally:
-        first.cancel()
-        await asyncio.gather(first, return_exceptions=True)
-        await listening.aclose()
-        await node.pubsub.aclose()
-        await _close(node)
         await admin.aclose()
 
 
@@ -728,22 +736,12 @@ async def test_after_a_redis_restart_the_pools_idle_connections_connect_afresh(r
     most reads failed, and the epoch check after resubscribing could fail too, honouring old since tokens.)"""
     from realtime import manager
 
-    async def apply(server: object, op: dict) -> None:  # the resync a broken subscription sends (no server here)
-        pass
-
-    monkeypatch.setattr(manager.room_ops, "apply", apply)
+    monkeypatch.setattr(manager.room_ops, "apply", _no_resync)
     node = manager.RedisManager(redis_server.url, channel="test-restart-idle")
-    listening = node._redis_listen_with_retries()
-    first = asyncio.ensure_future(anext(listening))
-    try:
-        await asyncio.wait_for(node._subscribed.wait(), 10)
+    async with _listening(node):
         await asyncio.gather(*(node.position(f"project_{i}", since=None, budget=10_000) for i in range(12)))  # 12 idle now
         redis_server.stop()
-        for _ in range(500):
-            if not node._subscribed.is_set():
-                break
-            await asyncio.sleep(0.01)
-        assert not node._subscribed.is_set()
+        await _unsubscribed(node)
         redis_server.start()
         await asyncio.wait_for(node._subscribed.wait(), 15)
         await asyncio.wait_for(asyncio.shield(node._recovering), 15)  # the epoch check after resubscribing
@@ -751,12 +749,6 @@ async def test_after_a_redis_restart_the_pools_idle_connections_connect_afresh(r
                                      return_exceptions=True)  # fmt: skip
         assert [r for r in reads if isinstance(r, BaseException)] == []
         assert "could not check the history epoch" not in caplog.text
-    finally:
-        first.cancel()
-        await asyncio.gather(first, return_exceptions=True)
-        await listening.aclose()
-        await node.pubsub.aclose()
-        await _close(node)
 
 
 async def test_idle_connections_closed_by_redis_connect_afresh_when_lent(redis_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -766,23 +758,16 @@ async def test_idle_connections_closed_by_redis_connect_afresh_when_lent(redis_s
 
     from realtime import manager
 
-    monkeypatch.setattr(manager.room_ops, "apply", lambda server, op: asyncio.sleep(0))
+    monkeypatch.setattr(manager.room_ops, "apply", _no_resync)
     node = manager.RedisManager(redis_server.url, channel="test-idle-closed")
     admin = aioredis.from_url(redis_server.url)
-    listening = node._redis_listen_with_retries()
-    first = asyncio.ensure_future(anext(listening))
     try:
-        await asyncio.wait_for(node._subscribed.wait(), 10)
-        await asyncio.gather(*(node.position(f"project_{i}", since=None, budget=10_000) for i in range(12)))  # 12 idle now
-        assert await admin.execute_command("CLIENT KILL TYPE normal SKIPME yes") >= 12
-        reads = await asyncio.gather(*(node.numbering.position(f"project_{i}", since=None, budget=10_000) for i in range(12)),
-                                     return_exceptions=True)  # fmt: skip
-        assert [r for r in reads if isinstance(r, BaseException)] == []
-        assert node._subscribed.is_set()  # the subscription (TYPE pubsub) was left alone
+        async with _listening(node):
+            await asyncio.gather(*(node.position(f"project_{i}", since=None, budget=10_000) for i in range(12)))  # 12 idle now
+            assert await admin.execute_command("CLIENT KILL TYPE normal SKIPME yes") >= 12
+            reads = await asyncio.gather(*(node.numbering.position(f"project_{i}", since=None, budget=10_000) for i in range(12)),
+                                         return_exceptions=True)  # fmt: skip
+            assert [r for r in reads if isinstance(r, BaseException)] == []
+            assert node._subscribed.is_set()  # the subscription (TYPE pubsub) was left alone
     finally:
-        first.cancel()
-        await asyncio.gather(first, return_exceptions=True)
-        await listening.aclose()
-        await node.pubsub.aclose()
-        await _close(node)
         await admin.aclose()
