@@ -3,8 +3,9 @@
 The Redis manager is python-socketio's own ``AsyncRedisManager``; this subclass
 only adds what a fleet needs: room operations (see ``room_ops``) on every node, an
 outage logged once rather than per message, room operations held through an
-outage and published in order once Redis is back, and a reconnect backoff capped
-at a few seconds so cross-node delivery resumes promptly.
+outage and published in order once Redis is back, a reconnect backoff capped
+at a few seconds so cross-node delivery resumes promptly, and a subscription that
+counts only once Redis confirms it and is pinged when quiet (``subscription``).
 """
 
 import asyncio
@@ -23,7 +24,7 @@ from django.conf import settings
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
-from . import direct_write, history, limits, lost, room_ops
+from . import direct_write, history, limits, lost, room_ops, subscription
 from .history import Position
 from .redis_history import RedisHistory, stamp_args
 from .redis_pool import FairBlockingConnectionPool, without_maintenance_notifications
@@ -496,15 +497,14 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         while True:
             try:
                 await self._listening_client()
-                await self.pubsub.subscribe(self.channel)
-                # Read Redis's confirmation (the first reply on this connection): from then on every publish reaches us.
-                await self.pubsub.get_message(timeout=PUBLISH_TIMEOUT)
+                # Confirmed by Redis (the first reply on this connection): from then on every publish reaches us.
+                await subscription.confirmed(self.pubsub, self.channel, timeout=PUBLISH_TIMEOUT)
                 self._subscribed.set()
                 self._ping_failed = False
                 backoff = 0.1
                 self._recovering = asyncio.get_running_loop().create_task(self._subscribed_again(broken=broken))
                 broken = False
-                async for message in self.pubsub.listen():
+                async for message in subscription.messages(self.pubsub, timeout=PUBLISH_TIMEOUT):  # raises if it went dead
                     yield message
             except asyncio.CancelledError:
                 raise

@@ -773,3 +773,98 @@ async def test_idle_connections_closed_by_redis_connect_afresh_when_lent(redis_s
             assert node._subscribed.is_set()  # the subscription (TYPE pubsub) was left alone
     finally:
         await admin.aclose()
+
+
+async def _consume(node: Any, received: list[bytes]) -> None:
+    """``node``'s listener run as python-socketio runs it, each message's data kept in ``received``."""
+    async for message in node._redis_listen_with_retries():
+        if message["type"] == "message":
+            received.append(message["data"])
+
+
+async def _arrives(received: list[bytes], data: bytes) -> None:
+    for _ in range(500):
+        if data in received:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{data!r} never arrived: {received}")
+
+
+async def test_a_subscription_gone_half_open_is_noticed_replaced_and_its_watchers_resync(redis_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The subscription's connection stops carrying anything without closing (a NAT or load balancer dropped it):
+    the listener pings it, gets no answer, subscribes afresh and resyncs this node's watchers, and broadcasts
+    published afterwards reach it. (Before: ``listen()`` waited for ever, and the node missed every broadcast
+    other nodes published while its own publishes, on other connections, still went out.)"""
+    import redis.asyncio as aioredis
+
+    from realtime import manager, room_ops, subscription
+    from tests.support.proxy import FreezingProxy
+
+    monkeypatch.setattr(subscription, "QUIET", 0.2)
+    monkeypatch.setattr(manager, "PUBLISH_TIMEOUT", 1.0)
+    applied: list[dict] = []
+
+    async def record(server: object, op: dict) -> None:
+        applied.append(op)
+
+    monkeypatch.setattr(manager.room_ops, "apply", record)
+    publisher = aioredis.from_url(redis_server.url)
+    async with FreezingProxy(redis_server.port) as proxy:
+        node = manager.RedisManager(proxy.url, channel="test-half-open")
+        received: list[bytes] = []
+        listener = asyncio.ensure_future(_consume(node, received))
+        try:
+            await asyncio.wait_for(node._subscribed.wait(), 10)
+            await publisher.publish("test-half-open", b"before")
+            await _arrives(received, b"before")
+            proxy.freeze()
+            await publisher.publish("test-half-open", b"lost")  # Redis sends it into the dead connection
+            await _unsubscribed(node)
+            await asyncio.wait_for(node._subscribed.wait(), 10)
+            await asyncio.wait_for(asyncio.shield(node._recovering), 10)
+            assert applied == [room_ops.resync()]  # the watchers reload what the dead connection swallowed
+            await publisher.publish("test-half-open", b"after")
+            await _arrives(received, b"after")
+            assert b"lost" not in received
+        finally:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+            await publisher.aclose()
+            await _close(node)
+
+
+async def test_a_subscription_redis_does_not_confirm_does_not_count(redis_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Redis hangs (SIGSTOP) as the listener subscribes on a connection already open: the node does not count itself
+    subscribed (joins read no position, its watchers do not resync yet) until Redis confirms, then it resyncs. (Before:
+    after PUBLISH_TIMEOUT it counted itself subscribed and resynced its watchers before the subscription was up.)"""
+    from realtime import manager, room_ops
+
+    monkeypatch.setattr(manager, "PUBLISH_TIMEOUT", 0.5)
+    applied: list[dict] = []
+
+    async def record(server: object, op: dict) -> None:
+        applied.append(op)
+
+    monkeypatch.setattr(manager.room_ops, "apply", record)
+    node = manager.RedisManager(redis_server.url, channel="test-unconfirmed")
+    await node.numbering.redis.ping()  # an idle connection in the pool, which the subscription takes
+    os.kill(redis_server.proc.pid, signal.SIGSTOP)
+    paused = True
+    received: list[bytes] = []
+    listener = asyncio.ensure_future(_consume(node, received))
+    try:
+        for _ in range(30):  # several tries' worth of PUBLISH_TIMEOUT and backoff
+            await asyncio.sleep(0.1)
+            assert not node._subscribed.is_set()
+        assert applied == []
+        os.kill(redis_server.proc.pid, signal.SIGCONT)
+        paused = False
+        await asyncio.wait_for(node._subscribed.wait(), 15)
+        await asyncio.wait_for(asyncio.shield(node._recovering), 15)
+        assert applied == [room_ops.resync()]
+    finally:
+        if paused:
+            os.kill(redis_server.proc.pid, signal.SIGCONT)
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)
+        await _close(node)
