@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 import socketio
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
@@ -38,6 +39,7 @@ PUBLISH_TIMEOUT = 5.0  # seconds; a timed-out operation is kept and may arrive t
 # subscription (broadcasts, room operations, the outage watcher's pings and drain): in a storm of joins those then
 # wait behind each other only (the pool is first come first served, ``redis_pool``), never behind every join.
 READ_HEADROOM = 4
+MIN_REDIS_CONNECTIONS = 1 + READ_HEADROOM + 1  # the subscription's, the headroom, one for reads
 # Redis must answer this long before held operations go out: every node's listener has resubscribed by then.
 SETTLE = MAX_BACKOFF + 1.0
 # A loss this node recorded in the database waits this long for this node to repair it (then deletes it) before
@@ -132,6 +134,13 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
     """
 
     def __init__(self, url: str, channel: str) -> None:
+        if settings.REALTIME_REDIS_CONNECTIONS < MIN_REDIS_CONNECTIONS:
+            # Fewer, and joins' reads (at least one) would take the headroom kept for broadcasts and the watcher.
+            raise ImproperlyConfigured(
+                f"REALTIME_REDIS_CONNECTIONS is {settings.REALTIME_REDIS_CONNECTIONS}; with REDIS_URL set it must be at least "
+                f"{MIN_REDIS_CONNECTIONS}: the subscription's, {READ_HEADROOM} for broadcasts, room operations and the outage "
+                "watcher, and one or more for joins' history reads"
+            )
         super().__init__(url, channel=channel)
         # Outage state. Each implies the next, and only _watch clears them, together, under _publishing, so that
         # nothing numbered overtakes a held room operation:  (_unsent or _backlog) -> _numbering_down -> _outage.
@@ -167,7 +176,7 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         # that stays True while Redis answers again (a brief subscription break, SETTLE), and reads succeed then.
         self._ping_failed = False
         # FIFO; the subscription holds one connection of the pool for good.
-        self._reads = asyncio.Semaphore(max(1, settings.REALTIME_REDIS_CONNECTIONS - 1 - READ_HEADROOM))
+        self._reads = asyncio.Semaphore(settings.REALTIME_REDIS_CONNECTIONS - 1 - READ_HEADROOM)
 
     def _redis_connect(self) -> None:
         # A blocking pool: a burst of joins (a reconnect storm) waits for one of REALTIME_REDIS_CONNECTIONS instead

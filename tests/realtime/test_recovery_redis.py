@@ -868,3 +868,26 @@ async def test_a_subscription_redis_does_not_confirm_does_not_count(redis_server
         listener.cancel()
         await asyncio.gather(listener, return_exceptions=True)
         await _close(node)
+
+
+@pytest.mark.parametrize("connections", [5, 0, -3])
+def test_too_few_redis_connections_are_refused_at_start_with_the_reason(settings, connections) -> None:  # type: ignore[no-untyped-def]
+    """Under the minimum, joins' reads would take the connections kept for broadcasts and the outage watcher (or, at
+    0 or below, none could run): the server refuses to start and says why, rather than serving slowly."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from realtime import manager
+
+    settings.REALTIME_REDIS_CONNECTIONS = connections
+    with pytest.raises(ImproperlyConfigured, match=f"REALTIME_REDIS_CONNECTIONS is {connections}; .* at least 6"):
+        manager.RedisManager("redis://127.0.0.1:1/0", channel="test-too-few")
+
+
+async def test_the_fewest_redis_connections_allowed_serve_a_join(redis_server, settings) -> None:  # type: ignore[no-untyped-def]
+    """At the minimum (6) a join's history read has its one connection, besides the subscription and the headroom."""
+    from realtime import manager
+
+    settings.REALTIME_REDIS_CONNECTIONS = manager.MIN_REDIS_CONNECTIONS
+    node = manager.RedisManager(redis_server.url, channel="test-fewest")
+    async with _listening(node):
+        assert (await node.position("project_fewest", since=None, budget=10_000)).seq == 0
