@@ -324,8 +324,11 @@ async def main(args: argparse.Namespace) -> dict:
                 if r["sample"]:
                     print(f"    divergent sample: {r['sample']}", flush=True)
     finally:
-        running.cancel()
+        # Writes in flight finish first: cancelled, run() closes the HTTP client under them (an httpx ReadError, the
+        # one failed write of 2026-12-07's storm).
         await writer.pause()
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
         site.stop()
     results["writes"], results["write_errors"] = writer.writes, writer.errors[:5]
     recovery, snapshot = (results.get(mode, {}).get("all_current_s") for mode in ("recovery", "snapshot"))
