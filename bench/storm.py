@@ -110,6 +110,7 @@ class Writer:
         self.errors: list[str] = []
         self.writes = 0
         self.running = asyncio.Event()
+        self.started = time.monotonic()  # write errors say when they happened (s since the start), to place them
         self.inflight: set[asyncio.Task] = set()
 
     async def run(self) -> None:
@@ -151,9 +152,12 @@ class Writer:
                     return
                 if r.status_code == 404:  # deleted meanwhile by a delete in flight
                     return
-            self.errors.append(f"{r.request.method} {r.request.url.path}: {r.status_code} {r.text[:200]}")
+            self.errors.append(f"{self.since():.1f} s: {r.request.method} {r.request.url.path}: {r.status_code} {r.text[:200]}")
         except httpx.HTTPError as error:
-            self.errors.append(f"{type(error).__name__}: {error}")
+            self.errors.append(f"{self.since():.1f} s: {type(error).__name__}: {error}")
+
+    def since(self) -> float:
+        return time.monotonic() - self.started
 
     def done(self, project: str, task: str, version: int) -> None:
         self.writes += 1
