@@ -110,7 +110,6 @@ class Writer:
         self.errors: list[str] = []
         self.writes = 0
         self.running = asyncio.Event()
-        self.started = time.monotonic()  # write errors say when they happened (s since the start), to place them
         self.inflight: set[asyncio.Task] = set()
 
     async def run(self) -> None:
@@ -152,12 +151,9 @@ class Writer:
                     return
                 if r.status_code == 404:  # deleted meanwhile by a delete in flight
                     return
-            self.errors.append(f"{self.since():.1f} s: {r.request.method} {r.request.url.path}: {r.status_code} {r.text[:200]}")
+            self.errors.append(f"at {now_ms():.0f} ms: {r.request.method} {r.request.url.path}: {r.status_code} {r.text[:200]}")
         except httpx.HTTPError as error:
-            self.errors.append(f"{self.since():.1f} s: {type(error).__name__}: {error}")
-
-    def since(self) -> float:
-        return time.monotonic() - self.started
+            self.errors.append(f"at {now_ms():.0f} ms: {type(error).__name__}: {error}")  # the clock of killed and ready
 
     def done(self, project: str, task: str, version: int) -> None:
         self.writes += 1
@@ -328,8 +324,8 @@ async def main(args: argparse.Namespace) -> dict:
                 if r["sample"]:
                     print(f"    divergent sample: {r['sample']}", flush=True)
     finally:
-        # Writes in flight finish first: cancelled, run() closes the HTTP client under them (an httpx ReadError, the
-        # one failed write of 2026-12-07's storm).
+        # Let the writes in flight finish before cancelling run(): leaving its `async with httpx.AsyncClient` closes the
+        # client under them (an empty httpx ReadError, very likely the one failed write of 2026-12-07's storm).
         await writer.pause()
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)

@@ -40,7 +40,9 @@ DEFAULTS: dict[str, Any] = {
     "REALTIME_RESPONSE_WAIT_SECONDS": 10.0,
     "REDIS_URL": None,  # set: several server processes share rooms through Redis
     "REALTIME_REDIS_CHANNEL": "realtime",
-    "REALTIME_REDIS_CONNECTIONS": 64,  # a server process's Redis connections at most (a burst waits for one)
+    # A server process's Redis connections at most (a burst waits for one); with REDIS_URL, at least
+    # manager.MIN_REDIS_CONNECTIONS (6), or the server refuses to start.
+    "REALTIME_REDIS_CONNECTIONS": 64,
     # Where commands on this machine publish without Redis: the server on this machine (its PORT).
     "REALTIME_SERVER_URL": os.environ.get("REALTIME_SERVER_URL") or f"http://127.0.0.1:{os.environ.get('PORT', '8000')}",
 }

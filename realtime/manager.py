@@ -23,6 +23,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from engineio import packet as eio_packet
+from redis.exceptions import ConnectionError as RedisConnectionError
 from socketio import packet as sio_packet
 
 from . import direct_write, history, limits, lost, room_ops, subscription
@@ -501,19 +502,29 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
                     await self.pubsub.aclose()
         self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
 
+    async def _redis_answers(self) -> bool:
+        """The subscription's ping went unanswered: True if Redis answers on another connection (the subscription's
+        is dead: replaced); else Redis hangs, and the outage starts while the subscription is kept (it delivers
+        everything once Redis resumes: dropping it would cost every watcher a resync for nothing)."""
+        if await self._reachable():
+            return True
+        self._down(RedisConnectionError("Redis answers no ping, on the subscription or on another connection"))
+        return False
+
     async def _redis_listen_with_retries(self):  # type: ignore[no-untyped-def]
         backoff, broken = 0.1, False
         while True:
             try:
                 await self._listening_client()
                 # Confirmed by Redis (the first reply on this connection): from then on every publish reaches us.
-                await subscription.confirmed(self.pubsub, self.channel, timeout=PUBLISH_TIMEOUT)
+                await subscription.subscribe_confirmed(self.pubsub, self.channel, timeout=PUBLISH_TIMEOUT)
                 self._subscribed.set()
                 self._ping_failed = False
                 backoff = 0.1
                 self._recovering = asyncio.get_running_loop().create_task(self._subscribed_again(broken=broken))
                 broken = False
-                async for message in subscription.messages(self.pubsub, timeout=PUBLISH_TIMEOUT):  # raises if it went dead
+                # Raises once a ping goes unanswered while Redis answers elsewhere (a half-open connection).
+                async for message in subscription.messages(self.pubsub, timeout=PUBLISH_TIMEOUT, redis_answers=self._redis_answers):
                     yield message
             except asyncio.CancelledError:
                 raise

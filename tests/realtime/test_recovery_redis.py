@@ -530,8 +530,9 @@ async def _listening(node: Any) -> AsyncIterator[None]:
     first = asyncio.ensure_future(anext(listening))
     try:
         await asyncio.wait_for(node._subscribed.wait(), 10)
-        # And its epoch check done: one still in flight when a test breaks Redis fails (CI saw it, under load).
-        await asyncio.wait_for(asyncio.shield(node._recovering), 10)
+        # Also wait for the epoch check started on subscribing: if a test breaks Redis while it is in flight, it logs
+        # a warning the test then sees (seen on CI under load).
+        await _recovered(node)
         yield
     finally:
         first.cancel()
@@ -746,7 +747,7 @@ async def test_after_a_redis_restart_the_pools_idle_connections_connect_afresh(r
         await _unsubscribed(node)
         redis_server.start()
         await asyncio.wait_for(node._subscribed.wait(), 15)
-        await asyncio.wait_for(asyncio.shield(node._recovering), 15)  # the epoch check after resubscribing
+        await _recovered(node)  # the epoch check after resubscribing
         reads = await asyncio.gather(*(node.numbering.position(f"project_{i}", since=None, budget=10_000) for i in range(12)),
                                      return_exceptions=True)  # fmt: skip
         assert [r for r in reads if isinstance(r, BaseException)] == []
@@ -783,11 +784,30 @@ async def _consume(node: Any, received: list[bytes]) -> None:
 
 
 async def _arrives(received: list[bytes], data: bytes) -> None:
+    """Wait until ``data`` is among what ``_consume`` received (the test fails otherwise)."""
     for _ in range(500):
         if data in received:
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"{data!r} never arrived: {received}")
+
+
+def _recorded_ops(monkeypatch: Any) -> list[dict]:
+    """The room operations the node applies to its own clients (a resync of its watchers), recorded, not applied."""
+    from realtime import manager
+
+    applied: list[dict] = []
+
+    async def record(server: object, op: dict) -> None:
+        applied.append(op)
+
+    monkeypatch.setattr(manager.room_ops, "apply", record)
+    return applied
+
+
+async def _recovered(node: Any) -> None:
+    """Wait for the check ``node`` runs once subscribed (a new epoch for a restarted Redis; a resync if it broke)."""
+    await asyncio.wait_for(asyncio.shield(node._recovering), 15)
 
 
 async def test_a_subscription_gone_half_open_is_noticed_replaced_and_its_watchers_resync(redis_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -800,17 +820,12 @@ async def test_a_subscription_gone_half_open_is_noticed_replaced_and_its_watcher
     from realtime import manager, room_ops, subscription
     from tests.support.proxy import FreezingProxy
 
-    monkeypatch.setattr(subscription, "QUIET", 0.2)
+    monkeypatch.setattr(subscription, "QUIET_BEFORE_PING", 0.2)
     monkeypatch.setattr(manager, "PUBLISH_TIMEOUT", 1.0)
-    applied: list[dict] = []
-
-    async def record(server: object, op: dict) -> None:
-        applied.append(op)
-
-    monkeypatch.setattr(manager.room_ops, "apply", record)
+    applied = _recorded_ops(monkeypatch)
     publisher = aioredis.from_url(redis_server.url)
     async with FreezingProxy(redis_server.port) as proxy:
-        node = manager.RedisManager(proxy.url, channel="test-half-open")
+        node = manager.RedisManager(proxy.redis_url, channel="test-half-open")
         received: list[bytes] = []
         listener = asyncio.ensure_future(_consume(node, received))
         try:
@@ -821,11 +836,11 @@ async def test_a_subscription_gone_half_open_is_noticed_replaced_and_its_watcher
             await publisher.publish("test-half-open", b"lost")  # Redis sends it into the dead connection
             await _unsubscribed(node)
             await asyncio.wait_for(node._subscribed.wait(), 10)
-            await asyncio.wait_for(asyncio.shield(node._recovering), 10)
+            await _recovered(node)
             assert applied == [room_ops.resync()]  # the watchers reload what the dead connection swallowed
             await publisher.publish("test-half-open", b"after")
             await _arrives(received, b"after")
-            assert b"lost" not in received
+            assert b"lost" not in received  # the proxy swallowed it; the resync above makes up for it
         finally:
             listener.cancel()
             await asyncio.gather(listener, return_exceptions=True)
@@ -835,19 +850,21 @@ async def test_a_subscription_gone_half_open_is_noticed_replaced_and_its_watcher
 
 async def test_a_subscription_redis_does_not_confirm_does_not_count(redis_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Redis hangs (SIGSTOP) as the listener subscribes on a connection already open: the node does not count itself
-    subscribed (joins read no position, its watchers do not resync yet) until Redis confirms, then it resyncs. (Before:
-    after PUBLISH_TIMEOUT it counted itself subscribed and resynced its watchers before the subscription was up.)"""
+    subscribed (``_subscribed``, which joins' position reads wait for) and its watchers do not resync until Redis
+    confirms; then they do. (Before: after PUBLISH_TIMEOUT it counted itself subscribed and resynced its watchers
+    before the subscription was up, so what came between was lost to them.)"""
     from realtime import manager, room_ops
 
     monkeypatch.setattr(manager, "PUBLISH_TIMEOUT", 0.5)
-    applied: list[dict] = []
-
-    async def record(server: object, op: dict) -> None:
-        applied.append(op)
-
-    monkeypatch.setattr(manager.room_ops, "apply", record)
+    applied = _recorded_ops(monkeypatch)
     node = manager.RedisManager(redis_server.url, channel="test-unconfirmed")
-    await node.numbering.redis.ping()  # an idle connection in the pool, which the subscription takes
+    # Opened while Redis answers: the subscription reuses it, so only SUBSCRIBE's reply hangs (what the old code
+    # took for confirmed after PUBLISH_TIMEOUT). A new connection would hang in its handshake instead, as before.
+    pool = node.numbering.redis.connection_pool
+    opened = await pool.get_connection()
+    await opened.send_command("PING")
+    assert await opened.read_response() == b"PONG"
+    await pool.release(opened)
     os.kill(redis_server.proc.pid, signal.SIGSTOP)
     paused = True
     received: list[bytes] = []
@@ -856,11 +873,13 @@ async def test_a_subscription_redis_does_not_confirm_does_not_count(redis_server
         for _ in range(30):  # several tries' worth of PUBLISH_TIMEOUT and backoff
             await asyncio.sleep(0.1)
             assert not node._subscribed.is_set()
+            if _ == 0:
+                assert node.pubsub.connection is opened  # the case above: SUBSCRIBE sent, its reply hung
         assert applied == []
         os.kill(redis_server.proc.pid, signal.SIGCONT)
         paused = False
         await asyncio.wait_for(node._subscribed.wait(), 15)
-        await asyncio.wait_for(asyncio.shield(node._recovering), 15)
+        await _recovered(node)
         assert applied == [room_ops.resync()]
     finally:
         if paused:
@@ -884,10 +903,97 @@ def test_too_few_redis_connections_are_refused_at_start_with_the_reason(settings
 
 
 async def test_the_fewest_redis_connections_allowed_serve_a_join(redis_server, settings) -> None:  # type: ignore[no-untyped-def]
-    """At the minimum (6) a join's history read has its one connection, besides the subscription and the headroom."""
+    """The boundary: the minimum (6) itself is accepted, and a join's history read has its one connection besides
+    the subscription and the headroom."""
     from realtime import manager
 
     settings.REALTIME_REDIS_CONNECTIONS = manager.MIN_REDIS_CONNECTIONS
     node = manager.RedisManager(redis_server.url, channel="test-fewest")
     async with _listening(node):
         assert (await node.position("project_fewest", since=None, budget=10_000)).seq == 0
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+async def test_an_idle_healthy_subscription_answers_its_pings_and_is_kept(redis_server, monkeypatch, protocol) -> None:  # type: ignore[no-untyped-def]
+    """Many quiet periods on a healthy subscription, under either Redis protocol: every ping is answered, so the
+    subscription is never dropped (no outage, no resync) and a message published afterwards arrives."""
+    import redis.asyncio as aioredis
+
+    from realtime import manager, subscription
+
+    monkeypatch.setattr(subscription, "QUIET_BEFORE_PING", 0.05)
+    monkeypatch.setattr(manager, "PUBLISH_TIMEOUT", 0.5)
+    applied = _recorded_ops(monkeypatch)
+    node = manager.RedisManager(f"{redis_server.url}?protocol={protocol}", channel=f"test-idle-{protocol}")
+    publisher = aioredis.from_url(redis_server.url)
+    received: list[bytes] = []
+    listener = asyncio.ensure_future(_consume(node, received))
+    try:
+        await asyncio.wait_for(node._subscribed.wait(), 10)
+        await _recovered(node)
+
+        async def pings() -> int:
+            return (await publisher.info("commandstats")).get("cmdstat_ping", {}).get("calls", 0)
+
+        first = await pings()
+        for _ in range(300):  # until 20 quiet periods have each ended with a ping (only the heartbeat pings here)
+            await asyncio.sleep(0.1)
+            if await pings() >= first + 20:
+                break
+            assert node._subscribed.is_set() and not node._outage and applied == []
+        assert await pings() >= first + 20
+        assert node._subscribed.is_set() and not node._outage and applied == []
+        await publisher.publish(f"test-idle-{protocol}", b"still here")
+        await _arrives(received, b"still here")
+    finally:
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)
+        await publisher.aclose()
+        await _close(node)
+
+
+async def test_a_hung_redis_starts_the_outage_but_keeps_the_subscription(redis_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Redis hangs (SIGSTOP) under an idle subscription: its ping goes unanswered and so does one on another
+    connection, so the outage starts (joins refused at once) but the subscription is kept, and once Redis resumes
+    what was published meanwhile arrives on it, with no resync. (Dropping it, as the first heartbeat did, cost every
+    watcher of every node a resync when Redis came back, for nothing lost.)"""
+    import redis.asyncio as aioredis
+
+    from realtime import manager, subscription
+
+    monkeypatch.setattr(subscription, "QUIET_BEFORE_PING", 0.1)
+    monkeypatch.setattr(manager, "PUBLISH_TIMEOUT", 0.5)
+    applied = _recorded_ops(monkeypatch)
+    node = manager.RedisManager(redis_server.url, channel="test-hung-kept")
+    publisher = aioredis.from_url(redis_server.url)
+    await publisher.ping()  # connected before the hang: its publish waits in Redis's buffer, not in a handshake
+    received: list[bytes] = []
+    listener = asyncio.ensure_future(_consume(node, received))
+    paused = False
+    try:
+        await asyncio.wait_for(node._subscribed.wait(), 10)
+        await _recovered(node)
+        os.kill(redis_server.proc.pid, signal.SIGSTOP)
+        paused = True
+        meanwhile = asyncio.ensure_future(publisher.publish("test-hung-kept", b"meanwhile"))
+        for _ in range(300):  # the subscription's ping, then one on another connection, go unanswered
+            if node._outage and node._ping_failed:
+                break
+            await asyncio.sleep(0.01)
+        assert node._outage and node._ping_failed
+        for _ in range(20):  # a few more rounds of the heartbeat
+            await asyncio.sleep(0.1)
+            assert node._subscribed.is_set()
+        os.kill(redis_server.proc.pid, signal.SIGCONT)
+        paused = False
+        assert await asyncio.wait_for(meanwhile, 10) == 1  # reached the subscription it was kept for
+        await _arrives(received, b"meanwhile")
+        await asyncio.wait_for(asyncio.shield(node._watcher), 15)  # a ping answered: the outage ends
+        assert not node._outage and node._subscribed.is_set() and applied == []
+    finally:
+        if paused:
+            os.kill(redis_server.proc.pid, signal.SIGCONT)
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)
+        await publisher.aclose()
+        await _close(node)

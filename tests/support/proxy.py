@@ -19,7 +19,7 @@ class FreezingProxy:
         self._server: asyncio.Server | None = None
 
     @property
-    def url(self) -> str:
+    def redis_url(self) -> str:
         assert self._server is not None
         return f"redis://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/0"
 
