@@ -922,7 +922,7 @@ async def test_an_idle_healthy_subscription_answers_its_pings_and_is_kept(redis_
     from realtime import manager, subscription
 
     monkeypatch.setattr(subscription, "QUIET_BEFORE_PING", 0.05)
-    monkeypatch.setattr(manager, "PUBLISH_TIMEOUT", 0.5)
+    monkeypatch.setattr(manager, "PUBLISH_TIMEOUT", 0.3)
     applied = _recorded_ops(monkeypatch)
     node = manager.RedisManager(f"{redis_server.url}?protocol={protocol}", channel=f"test-idle-{protocol}")
     publisher = aioredis.from_url(redis_server.url)
@@ -936,12 +936,12 @@ async def test_an_idle_healthy_subscription_answers_its_pings_and_is_kept(redis_
             return (await publisher.info("commandstats")).get("cmdstat_ping", {}).get("calls", 0)
 
         first = await pings()
-        for _ in range(300):  # until 20 quiet periods have each ended with a ping (only the heartbeat pings here)
+        for _ in range(300):  # until 10 quiet periods have each ended with a ping (only the heartbeat pings here)
             await asyncio.sleep(0.1)
-            if await pings() >= first + 20:
+            if await pings() >= first + 10:
                 break
             assert node._subscribed.is_set() and not node._outage and applied == []
-        assert await pings() >= first + 20
+        assert await pings() >= first + 10
         assert node._subscribed.is_set() and not node._outage and applied == []
         await publisher.publish(f"test-idle-{protocol}", b"still here")
         await _arrives(received, b"still here")
