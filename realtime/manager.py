@@ -503,13 +503,26 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
 
     async def _redis_answers(self) -> bool:
-        """The subscription's ping went unanswered: True if Redis answers on another connection (the subscription's
-        is dead: replaced); else Redis hangs, and the outage starts while the subscription is kept (it delivers
-        everything once Redis resumes: dropping it would cost every watcher a resync for nothing)."""
-        if await self._reachable():
-            return True
-        self._down(RedisConnectionError("Redis answers no ping, on the subscription or on another connection"))
-        return False
+        """The subscription's ping went unanswered: True if Redis answers on a new connection (the subscription's is
+        dead: replaced); else Redis hangs, and the outage starts while the subscription is kept (it delivers
+        everything once Redis resumes: dropping it would cost every watcher a resync for nothing).
+
+        A new connection, not one of the pool's: an idle one may be as dead as the subscription's (a NAT that dropped
+        them all), and its silence would start an outage while Redis answers."""
+        connection = self.redis.connection_pool.make_connection()
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT):
+                await connection.connect()
+                await connection.send_command("PING")
+                await connection.read_response()
+        except Exception as error:  # noqa: BLE001  (whatever it is, Redis did not answer)
+            self._ping_failed = True
+            self._down(RedisConnectionError(f"Redis answers no ping, on the subscription nor on a new connection ({error!r:.200})"))
+            return False
+        finally:
+            with contextlib.suppress(Exception):
+                await connection.disconnect(nowait=True)
+        return True
 
     async def _redis_listen_with_retries(self):  # type: ignore[no-untyped-def]
         backoff, broken = 0.1, False

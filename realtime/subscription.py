@@ -5,7 +5,7 @@ NAT that dropped the connection without a reset (half-open). python-socketio rea
 ``listen()``, which then waits forever, and the node misses every broadcast other nodes publish
 while its own publishes (other connections) still succeed: its clients silently go stale. Here a
 watchdog pings a subscription quiet for ``QUIET_BEFORE_PING`` seconds. If the answer does not
-come in time, Redis is asked on another connection: answering there, this connection is dead, so
+come in time, Redis is asked on a new connection: answering there, this connection is dead, so
 the watchdog closes it and ``messages`` raises (the listener subscribes afresh, then its watchers
 resync); not answering, Redis itself hangs and the subscription is kept, since it delivers
 everything once Redis resumes. The reads themselves wait without a timer: a timed read cost
@@ -70,6 +70,8 @@ async def messages(pubsub: Any, *, timeout: float, redis_answers: Callable[[], A
                     raise RedisConnectionError(heard.dead) from error
                 raise
             heard.replies += 1
+            if not isinstance(reply, list):  # a bare reply: a RESP3 pong (bytes, or str when decoded), never a message
+                continue
             message = await pubsub.handle_message(reply)
             if message is not None and message["type"] != "pong":
                 yield message
