@@ -257,7 +257,8 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         # Called inside the reads' try: a read refused here still counts for _joined_unsubscribed. Only publishes and
         # the listener start an outage (and so the pings), never a failed read: a read can fail with Redis well (a
         # pool exhausted by a join storm), and an outage holds room operations. So a Redis that hangs while this
-        # node publishes nothing still costs each join PUBLISH_TIMEOUT.
+        # node publishes nothing costs each join PUBLISH_TIMEOUT until the subscription's heartbeat finds the hang
+        # (``subscription``: within about 20 s).
         if self._ping_failed:
             raise ConnectionError("Redis does not answer (outage): history is out of reach")
 
