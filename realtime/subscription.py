@@ -14,6 +14,7 @@ subscription is replaced about 16 s after it died; a hang starts the outage with
 """
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -105,5 +106,6 @@ async def _watch(pubsub: Any, heard: _Heard, *, timeout: float, redis_answers: C
                 continue
             heard.dead = f"the subscription did not answer a ping within {timeout:g} s while Redis answered elsewhere"
         # The reader waits without a timer: closing the connection under it ends its read (end of stream).
-        await connection.disconnect(nowait=True)
+        with contextlib.suppress(Exception):  # closing a socket hardly fails, and nothing else is left to try
+            await connection.disconnect(nowait=True)
         return
