@@ -1000,3 +1000,59 @@ async def test_a_hung_redis_starts_the_outage_but_keeps_the_subscription(redis_s
         await asyncio.gather(listener, return_exceptions=True)
         await publisher.aclose()
         await _close(node)
+
+
+async def test_a_subscription_that_died_while_a_message_was_handled_is_not_silently_reconnected(redis_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The connection goes half-open while the listener is busy handling a message; the watchdog closes it meanwhile.
+    Back for the next message, the listener treats the subscription as broken (resubscribes, its watchers resync).
+    (Without the check before each read, redis-py's parse_response reconnects a closed pubsub connection and
+    resubscribes by itself: what was published in between was lost with no resync.)"""
+    import redis.asyncio as aioredis
+
+    from realtime import manager, room_ops, subscription
+    from tests.support.proxy import FreezingProxy
+
+    monkeypatch.setattr(subscription, "QUIET_BEFORE_PING", 0.2)
+    monkeypatch.setattr(manager, "PUBLISH_TIMEOUT", 0.5)
+    applied = _recorded_ops(monkeypatch)
+    publisher = aioredis.from_url(redis_server.url)
+    async with FreezingProxy(redis_server.port) as proxy:
+        node = manager.RedisManager(proxy.redis_url, channel="test-dead-while-busy")
+        handling, go_on = asyncio.Event(), asyncio.Event()
+        received: list[bytes] = []
+
+        async def consume() -> None:  # as python-socketio's listener: each message handled before the next read
+            async for message in node._redis_listen_with_retries():
+                if message["type"] == "message":
+                    received.append(message["data"])
+                    if message["data"] == b"slow":
+                        handling.set()
+                        await go_on.wait()
+
+        listener = asyncio.ensure_future(consume())
+        try:
+            await asyncio.wait_for(node._subscribed.wait(), 10)
+            await _recovered(node)
+            await publisher.publish("test-dead-while-busy", b"slow")
+            await asyncio.wait_for(handling.wait(), 10)
+            proxy.freeze()
+            subscribed_on = node.pubsub.connection
+            for _ in range(1500):  # the watchdog: ping, no answer, Redis answers a new connection, grace, close
+                if not subscribed_on.is_connected:
+                    break
+                await asyncio.sleep(0.01)
+            assert not subscribed_on.is_connected
+            await publisher.publish("test-dead-while-busy", b"lost")  # reaches no connection of this node
+            go_on.set()
+            await _unsubscribed(node)
+            await asyncio.wait_for(node._subscribed.wait(), 10)
+            await _recovered(node)
+            assert applied == [room_ops.resync()]
+            await publisher.publish("test-dead-while-busy", b"after")
+            await _arrives(received, b"after")
+        finally:
+            go_on.set()
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+            await publisher.aclose()
+            await _close(node)
