@@ -12,6 +12,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import secrets
 from collections.abc import Coroutine
 from functools import partial
 from typing import Any
@@ -161,6 +162,8 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         self._history: RedisHistory | None = None
         self._unsent = False
         self._numbering_down = False
+        # Ids of broadcasts whose stamp failed or timed out, delivered here unnumbered (oldest first, at most OP_BACKLOG).
+        self._delivered_here: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._recorded: dict[str, asyncio.Future[list[int]]] = {}  # rooms recorded as lost during this outage -> the write (its rows)
         self._repaired: list[int] = []  # rows of losses repaired here, to delete once the outage is over
         self._recovering: asyncio.Task[None] | None = None
@@ -209,8 +212,10 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         if kwargs.get("ignore_queue") or callback is not None or (namespace or "/") != "/" or not history.recoverable(room):
             return await super().emit(event, data, namespace=namespace, room=room, skip_sid=skip_sid, callback=callback, **kwargs)
         data = history.unstamped_object(room, data)
-        # Encoded before any Redis call: a payload that is not JSON is the caller's error, never an outage.
-        keys, argv = stamp_args(room, event, data, host_id="", skip_sid=skip_sid)
+        # Encoded before any Redis call: a payload that is not JSON is the caller's error, never an outage. Its own
+        # host_id: this node delivers it from its subscription (not skipped as its own), and can recognise its echo.
+        stamp_id, stamped = f"stamp:{secrets.token_hex(8)}", False
+        keys, argv = stamp_args(room, event, data, host_id=stamp_id, skip_sid=skip_sid)
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT):
                 # Behind a drain or repair under way (the lock is FIFO; free, it costs no suspension): the room
@@ -218,6 +223,7 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
                 async with self._publishing:
                     pass
                 if not self._numbering_down:
+                    stamped = True  # sent, or about to be: it may run even if the reply never comes
                     await self.numbering.stamp(keys, argv)
                     return None  # delivered here too, from the subscription, in the room's order
         except Exception as error:
@@ -225,6 +231,10 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         # Numbering is off (Redis failed, or a held room operation goes first), or Redis or the wait behind a drain
         # timed out: this node's clients get it now, unnumbered; the other nodes' resync later. The loss is in the
         # database before this returns (a request's answer waits for it): a server killed then is repaired too.
+        if stamped:  # a stamp that failed or timed out may still run (Redis hung, then resumed): no second delivery here
+            self._delivered_here[stamp_id] = None
+            if len(self._delivered_here) > OP_BACKLOG:
+                self._delivered_here.popitem(last=False)  # an echo that never came (the stamp never ran)
         await asyncio.wait([self._lost(RuntimeError("Redis unreachable"), room=room)], timeout=PUBLISH_TIMEOUT)
         return await FastManager.emit(self, event, data, "/", room=room, skip_sid=skip_sid)
 
@@ -321,6 +331,10 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         )
 
     async def _handle_emit(self, message: dict[str, Any]) -> None:
+        stamp_id = message.get("host_id")
+        if self._delivered_here and isinstance(stamp_id, str) and stamp_id in self._delivered_here:
+            del self._delivered_here[stamp_id]
+            return  # the echo of a broadcast this node's clients already got unnumbered (its stamp timed out)
         if message.get("event") == room_ops.OP_EVENT:
             data = message.get("data")
             await room_ops.apply(self.server, data[0] if isinstance(data, list) and data else data)  # apply() refuses malformed ops

@@ -1056,3 +1056,66 @@ async def test_a_subscription_that_died_while_a_message_was_handled_is_not_silen
             await asyncio.gather(listener, return_exceptions=True)
             await publisher.aclose()
             await _close(node)
+
+
+async def test_a_broadcast_whose_stamp_timed_out_in_a_hang_reaches_this_nodes_clients_once(redis_server, monkeypatch, settings) -> None:  # type: ignore[no-untyped-def]
+    """Redis hangs as this node broadcasts: the stamp times out, so this node's clients get the broadcast at once,
+    unnumbered. When Redis resumes it runs the stamp all the same and the subscription (kept through the hang)
+    brings its echo back: skipped here, so those clients get it once. (Before: twice, the second time numbered.)"""
+    import json
+    import uuid
+
+    import redis.asyncio as aioredis
+
+    from realtime import manager
+
+    monkeypatch.setattr(manager, "PUBLISH_TIMEOUT", 0.5)
+    monkeypatch.setattr(manager.room_ops, "apply", _no_resync)
+    delivered: list[tuple[str, Any]] = []
+
+    async def deliver(self: Any, event: str, data: Any, namespace: Any = None, room: Any = None, **kwargs: Any) -> None:
+        delivered.append((event, data))  # this node's clients, whether sent here directly or from the subscription
+
+    monkeypatch.setattr(manager.FastManager, "emit", deliver)
+    room = str(uuid.uuid4())  # named like a project's room: numbered
+    channel = settings.REALTIME_REDIS_CHANNEL  # the one STAMP publishes to
+    node = manager.RedisManager(redis_server.url, channel=channel)
+    publisher = aioredis.from_url(redis_server.url, socket_timeout=None)
+    await publisher.ping()
+    listener = asyncio.ensure_future(node._thread())  # python-socketio's listener: decodes, then _handle_emit
+    paused = False
+    try:
+        await asyncio.wait_for(node._subscribed.wait(), 10)
+        await _recovered(node)
+        # A first broadcast loads the script into Redis (a first EVALSHA sent in the hang would fail with NOSCRIPT)
+        # and leaves its connection open: the next stamp waits in Redis, not in a handshake.
+        await node.emit("task_updated", {"id": "t0", "version": 1}, room=str(uuid.uuid4()))
+        for _ in range(500):
+            if delivered:
+                break
+            await asyncio.sleep(0.01)
+        assert [data["id"] for _, data in delivered] == ["t0"]  # from the subscription, numbered
+        delivered.clear()
+        os.kill(redis_server.proc.pid, signal.SIGSTOP)
+        paused = True
+        await node.emit("task_updated", {"id": "t1", "version": 2}, room=room)  # times out: delivered here, unnumbered
+        assert [event for event, _ in delivered] == ["task_updated"]
+        os.kill(redis_server.proc.pid, signal.SIGCONT)
+        paused = False
+        # Redis runs the stamp sent during the hang in its first round after it resumes, before it answers the
+        # outage watcher's ping sent since (the repair then gives a new epoch), and before the marker below.
+        await asyncio.wait_for(asyncio.shield(node._watcher), 15)
+        marker = {"method": "emit", "event": "marker", "data": [{}], "namespace": "/", "room": "elsewhere", "host_id": "b"}
+        await publisher.publish(channel, json.dumps(marker))  # after the echo on the same channel: handled after it
+        for _ in range(500):
+            if len(delivered) > 1 and delivered[-1][0] == "marker":
+                break
+            await asyncio.sleep(0.01)
+        assert [event for event, _ in delivered] == ["task_updated", "marker"]
+    finally:
+        if paused:
+            os.kill(redis_server.proc.pid, signal.SIGCONT)
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)
+        await publisher.aclose()
+        await _close(node)
