@@ -47,6 +47,7 @@ SETTLE = MAX_BACKOFF + 1.0
 # A loss this node recorded in the database waits this long for this node to repair it (then deletes it) before
 # any server may: so the repair happens once, and still happens if this node ends first.
 REPAIR_GRACE = 3 * SETTLE
+SENT, ECHOED, DELIVERED_HERE = "sent", "echoed", "delivered here"  # a broadcast's stamp, as this node knows it (_stamps)
 # python-socketio's own cross-node messages that change rooms or connections (kept like ``room_ops`` in an outage).
 ROOM_METHODS = frozenset({"disconnect", "enter_room", "leave_room", "close_room"})
 
@@ -162,8 +163,10 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         self._history: RedisHistory | None = None
         self._unsent = False
         self._numbering_down = False
-        # Ids of broadcasts whose stamp failed or timed out, delivered here unnumbered (oldest first, at most OP_BACKLOG).
-        self._delivered_here: collections.OrderedDict[str, None] = collections.OrderedDict()
+        # This node's broadcasts by stamp id (oldest first, at most OP_BACKLOG): SENT to Redis and not answered yet,
+        # ECHOED meanwhile (delivered here from the subscription), or DELIVERED_HERE unnumbered after the stamp failed
+        # or timed out (its echo, if Redis runs it after all, is skipped). A broadcast so reaches this node's clients once.
+        self._stamps: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._recorded: dict[str, asyncio.Future[list[int]]] = {}  # rooms recorded as lost during this outage -> the write (its rows)
         self._repaired: list[int] = []  # rows of losses repaired here, to delete once the outage is over
         self._recovering: asyncio.Task[None] | None = None
@@ -214,7 +217,7 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         data = history.unstamped_object(room, data)
         # Encoded before any Redis call: a payload that is not JSON is the caller's error, never an outage. Its own
         # host_id: this node delivers it from its subscription (not skipped as its own), and can recognise its echo.
-        stamp_id, stamped = f"stamp:{secrets.token_hex(8)}", False
+        stamp_id, echoed = f"stamp:{secrets.token_hex(8)}", None  # None: never sent to Redis
         keys, argv = stamp_args(room, event, data, host_id=stamp_id, skip_sid=skip_sid)
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT):
@@ -223,20 +226,26 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
                 async with self._publishing:
                     pass
                 if not self._numbering_down:
-                    stamped = True  # sent, or about to be: it may run even if the reply never comes
-                    await self.numbering.stamp(keys, argv)
-                    return None  # delivered here too, from the subscription, in the room's order
+                    self._stamps[stamp_id] = SENT
+                    try:
+                        await self.numbering.stamp(keys, argv)
+                        return None  # delivered here too, from the subscription, in the room's order
+                    finally:
+                        echoed = self._stamps.pop(stamp_id, SENT) == ECHOED
         except Exception as error:
             self._down(error)  # and below: lost
+        if echoed:
+            return None  # Redis ran it after all (the reply was late): it reached every node, this one included
         # Numbering is off (Redis failed, or a held room operation goes first), or Redis or the wait behind a drain
         # timed out: this node's clients get it now, unnumbered; the other nodes' resync later. The loss is in the
         # database before this returns (a request's answer waits for it): a server killed then is repaired too.
-        if stamped:  # a stamp that failed or timed out may still run (Redis hung, then resumed): no second delivery here
-            self._delivered_here[stamp_id] = None
-            if len(self._delivered_here) > OP_BACKLOG:
-                self._delivered_here.popitem(last=False)  # an echo that never came (the stamp never ran)
-        await asyncio.wait([self._lost(RuntimeError("Redis unreachable"), room=room)], timeout=PUBLISH_TIMEOUT)
-        return await FastManager.emit(self, event, data, "/", room=room, skip_sid=skip_sid)
+        recorded = self._lost(RuntimeError("Redis unreachable"), room=room)
+        if echoed is not None:  # sent: Redis may still run it (hung, then resumed); its echo is not delivered here again
+            self._stamps[stamp_id] = DELIVERED_HERE
+            if len(self._stamps) > OP_BACKLOG:
+                self._stamps.popitem(last=False)  # the oldest: an echo that never came (that stamp never ran)
+        await FastManager.emit(self, event, data, "/", room=room, skip_sid=skip_sid)  # first: never suspends
+        await asyncio.wait([recorded], timeout=PUBLISH_TIMEOUT)
 
     # The history backend of this node (``history.Backend``), bounded in time like every Redis call here.
     async def position(self, room: str, *, since: tuple[str, int] | None, budget: int) -> Position:
@@ -332,9 +341,11 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
 
     async def _handle_emit(self, message: dict[str, Any]) -> None:
         stamp_id = message.get("host_id")
-        if self._delivered_here and isinstance(stamp_id, str) and stamp_id in self._delivered_here:
-            del self._delivered_here[stamp_id]
-            return  # the echo of a broadcast this node's clients already got unnumbered (its stamp timed out)
+        if self._stamps and isinstance(stamp_id, str) and stamp_id in self._stamps:
+            if self._stamps[stamp_id] == DELIVERED_HERE:
+                del self._stamps[stamp_id]
+                return  # the echo of a broadcast this node's clients already got unnumbered (its stamp timed out)
+            self._stamps[stamp_id] = ECHOED  # delivered now: if its stamp times out yet, not delivered again
         if message.get("event") == room_ops.OP_EVENT:
             data = message.get("data")
             await room_ops.apply(self.server, data[0] if isinstance(data, list) and data else data)  # apply() refuses malformed ops

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -359,7 +360,6 @@ async def test_while_a_room_operation_is_held_broadcasts_stay_on_this_node(redis
 async def test_a_room_operation_that_waited_for_the_drain_is_published_before_a_broadcast_behind_it(redis_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """A room operation waiting for the publishing lock when the outage ends is sent before the lock goes, so a
     broadcast queued behind it is published after it (Redis's order is every node's order)."""
-    import json
     import uuid
 
     import redis.asyncio as aioredis
@@ -1062,7 +1062,6 @@ async def test_a_broadcast_whose_stamp_timed_out_in_a_hang_reaches_this_nodes_cl
     """Redis hangs as this node broadcasts: the stamp times out, so this node's clients get the broadcast at once,
     unnumbered. When Redis resumes it runs the stamp all the same and the subscription (kept through the hang)
     brings its echo back: skipped here, so those clients get it once. (Before: twice, the second time numbered.)"""
-    import json
     import uuid
 
     import redis.asyncio as aioredis
@@ -1119,3 +1118,40 @@ async def test_a_broadcast_whose_stamp_timed_out_in_a_hang_reaches_this_nodes_cl
         await asyncio.gather(listener, return_exceptions=True)
         await publisher.aclose()
         await _close(node)
+
+
+async def test_a_broadcast_echoed_before_its_stamp_timed_out_is_not_delivered_again(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Redis runs the stamp just before the deadline: the echo reaches this node (delivered, numbered) while the
+    reply is still on its way, then the stamp times out. The broadcast is not delivered a second time, unnumbered,
+    nor recorded as lost (it reached every node). (With the id recorded only after the timeout: twice.)"""
+    import uuid
+
+    from realtime import manager
+
+    delivered: list[str] = []
+
+    async def deliver(self: Any, event: str, data: Any, namespace: Any = None, room: Any = None, **kwargs: Any) -> None:
+        delivered.append(data["id"])
+
+    monkeypatch.setattr(manager.FastManager, "emit", deliver)
+    node = manager.RedisManager("redis://127.0.0.1:1/0", channel="test-echo-first")  # never reached: the stamp is stubbed
+    lost: list[str] = []
+
+    def record_loss(error: Exception, *, room: str = "") -> asyncio.Future:
+        lost.append(room)
+        done = asyncio.get_running_loop().create_future()
+        done.set_result([])
+        return done
+
+    monkeypatch.setattr(node, "_lost", record_loss)
+    monkeypatch.setattr(node, "_down", lambda error: None)
+
+    class Numbering:
+        async def stamp(self, keys: list[str], argv: list[Any]) -> None:
+            message = json.loads(argv[7] + "{}]}")  # python-socketio's message, as the subscription would bring it
+            await node._handle_emit({**message, "data": [{"id": "t1"}]})
+            raise TimeoutError  # and then the reply does not come in time
+
+    monkeypatch.setattr(manager.RedisManager, "numbering", property(lambda self: Numbering()))
+    await node.emit("task_updated", {"id": "t1", "version": 2}, room=str(uuid.uuid4()))
+    assert delivered == ["t1"] and lost == [] and not node._stamps
