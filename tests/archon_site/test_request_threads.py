@@ -80,9 +80,10 @@ def test_the_live_server_starts_no_thread_per_request(server, monkeypatch) -> No
         monkeypatch.setattr(threading.Thread, "start", counted)  # the live server runs in this process
         for _ in range(30):
             assert http.get("/api/projects/").status_code in (401, 403)
-    # A request still finishing (its response closed, its connection handed back) when the next one starts takes a
-    # second thread, kept idle from then on: at most that one, where Django's handler started 60.
-    assert len(started) <= 1, started
+    # A request still finishing (its response closed, its connection handed back) when the next one starts takes
+    # another thread, kept idle from then on: a few at most, where Django's handler started 60. (One more than the
+    # single overlap the idle machine shows: CI once saw two, while other processes were being started and killed.)
+    assert len(started) <= 3, started
 
 
 def test_the_asgi_application_loads_the_urlconf_before_the_first_request(database_url) -> None:  # type: ignore[no-untyped-def]
