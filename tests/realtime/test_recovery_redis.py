@@ -783,6 +783,15 @@ async def _consume(node: Any, received: list[bytes]) -> None:
             received.append(message["data"])
 
 
+async def _stop(node: Any, listener: asyncio.Future, *clients: Any) -> None:
+    """End a test's listener task, close its other Redis clients, then stop ``node`` (``_close``)."""
+    listener.cancel()
+    await asyncio.gather(listener, return_exceptions=True)
+    for client in clients:
+        await client.aclose()
+    await _close(node)
+
+
 async def _arrives(received: list[bytes], data: bytes) -> None:
     """Wait until ``data`` is among what ``_consume`` received (the test fails otherwise)."""
     for _ in range(500):
@@ -845,10 +854,7 @@ async def test_a_subscription_gone_half_open_is_noticed_replaced_and_its_watcher
             assert b"lost" not in received  # the proxy swallowed it; the resync above makes up for it
             assert "answers no ping" not in caplog.text  # Redis was never taken for hung
         finally:
-            listener.cancel()
-            await asyncio.gather(listener, return_exceptions=True)
-            await publisher.aclose()
-            await _close(node)
+            await _stop(node, listener, publisher)
 
 
 async def test_a_subscription_redis_does_not_confirm_does_not_count(redis_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -887,9 +893,7 @@ async def test_a_subscription_redis_does_not_confirm_does_not_count(redis_server
     finally:
         if paused:
             os.kill(redis_server.proc.pid, signal.SIGCONT)
-        listener.cancel()
-        await asyncio.gather(listener, return_exceptions=True)
-        await _close(node)
+        await _stop(node, listener)
 
 
 @pytest.mark.parametrize("connections", [5, 0, -3])
@@ -949,10 +953,7 @@ async def test_an_idle_healthy_subscription_answers_its_pings_and_is_kept(redis_
         await publisher.publish(f"test-idle-{protocol}", b"still here")
         await _arrives(received, b"still here")
     finally:
-        listener.cancel()
-        await asyncio.gather(listener, return_exceptions=True)
-        await publisher.aclose()
-        await _close(node)
+        await _stop(node, listener, publisher)
 
 
 async def test_a_hung_redis_starts_the_outage_but_keeps_the_subscription(redis_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -996,10 +997,7 @@ async def test_a_hung_redis_starts_the_outage_but_keeps_the_subscription(redis_s
     finally:
         if paused:
             os.kill(redis_server.proc.pid, signal.SIGCONT)
-        listener.cancel()
-        await asyncio.gather(listener, return_exceptions=True)
-        await publisher.aclose()
-        await _close(node)
+        await _stop(node, listener, publisher)
 
 
 async def test_a_subscription_that_died_while_a_message_was_handled_is_not_silently_reconnected(redis_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -1052,10 +1050,7 @@ async def test_a_subscription_that_died_while_a_message_was_handled_is_not_silen
             await _arrives(received, b"after")
         finally:
             go_on.set()
-            listener.cancel()
-            await asyncio.gather(listener, return_exceptions=True)
-            await publisher.aclose()
-            await _close(node)
+            await _stop(node, listener, publisher)
 
 
 async def test_a_broadcast_whose_stamp_timed_out_in_a_hang_reaches_this_nodes_clients_once(redis_server, monkeypatch, settings) -> None:  # type: ignore[no-untyped-def]
@@ -1114,10 +1109,7 @@ async def test_a_broadcast_whose_stamp_timed_out_in_a_hang_reaches_this_nodes_cl
     finally:
         if paused:
             os.kill(redis_server.proc.pid, signal.SIGCONT)
-        listener.cancel()
-        await asyncio.gather(listener, return_exceptions=True)
-        await publisher.aclose()
-        await _close(node)
+        await _stop(node, listener, publisher)
 
 
 async def test_a_broadcast_echoed_before_its_stamp_timed_out_is_not_delivered_again(monkeypatch) -> None:  # type: ignore[no-untyped-def]
