@@ -147,6 +147,8 @@ def _done(future: asyncio.Future[Any]) -> None:
 
 # Per submitting thread, its last submission still running on the server loop (touched on the loop only).
 _tails: dict[int, asyncio.Task[Any]] = {}
+# Every ordered submission still running on the server loop (touched on the loop only): what ``settle`` waits for.
+_ordered: set[asyncio.Task[Any]] = set()
 # A submission waits at most this long for its predecessor: order is kept for the short work submitted
 # here (emits, room operations, a list framed), and one stuck coroutine cannot hold back a thread's later ones.
 IN_TURN_WAIT = 5.0
@@ -172,6 +174,8 @@ def _start_after_previous(thread: int, coro: Coroutine[Any, Any, Any]) -> asynci
     task = asyncio.get_running_loop().create_task(in_turn())
     _tails[thread] = task
     task.add_done_callback(lambda done: _tails.pop(thread) if _tails.get(thread) is done else None)
+    _ordered.add(task)
+    task.add_done_callback(_ordered.discard)
     _keep(task)
     return task
 
@@ -203,6 +207,22 @@ async def all_sent(sent: list[concurrent.futures.Future[None]]) -> None:
     if sent:
         _, late = await asyncio.wait([asyncio.wrap_future(f) for f in sent], timeout=settings.REALTIME_RESPONSE_WAIT_SECONDS)
         _report_late(len(late))
+
+
+async def settle(timeout: float) -> int:
+    """On the server loop, at shutdown before ``detach``: wait (at most ``timeout`` seconds) for the ordered submissions
+    under way (what was sent on commit), including any submitted meanwhile; returns how many were still running then.
+
+    Left running, they would end with the process: a broadcast not yet handed to Redis would reach no node,
+    and with nothing recorded no watcher would resync. Waited for, each is delivered or recorded as lost. Jobs
+    (unordered submissions) are not waited for."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while _ordered and (left := deadline - loop.time()) > 0:
+        await asyncio.wait(set(_ordered), timeout=left)
+    if _ordered:
+        log.warning("shutting down with %d broadcast(s) still under way after %.1f s", len(_ordered), timeout)
+    return len(_ordered)
 
 
 @contextmanager

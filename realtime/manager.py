@@ -234,13 +234,27 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
                         echoed = self._stamps.pop(stamp_id, SENT) == ECHOED
         except Exception as error:
             self._down(error)  # and below: lost
+        except asyncio.CancelledError:
+            # Cancelled before Redis answered (a caller's own timeout, its task cancelled): perhaps never sent, so no node
+            # would get it and, with nothing recorded, no watcher would resync. Lost as below, then cancelled as asked.
+            # (At shutdown, broadcasts under way are waited for instead: ``bus.settle``.)
+            if not echoed:
+                await self._here_only(event, data, room, skip_sid, stamp_id, sent=echoed is not None, heading="broadcast cancelled",
+                                      why=RuntimeError(f"cancelled before Redis numbered it, in room {room!r}"))  # fmt: skip
+            raise
         if echoed:
             return None  # Redis ran it after all (the reply was late): it reached every node, this one included
         # Numbering is off (Redis failed, or a held room operation goes first), or Redis or the wait behind a drain
-        # timed out: this node's clients get it now, unnumbered; the other nodes' resync later. The loss is in the
-        # database before this returns (a request's answer waits for it): a server killed then is repaired too.
-        recorded = self._lost(RuntimeError("Redis unreachable"), room=room)
-        if echoed is not None:  # sent: Redis may still run it (hung, then resumed); its echo is not delivered here again
+        # timed out: lost for the other nodes.
+        await self._here_only(event, data, room, skip_sid, stamp_id, sent=echoed is not None, why=RuntimeError("Redis unreachable"),
+                              heading="Redis unreachable")  # fmt: skip
+
+    async def _here_only(self, event: str, data: Any, room: str, skip_sid: Any, stamp_id: str, *, sent: bool, why: Exception,
+                         heading: str) -> None:  # fmt: skip
+        """A broadcast numbered nowhere: this node's clients get it now, unnumbered; the other nodes' resync later. The
+        loss is in the database before this returns (a request's answer waits for it): a server killed then is repaired too."""
+        recorded = self._lost(why, room=room, heading=heading)
+        if sent:  # Redis may still run it (hung, then resumed); its echo is not delivered here again
             self._stamps[stamp_id] = DELIVERED_HERE
             if len(self._stamps) > OP_BACKLOG:
                 self._stamps.popitem(last=False)  # the oldest: an echo that never came (that stamp never ran)
@@ -299,11 +313,11 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
             await asyncio.wait([self._lost(error)], timeout=PUBLISH_TIMEOUT)  # in the database before anyone is answered
             raise
 
-    def _lost(self, error: Exception, *, room: str = "") -> asyncio.Future[list[int]]:
+    def _lost(self, error: Exception, *, room: str = "", heading: str = "Redis unreachable") -> asyncio.Future[list[int]]:
         """Something history needed did not reach Redis (a broadcast to ``room``; "": a token voiding): as soon as
         Redis answers, a new epoch and every node's watchers resync (``_watch``). Also written to the database
         (``lost``): if this process ends first, another server repairs it. Returns that write (done once it is in)."""
-        self._down(error)
+        self._down(error, heading=heading)
         self._numbering_down = True
         self._unsent = True
         if room not in self._recorded:  # once per room and outage; repaired by this node, or if it ends, by another
@@ -352,10 +366,10 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         else:
             await super()._handle_emit(message)
 
-    def _down(self, error: Exception) -> None:
+    def _down(self, error: Exception, *, heading: str = "Redis unreachable") -> None:
         if not self._outage:
             self._outage = True
-            log.error("Redis unreachable (%s): serving local clients only until it is back", error)
+            log.error("%s (%s): serving local clients only until Redis answers again", heading, error)
         if self._watcher is None or self._watcher.done():
             self._watcher = asyncio.get_running_loop().create_task(self._watch())
 

@@ -1147,3 +1147,74 @@ async def test_a_broadcast_echoed_before_its_stamp_timed_out_is_not_delivered_ag
     monkeypatch.setattr(manager.RedisManager, "numbering", property(lambda self: Numbering()))
     await node.emit("task_updated", {"id": "t1", "version": 2}, room=str(uuid.uuid4()))
     assert delivered == ["t1"] and lost == [] and not node._stamps
+
+
+async def test_a_broadcast_cancelled_before_redis_numbered_it_is_recorded_as_lost(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The task that broadcasts is cancelled (a caller's own timeout around the emit) while the broadcast waits for
+    Redis: it may never have been sent, so it is recorded as lost for a server to repair (every watcher of its room
+    resyncs), this node's clients get it, and the cancellation goes on. (Before: nothing recorded, and the other
+    nodes' watchers silently missed it.)"""
+    import uuid
+
+    from realtime import manager
+    from realtime.models import LostBroadcast
+
+    delivered: list[str] = []
+
+    async def deliver(self: Any, event: str, data: Any, namespace: Any = None, room: Any = None, **kwargs: Any) -> None:
+        delivered.append(data["id"])
+
+    monkeypatch.setattr(manager.FastManager, "emit", deliver)
+    node = manager.RedisManager("redis://127.0.0.1:1/0", channel="test-cancelled")  # never reached: the stamp is stubbed
+    monkeypatch.setattr(node, "_down", lambda error, heading="": None)  # no outage watcher: the loss's record is what counts
+    sent = asyncio.Event()
+
+    class Numbering:
+        async def stamp(self, keys: list[str], argv: list[Any]) -> None:
+            sent.set()
+            await asyncio.Event().wait()  # Redis never answers
+
+    monkeypatch.setattr(manager.RedisManager, "numbering", property(lambda self: Numbering()))
+    room = str(uuid.uuid4())
+    broadcast = asyncio.ensure_future(node.emit("task_updated", {"id": "t1", "version": 2}, room=room))
+    await asyncio.wait_for(sent.wait(), 5)
+    broadcast.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await broadcast
+    assert delivered == ["t1"]
+    assert await db(lambda: list(LostBroadcast.objects.values_list("room", flat=True)))() == [room]
+    assert node._stamps == {next(iter(node._stamps)): manager.DELIVERED_HERE}  # its echo, should Redis run it yet, is skipped
+
+
+async def test_a_server_stopped_while_a_broadcast_waits_for_a_hung_redis_records_it_as_lost(spawn, redis_server) -> None:  # type: ignore[no-untyped-def]
+    """A chat message posted over Socket.IO (its handler is not a request: uvicorn does not wait for it) while Redis
+    hangs, then the server is told to stop: before the process ends its broadcast is settled (``bus.settle``), here
+    recorded as lost, so another server repairs it (the room's watchers resync). (Before: uvicorn ended the process
+    with the broadcast still waiting, nothing recorded, and the other nodes' watchers silently missed the message.)"""
+    from chat import services as chat_services
+    from chat.models import ChatMessage
+    from realtime.models import LostBroadcast
+
+    server = spawn(REDIS_URL=redis_server.url)
+    alice = await db(f.make_user)("alice")
+    session = await db(chat_services.chat_session_create)(created_by=alice, title="stop", participants=[])
+    client = CLIENT_KINDS["python"]()
+    paused = False
+    try:
+        await client.connect(server.url, auth={"token": await db(f.token_for)(alice)})
+        assert (await client.call("join_chat", {"session_id": str(session.pk)}))["ok"]
+        os.kill(redis_server.proc.pid, signal.SIGSTOP)
+        paused = True
+        await client.send("chat_message", {"session_id": str(session.pk), "body": "last words"})
+        for _ in range(500):  # stored: its broadcast is on its way to the hung Redis
+            if await db(ChatMessage.objects.filter(session=session).exists)():
+                break
+            await asyncio.sleep(0.01)
+        server.proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(server.proc.wait, 60)
+        rooms = await db(lambda: list(LostBroadcast.objects.values_list("room", flat=True)))()
+        assert f"chat_{session.pk}" in rooms, server.output()
+    finally:
+        if paused:
+            os.kill(redis_server.proc.pid, signal.SIGCONT)
+        await client.close()
