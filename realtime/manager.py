@@ -574,6 +574,10 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
                 self._subscribed.set()
                 self._ping_failed = False
                 backoff = 0.1
+                if self._recovering is not None:
+                    # An earlier subscription's check, still under way: superseded by this one's, which resyncs this
+                    # node's watchers anyway (a break came between), so they do not reload twice in a row.
+                    self._recovering.cancel()
                 self._recovering = asyncio.get_running_loop().create_task(self._subscribed_again(broken=broken))
                 broken = False
                 # Raises once a ping goes unanswered while Redis answers elsewhere (a half-open connection).
@@ -585,7 +589,9 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
                 self._subscribed.clear()
                 self.connected = False
                 broken = True
-                self._down(error)
+                # Lost while Redis answers elsewhere (half-open): not an outage of Redis, though handled as one.
+                lost_alone = isinstance(error, subscription.SubscriptionLost)
+                self._down(error, heading="Redis subscription lost" if lost_alone else "Redis unreachable")
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
 

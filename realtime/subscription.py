@@ -42,6 +42,10 @@ async def subscribe_confirmed(pubsub: Any, channel: str, *, timeout: float) -> N
         raise RedisConnectionError(f"Redis answered SUBSCRIBE with {reply!r:.100}, not a confirmation")
 
 
+class SubscriptionLost(RedisConnectionError):
+    """The subscription's connection stopped answering while Redis answers elsewhere: closed, to subscribe afresh."""
+
+
 class _Heard:
     """What the reader tells the watchdog: how many replies it has read, and whether the watchdog closed the connection."""
 
@@ -53,7 +57,7 @@ class _Heard:
 async def messages(pubsub: Any, *, timeout: float, redis_answers: Callable[[], Awaitable[bool]]) -> AsyncIterator[dict[str, Any]]:
     """``pubsub``'s messages, as ``listen()`` yields them, pongs left out.
 
-    Raises ``redis.exceptions.ConnectionError`` when a ping sent after ``QUIET_BEFORE_PING`` quiet
+    Raises ``SubscriptionLost`` (a ``redis.exceptions.ConnectionError``) when a ping sent after ``QUIET_BEFORE_PING`` quiet
     seconds has had no answer (nor any message) for ``timeout`` seconds while ``redis_answers()``
     (a ping on another connection) is True. While it is False, keeps waiting and asks again.
     """
@@ -62,13 +66,13 @@ async def messages(pubsub: Any, *, timeout: float, redis_answers: Callable[[], A
     try:
         while True:
             if heard.dead:  # closed while a message was being handled: parse_response would reconnect silently
-                raise RedisConnectionError(heard.dead)
+                raise SubscriptionLost(heard.dead)
             try:
                 # Raw: any reply counts as heard (handle_message hides some, e.g. a pong decoded to str).
                 reply = await pubsub.parse_response(block=True)
             except Exception as error:
                 if heard.dead:
-                    raise RedisConnectionError(heard.dead) from error
+                    raise SubscriptionLost(heard.dead) from error
                 raise
             heard.replies += 1
             if not isinstance(reply, list):  # a bare reply: a RESP3 pong (bytes, or str when decoded), never a message

@@ -853,6 +853,7 @@ async def test_a_subscription_gone_half_open_is_noticed_replaced_and_its_watcher
             await _arrives(received, b"after")
             assert b"lost" not in received  # the proxy swallowed it; the resync above makes up for it
             assert "answers no ping" not in caplog.text  # Redis was never taken for hung
+            assert "Redis subscription lost" in caplog.text and "Redis unreachable" not in caplog.text  # nor logged so
         finally:
             await _stop(node, listener, publisher)
 
@@ -1147,6 +1148,41 @@ async def test_a_broadcast_echoed_before_its_stamp_timed_out_is_not_delivered_ag
     monkeypatch.setattr(manager.RedisManager, "numbering", property(lambda self: Numbering()))
     await node.emit("task_updated", {"id": "t1", "version": 2}, room=str(uuid.uuid4()))
     assert delivered == ["t1"] and lost == [] and not node._stamps
+
+
+async def test_a_subscription_that_breaks_again_during_its_check_resyncs_the_watchers_once(redis_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The subscription breaks, comes back, and breaks again while the check after the first return is still under
+    way (the epoch's read slow): the earlier check is superseded, so this node's watchers reload once, not twice in a
+    row. (Before: both checks ran to their end, two resyncs.)"""
+    import redis.asyncio as aioredis
+
+    from realtime import manager, room_ops
+    from realtime.redis_history import RedisHistory
+
+    applied = _recorded_ops(monkeypatch)
+    claim_epoch = RedisHistory.claim_epoch
+
+    async def slow_claim(self: Any, run_id: str) -> None:
+        await asyncio.sleep(1.0)
+        await claim_epoch(self, run_id)
+
+    monkeypatch.setattr(RedisHistory, "claim_epoch", slow_claim)
+    node = manager.RedisManager(redis_server.url, channel="test-flapping")
+    admin = aioredis.from_url(redis_server.url)
+    received: list[bytes] = []
+    listener = asyncio.ensure_future(_consume(node, received))
+    try:
+        await asyncio.wait_for(node._subscribed.wait(), 10)
+        await _recovered(node)  # the first subscription's check: nothing broke, no resync
+        assert applied == []
+        for _ in range(2):  # the second break comes while the check after the first is in its slow read
+            await admin.client_kill_filter(_type="pubsub")
+            await _unsubscribed(node)
+            await asyncio.wait_for(node._subscribed.wait(), 10)
+        await _recovered(node)
+        assert applied == [room_ops.resync()]
+    finally:
+        await _stop(node, listener, admin)
 
 
 async def test_a_broadcast_cancelled_before_redis_numbered_it_is_recorded_as_lost(monkeypatch) -> None:  # type: ignore[no-untyped-def]
