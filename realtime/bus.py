@@ -25,9 +25,10 @@ from functools import partial
 from typing import Any
 
 import socketio
+from channels.db import database_sync_to_async
 from django.conf import settings
 
-from . import remote, room_ops, since_tokens
+from . import lost, remote, room_ops, since_tokens
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,7 @@ def _done(future: asyncio.Future[Any]) -> None:
 
 # Per submitting thread, its last submission still running on the server loop (touched on the loop only).
 _tails: dict[int, asyncio.Task[Any]] = {}
-# Every ordered submission still running on the server loop (touched on the loop only): what ``settle`` waits for.
+# Every ordered submission still running on the server loop (touched on the loop only): what ``finish_sends`` waits for.
 _ordered: set[asyncio.Task[Any]] = set()
 # A submission waits at most this long for its predecessor: order is kept for the short work submitted
 # here (emits, room operations, a list framed), and one stuck coroutine cannot hold back a thread's later ones.
@@ -209,19 +210,27 @@ async def all_sent(sent: list[concurrent.futures.Future[None]]) -> None:
         _report_late(len(late))
 
 
-async def settle(timeout: float) -> int:
+async def finish_sends(timeout: float) -> int:
     """On the server loop, at shutdown before ``detach``: wait (at most ``timeout`` seconds) for the ordered submissions
     under way (what was sent on commit), including any submitted meanwhile; returns how many were still running then.
 
-    Left running, they would end with the process: a broadcast not yet handed to Redis would reach no node,
-    and with nothing recorded no watcher would resync. Waited for, each is delivered or recorded as lost. Jobs
-    (unordered submissions) are not waited for."""
+    uvicorn ends the process once the lifespan shutdown is over, with no task cancelled: a broadcast still waiting
+    (Redis hung) would reach no node, and with nothing recorded no watcher would resync. Waited for, each is delivered
+    or recorded as lost. Past ``timeout``, which rooms they were for is unknown: every room is recorded as lost, so
+    another server has every watcher resync. Jobs (unordered submissions) are not waited for."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while _ordered and (left := deadline - loop.time()) > 0:
         await asyncio.wait(set(_ordered), timeout=left)
-    if _ordered:
-        log.warning("shutting down with %d broadcast(s) still under way after %.1f s", len(_ordered), timeout)
+    if not _ordered:
+        return 0
+    log.error("shutting down with %d submission(s) sent on commit still under way after %.1f s: every room recorded as lost",
+              len(_ordered), timeout)  # fmt: skip
+    try:
+        async with asyncio.timeout(timeout):
+            await database_sync_to_async(lost.record_rooms, thread_sensitive=False)([""])  # logs its own outcome
+    except TimeoutError:
+        log.error("the loss could not be recorded within %.1f s: watchers elsewhere may stay stale until they rejoin", timeout)
     return len(_ordered)
 
 

@@ -235,31 +235,41 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         except Exception as error:
             self._down(error)  # and below: lost
         except asyncio.CancelledError:
-            # Cancelled before Redis answered (a caller's own timeout, its task cancelled): perhaps never sent, so no node
-            # would get it and, with nothing recorded, no watcher would resync. Lost as below, then cancelled as asked.
-            # (At shutdown, broadcasts under way are waited for instead: ``bus.settle``.)
+            # Cancelled before Redis answered (a crawl stopped mid-progress, a caller's own timeout): perhaps numbered
+            # nowhere, and with nothing recorded no watcher would resync. Redis may be well: no outage, the room alone
+            # is repaired. (At shutdown, broadcasts under way are waited for instead: ``bus.finish_sends``.)
             if not echoed:
-                await self._here_only(event, data, room, skip_sid, stamp_id, sent=echoed is not None, heading="broadcast cancelled",
-                                      why=RuntimeError(f"cancelled before Redis numbered it, in room {room!r}"))  # fmt: skip
+                self._mark_delivered_here(stamp_id, sent=echoed is not None)
+                await FastManager.emit(self, event, data, "/", room=room, skip_sid=skip_sid)  # never suspends
+                await self._cancelled(room)
             raise
         if echoed:
             return None  # Redis ran it after all (the reply was late): it reached every node, this one included
         # Numbering is off (Redis failed, or a held room operation goes first), or Redis or the wait behind a drain
-        # timed out: lost for the other nodes.
-        await self._here_only(event, data, room, skip_sid, stamp_id, sent=echoed is not None, why=RuntimeError("Redis unreachable"),
-                              heading="Redis unreachable")  # fmt: skip
+        # timed out: this node's clients get it now, unnumbered; the other nodes' resync later. The loss is in the
+        # database before this returns (a request's answer waits for it): a server killed then is repaired too.
+        recorded = self._lost(RuntimeError("Redis unreachable"), room=room)
+        self._mark_delivered_here(stamp_id, sent=echoed is not None)
+        await FastManager.emit(self, event, data, "/", room=room, skip_sid=skip_sid)  # first: never suspends
+        await asyncio.wait([recorded], timeout=PUBLISH_TIMEOUT)
 
-    async def _here_only(self, event: str, data: Any, room: str, skip_sid: Any, stamp_id: str, *, sent: bool, why: Exception,
-                         heading: str) -> None:  # fmt: skip
-        """A broadcast numbered nowhere: this node's clients get it now, unnumbered; the other nodes' resync later. The
-        loss is in the database before this returns (a request's answer waits for it): a server killed then is repaired too."""
-        recorded = self._lost(why, room=room, heading=heading)
-        if sent:  # Redis may still run it (hung, then resumed); its echo is not delivered here again
+    def _mark_delivered_here(self, stamp_id: str, *, sent: bool) -> None:
+        """Sent to Redis but not answered: Redis may still run it (hung, then resumed); its echo is not delivered here again."""
+        if sent:
             self._stamps[stamp_id] = DELIVERED_HERE
             if len(self._stamps) > OP_BACKLOG:
                 self._stamps.popitem(last=False)  # the oldest: an echo that never came (that stamp never ran)
-        await FastManager.emit(self, event, data, "/", room=room, skip_sid=skip_sid)  # first: never suspends
-        await asyncio.wait([recorded], timeout=PUBLISH_TIMEOUT)
+
+    async def _cancelled(self, room: str) -> None:
+        """A broadcast to ``room`` cancelled before Redis answered: the room recorded as lost, for whichever server
+        looks first (``lost.watch``) to forget its history and have its watchers resync, on every node. Waited for
+        (bounded) before the cancellation goes on."""
+        log.warning("a broadcast to %r was cancelled before Redis numbered it: its room is recorded as lost", room)
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT):
+                await database_sync_to_async(lost.record_rooms, thread_sensitive=False)([room])  # logs its own outcome
+        except TimeoutError:
+            log.error("the loss of a broadcast to %r could not be recorded within %g s", room, PUBLISH_TIMEOUT)
 
     # The history backend of this node (``history.Backend``), bounded in time like every Redis call here.
     async def position(self, room: str, *, since: tuple[str, int] | None, budget: int) -> Position:
@@ -313,11 +323,11 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
             await asyncio.wait([self._lost(error)], timeout=PUBLISH_TIMEOUT)  # in the database before anyone is answered
             raise
 
-    def _lost(self, error: Exception, *, room: str = "", heading: str = "Redis unreachable") -> asyncio.Future[list[int]]:
+    def _lost(self, error: Exception, *, room: str = "") -> asyncio.Future[list[int]]:
         """Something history needed did not reach Redis (a broadcast to ``room``; "": a token voiding): as soon as
         Redis answers, a new epoch and every node's watchers resync (``_watch``). Also written to the database
         (``lost``): if this process ends first, another server repairs it. Returns that write (done once it is in)."""
-        self._down(error, heading=heading)
+        self._down(error)
         self._numbering_down = True
         self._unsent = True
         if room not in self._recorded:  # once per room and outage; repaired by this node, or if it ends, by another
@@ -366,10 +376,11 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         else:
             await super()._handle_emit(message)
 
-    def _down(self, error: Exception, *, heading: str = "Redis unreachable") -> None:
+    def _down(self, error: Exception, *, cause: str = "Redis unreachable") -> None:
+        """An outage starts (logged once, with its first ``cause``), unless one is under way; its watcher runs."""
         if not self._outage:
             self._outage = True
-            log.error("%s (%s): serving local clients only until Redis answers again", heading, error)
+            log.error("%s (%s): serving local clients only until Redis answers again", cause, error)
         if self._watcher is None or self._watcher.done():
             self._watcher = asyncio.get_running_loop().create_task(self._watch())
 
@@ -575,8 +586,8 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
                 self._ping_failed = False
                 backoff = 0.1
                 if self._recovering is not None:
-                    # An earlier subscription's check, still under way: superseded by this one's, which resyncs this
-                    # node's watchers anyway (a break came between), so they do not reload twice in a row.
+                    # An earlier subscription's check, if still under way, is superseded by this one's, which resyncs
+                    # this node's watchers anyway (a break came between): they do not reload twice in a row.
                     self._recovering.cancel()
                 self._recovering = asyncio.get_running_loop().create_task(self._subscribed_again(broken=broken))
                 broken = False
@@ -589,9 +600,9 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
                 self._subscribed.clear()
                 self.connected = False
                 broken = True
-                # Lost while Redis answers elsewhere (half-open): not an outage of Redis, though handled as one.
-                lost_alone = isinstance(error, subscription.SubscriptionLost)
-                self._down(error, heading="Redis subscription lost" if lost_alone else "Redis unreachable")
+                # Its connection died while Redis answers elsewhere (half-open): not Redis's outage, though handled as one.
+                half_open = isinstance(error, subscription.SubscriptionLost)
+                self._down(error, cause="Redis subscription lost" if half_open else "Redis unreachable")
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
 

@@ -307,7 +307,7 @@ async def on_shutdown() -> None:
     """ASGI lifespan shutdown: what was sent on commit goes out (or is recorded as lost) before this process stops delivering."""
     if _lost_watch is not None:
         _lost_watch.cancel()
-    await bus.settle(settings.REALTIME_RESPONSE_WAIT_SECONDS)
+    await bus.finish_sends(settings.REALTIME_RESPONSE_WAIT_SECONDS)
     bus.detach()
     if bridge is not None:
         await bridge.close()

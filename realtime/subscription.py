@@ -43,7 +43,8 @@ async def subscribe_confirmed(pubsub: Any, channel: str, *, timeout: float) -> N
 
 
 class SubscriptionLost(RedisConnectionError):
-    """The subscription's connection stopped answering while Redis answers elsewhere: closed, to subscribe afresh."""
+    """The subscription's connection went silent while Redis answered on another one (half-open): closed by the
+    watchdog, to subscribe afresh."""
 
 
 class _Heard:
@@ -52,6 +53,11 @@ class _Heard:
     def __init__(self) -> None:
         self.replies = 0
         self.dead = ""  # why the watchdog closed the connection
+        self.half_open = False  # closed because it was silent while Redis answered elsewhere
+
+    def error(self) -> RedisConnectionError:
+        """What the reader raises once the watchdog has closed the connection."""
+        return SubscriptionLost(self.dead) if self.half_open else RedisConnectionError(self.dead)
 
 
 async def messages(pubsub: Any, *, timeout: float, redis_answers: Callable[[], Awaitable[bool]]) -> AsyncIterator[dict[str, Any]]:
@@ -66,13 +72,13 @@ async def messages(pubsub: Any, *, timeout: float, redis_answers: Callable[[], A
     try:
         while True:
             if heard.dead:  # closed while a message was being handled: parse_response would reconnect silently
-                raise SubscriptionLost(heard.dead)
+                raise heard.error()
             try:
                 # Raw: any reply counts as heard (handle_message hides some, e.g. a pong decoded to str).
                 reply = await pubsub.parse_response(block=True)
             except Exception as error:
                 if heard.dead:
-                    raise SubscriptionLost(heard.dead) from error
+                    raise heard.error() from error
                 raise
             heard.replies += 1
             if not isinstance(reply, list):  # a bare reply: a RESP3 pong (bytes, or str when decoded), never a message
@@ -109,6 +115,7 @@ async def _watch(pubsub: Any, heard: _Heard, *, timeout: float, redis_answers: C
             if heard.replies != seen:
                 continue
             heard.dead = f"the subscription did not answer a ping within {timeout:g} s while Redis answered elsewhere"
+            heard.half_open = True
         # The reader waits without a timer: closing the connection under it ends its read (end of stream).
         with contextlib.suppress(Exception):  # closing a socket hardly fails, and nothing else is left to try
             await connection.disconnect(nowait=True)
