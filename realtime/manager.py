@@ -541,8 +541,10 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
     async def _listening_client(self) -> None:
         """The client to (re)subscribe with: made once, then the same pool with a new subscription. (python-socketio
         makes a new client per attempt, and the old pool's connections stayed open for good: up to
-        REALTIME_REDIS_CONNECTIONS per break of the subscription, a proxy's idle timeout or a CLIENT KILL.)"""
-        if self.redis is None or "sentinel" in urlparse(self.redis_url).scheme:
+        REALTIME_REDIS_CONNECTIONS per break of the subscription, a proxy's idle timeout or a CLIENT KILL.) With
+        Sentinel too: its pool asks Sentinel for the master on each new connection, and drops its idle ones when the
+        master has changed (a failover), so the same client follows the master."""
+        if self.redis is None:
             self._redis_connect()
             return
         if self.pubsub is not None:

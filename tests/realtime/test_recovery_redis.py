@@ -733,6 +733,98 @@ async def test_a_broken_subscription_resubscribes_on_the_same_pool(redis_server,
         await admin.aclose()
 
 
+async def test_through_sentinel_a_broken_subscription_resubscribes_on_the_same_pool(redis_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The same with a Sentinel URL (``redis+sentinel://``): each break used to leave the whole previous client and its
+    pool open (a new one was made per attempt, as python-socketio does). Now the client stays (its Sentinel pool finds
+    the master for each new connection, a failed-over one too) and Redis's client count stays put."""
+    import redis.asyncio as aioredis
+
+    from realtime import manager
+    from tests.support.processes import SentinelServer
+
+    monkeypatch.setattr(manager.room_ops, "apply", _no_resync)
+    sentinel = SentinelServer(redis_server).start()
+    node = manager.RedisManager(sentinel.url, channel="test-resubscribe-sentinel")
+    admin = aioredis.from_url(redis_server.url)
+    try:
+        async with _listening(node):
+            client, counts = node.redis, []
+            for _ in range(3):
+                await asyncio.gather(*(node.position(f"project_{i}", since=None, budget=10_000) for i in range(5)))
+                counts.append(len(await admin.client_list()))
+                await admin.client_kill_filter(_type="pubsub")
+                await _unsubscribed(node)
+                await asyncio.wait_for(node._subscribed.wait(), 10)
+            await node.emit("task_updated", {"id": "t1", "version": 1}, room="elsewhere")  # and Redis still answers
+            assert counts[-1] <= counts[0] + 1, counts  # before: 5 more connections per break
+            assert node.redis is client
+    finally:
+        await admin.aclose()
+        sentinel.stop()
+
+
+async def test_through_sentinel_a_failover_is_followed_by_the_same_client(redis_server, monkeypatch, settings) -> None:  # type: ignore[no-untyped-def]
+    """Sentinel fails the master over to its replica: the node's broadcasts fail on the old master (now read-only),
+    are recorded as lost and repaired, and then go through the new master and back to the node, numbered, with no
+    new client made."""
+    import uuid
+
+    import redis.asyncio as aioredis
+
+    from realtime import manager
+    from tests.support.processes import RedisServer, SentinelServer
+
+    monkeypatch.setattr(manager.room_ops, "apply", _no_resync)
+    monkeypatch.setattr(manager, "SETTLE", 0.5)
+    delivered: list[dict] = []
+
+    async def deliver(self: Any, event: str, data: Any, namespace: Any = None, room: Any = None, **kwargs: Any) -> None:
+        delivered.append(data)
+
+    monkeypatch.setattr(manager.FastManager, "emit", deliver)
+    replica = RedisServer(replica_of=redis_server.port).start()
+    sentinel = SentinelServer(redis_server).start()
+    asks = aioredis.Redis(host="127.0.0.1", port=sentinel.port)
+    node = manager.RedisManager(sentinel.url, channel=settings.REALTIME_REDIS_CHANNEL)  # the one STAMP publishes to
+    listener = asyncio.ensure_future(node._thread())  # python-socketio's listener: decodes, then _handle_emit
+    room = str(uuid.uuid4())  # named like a project's room: numbered
+
+    async def broadcast_arrives(task_id: str) -> dict:
+        for _ in range(20):  # a broadcast during the failover is lost (and repaired): send another
+            await node.emit("task_updated", {"id": task_id, "version": 1}, room=room)
+            for _ in range(50):
+                arrived = [d for d in delivered if d["id"] == task_id and "_live" in d]  # numbered: through Redis
+                if arrived:
+                    return arrived[0]
+                await asyncio.sleep(0.02)
+        raise AssertionError(f"{task_id} never came back numbered: {delivered}")
+
+    try:
+        await asyncio.wait_for(node._subscribed.wait(), 10)
+        await _recovered(node)
+        client = node.redis
+        await broadcast_arrives("before")
+        for _ in range(200):  # Sentinel knows the replica, in sync, before it can promote it
+            replicas = await asks.execute_command("SENTINEL", "REPLICAS", sentinel.service)
+            if replicas and replicas[0][b"master-link-status"] == b"ok" and replicas[0][b"flags"] == b"slave":
+                break
+            await asyncio.sleep(0.05)
+        await asks.execute_command("SENTINEL", "FAILOVER", sentinel.service)
+        for _ in range(300):
+            master = await asks.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", sentinel.service)
+            if int(master[1]) == replica.port:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("Sentinel did not fail over")
+        await broadcast_arrives("after")
+        assert node.redis is client
+    finally:
+        await _stop(node, listener, asks)
+        sentinel.stop()
+        replica.stop()
+
+
 async def test_after_a_redis_restart_the_pools_idle_connections_connect_afresh(redis_server, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
     """Redis restarted while the pool held idle connections: once the listener is back, reads and broadcasts work at
     the first try, and the restarted Redis gets a new epoch. (redis-py 8 lent those dead connections unchecked:

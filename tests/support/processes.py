@@ -74,15 +74,17 @@ def django_env(database_url: str, **extra: str | None) -> dict[str, str]:
 
 
 class RedisServer:
-    def __init__(self) -> None:
+    def __init__(self, *, replica_of: int | None = None) -> None:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.replica_of = replica_of  # the port of the master this one replicates (on 127.0.0.1), if any
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> RedisServer:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        replica = ["--replicaof", "127.0.0.1", str(self.replica_of)] if self.replica_of else []
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *replica],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -93,6 +95,35 @@ class RedisServer:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+
+class SentinelServer:
+    """A Redis Sentinel (``redis-server --sentinel``) watching ``master`` as service ``service``; ``url`` is the
+    ``REDIS_URL`` a server is given to find the master through it."""
+
+    def __init__(self, master: RedisServer, service: str = "archon") -> None:
+        self.port = free_port()
+        self.service = service
+        self.url = f"redis+sentinel://127.0.0.1:{self.port}/0/{service}"
+        self.master = master
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> SentinelServer:
+        self.dir = tempfile.TemporaryDirectory()
+        config = Path(self.dir.name) / "sentinel.conf"  # a Sentinel rewrites its own configuration: a file of its own
+        config.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.dir.name}\nsentinel monitor {self.service} 127.0.0.1 {self.master.port} 1\n"
+        )
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.proc = subprocess.Popen([binary, str(config), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port, proc=self.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.dir.cleanup()
 
 
 class ServerProcess:
