@@ -40,7 +40,9 @@ class ProgressStream:
 
     async def close(self, state: State) -> None:
         """Send the final state, after anything held (which it replaces)."""
-        if self._flusher is not None and self._flusher is not asyncio.current_task():
+        # A flusher still waiting goes; one already sending (it holds the lock) finishes first: cancelled in its
+        # broadcast, that broadcast's room would be recorded as lost and its watchers told to resync for nothing.
+        if self._flusher is not None and self._flusher is not asyncio.current_task() and not self._lock.locked():
             self._flusher.cancel()
         async with self._lock:
             await self._send(self._monotonic(state))
