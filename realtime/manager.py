@@ -25,6 +25,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from engineio import packet as eio_packet
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from socketio import packet as sio_packet
 
 from . import direct_write, history, limits, lost, room_ops, subscription
@@ -148,8 +149,9 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         # Outage state. Each implies the next, and only _watch clears them, together, under _publishing, so that
         # nothing numbered overtakes a held room operation:  (_unsent or _backlog) -> _numbering_down -> _outage.
         # _outage: a Redis call failed (_down); a watcher runs until the outage ends.
-        # _numbering_down: broadcasts reach this node's clients only, each recorded as a loss (set by _lost, and by
-        #   _keep: numbered, they would overtake the held room operation on another node).
+        # _numbering_down: broadcasts reach this node's clients only, each recorded as a loss (set by _lost; by
+        #   _keep: numbered, they would overtake the held room operation on another node; and while Redis refuses
+        #   the subscription: numbered, they would reach this node's clients only through it).
         # _unsent: a repair is owed (a new epoch and a fleet-wide resync); _repair clears it first and restores it
         #   on failure, so a loss meanwhile is not missed.
         # _backlog: held room operations, at most OP_BACKLOG (beyond: counted in _lost_ops).
@@ -177,6 +179,11 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         # before the subscription, so what other nodes publish until it is up never reaches it and no gap shows.
         # This node's watchers resync once it is up (a broken subscription does that anyway).
         self._joined_unsubscribed = False
+        # This node's listener has started (python-socketio starts it with the first connection): from then on an
+        # outage ends only once it is subscribed again. The last subscription attempt Redis refused (an ACL): joins
+        # then get their snapshot at once instead of waiting for a subscription that will not come by waiting.
+        self._listener_started = False
+        self._subscription_refused = False
         # The outage watcher's last ping failed (no reply within PUBLISH_TIMEOUT, or any error); cleared by the next
         # ping answered, or by a new subscription. Meanwhile a join's history reads fail at once, rather than each
         # waiting PUBLISH_TIMEOUT, timing out and falling back to a snapshot without markers. Not keyed on _outage:
@@ -277,6 +284,8 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
             since = None  # this node sent broadcasts the history lacks: a snapshot, never "nothing missed"
         try:
             self._refuse_if_ping_failed()
+            if self._subscription_refused:
+                raise ConnectionError("Redis refuses this server's subscription: history is out of reach")
             async with asyncio.timeout(PUBLISH_TIMEOUT):
                 await self._subscribed.wait()
                 async with self._reads:
@@ -380,7 +389,7 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         """An outage starts (logged once, with its first ``cause``), unless one is under way; its watcher runs."""
         if not self._outage:
             self._outage = True
-            log.error("%s (%s): serving local clients only until Redis answers again", cause, error)
+            log.error("%s (%s): serving local clients only, until this server hears Redis again", cause, error)
         if self._watcher is None or self._watcher.done():
             self._watcher = asyncio.get_running_loop().create_task(self._watch())
 
@@ -433,6 +442,17 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
             await asyncio.sleep(backoff if back_since is None else 0.5)
             if not await self._reachable():
                 backoff, back_since = min(backoff * 2, MAX_BACKOFF), None
+                continue
+            if self._listener_started and not self._subscribed.is_set():
+                # Redis answers but this node does not hear it yet (its listener resubscribing, or refused by Redis):
+                # the outage goes on, so its own broadcasts still reach its clients (numbered, they would reach them
+                # only through the subscription), and nothing is drained or repaired until it hears again.
+                backoff, back_since = min(backoff * 2, MAX_BACKOFF), None
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(MAX_BACKOFF):
+                        await self._subscribed.wait()
+                if self._subscribed.is_set():
+                    backoff = 0.1  # subscribed again: the next round comes at once
                 continue
             back_since = back_since or loop.time()
             async with self._publishing:
@@ -579,13 +599,14 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
 
     async def _redis_listen_with_retries(self):  # type: ignore[no-untyped-def]
         backoff, broken = 0.1, False
+        self._listener_started = True
         while True:
             try:
                 await self._listening_client()
                 # Confirmed by Redis (the first reply on this connection): from then on every publish reaches us.
                 await subscription.subscribe_confirmed(self.pubsub, self.channel, timeout=PUBLISH_TIMEOUT)
                 self._subscribed.set()
-                self._ping_failed = False
+                self._ping_failed = self._subscription_refused = False
                 backoff = 0.1
                 if self._recovering is not None:
                     # An earlier subscription's check, if still under way, is superseded by this one's, which resyncs
@@ -602,9 +623,19 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
                 self._subscribed.clear()
                 self.connected = False
                 broken = True
-                # Its connection died while Redis answers elsewhere (half-open): not Redis's outage, though handled as one.
-                half_open = isinstance(error, subscription.SubscriptionLost)
-                self._down(error, cause="Redis subscription lost" if half_open else "Redis unreachable")
+                # Redis answered with a refusal (an ACL without this channel or SUBSCRIBE): it lasts until someone fixes it.
+                self._subscription_refused = isinstance(error, ResponseError)
+                if self._subscription_refused:
+                    cause = "Redis refuses this server's subscription"
+                elif isinstance(error, subscription.SubscriptionLost):  # died while Redis answers elsewhere: half-open
+                    cause = "Redis subscription lost"
+                else:
+                    cause = "Redis unreachable"
+                self._down(error, cause=cause)
+                if self._subscription_refused:
+                    # Numbered, this node's broadcasts would reach its clients only through the subscription: sent
+                    # here (and recorded as lost) until it hears Redis again; the outage ends after that (_watch).
+                    self._numbering_down = True
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
 

@@ -1358,3 +1358,57 @@ async def test_a_server_stopped_while_a_broadcast_waits_for_a_hung_redis_records
         if paused:
             os.kill(redis_server.proc.pid, signal.SIGCONT)
         await client.close()
+
+
+async def test_a_subscription_redis_refuses_keeps_the_outage_on_until_it_is_allowed(redis_server, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    """Redis answers but its ACL refuses this server's SUBSCRIBE: the outage stays on (logged once, with that cause),
+    so this node's broadcasts still reach its clients, and joins get their snapshot at once. Once the ACL allows it,
+    the node subscribes, its watchers resync and the outage ends. (Before: every retry, a few seconds apart, logged
+    "Redis unreachable" then "Redis is back", and in between this node's broadcasts went numbered through Redis,
+    which it could not hear: its own clients silently missed them.)"""
+    import logging
+    import uuid
+
+    import redis.asyncio as aioredis
+
+    from realtime import manager, room_ops
+
+    monkeypatch.setattr(manager, "MAX_BACKOFF", 0.5)
+    applied = _recorded_ops(monkeypatch)
+    delivered: list[str] = []
+
+    async def deliver(self: Any, event: str, data: Any, namespace: Any = None, room: Any = None, **kwargs: Any) -> None:
+        delivered.append(data["id"])
+
+    monkeypatch.setattr(manager.FastManager, "emit", deliver)
+    admin = aioredis.from_url(redis_server.url)
+    await admin.execute_command("ACL", "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all", "-subscribe")
+    node = manager.RedisManager(f"redis://app:pw@127.0.0.1:{redis_server.port}/0", channel="test-refused")
+    received: list[bytes] = []
+    with caplog.at_level(logging.WARNING, logger="realtime.manager"):
+        listener = asyncio.ensure_future(_consume(node, received))
+        try:
+            for _ in range(500):
+                if node._subscription_refused:
+                    break
+                await asyncio.sleep(0.01)
+            for _ in range(30):  # several rounds of the listener and the outage watcher (MAX_BACKOFF 0.5 s)
+                await asyncio.sleep(0.1)
+                assert node._outage and not node._subscribed.is_set()
+            await node.emit("task_updated", {"id": "t1", "version": 2}, room=str(uuid.uuid4()))
+            assert delivered == ["t1"]  # to this node's clients, at once
+            with pytest.raises(ConnectionError, match="refuses"):
+                await node.position(str(uuid.uuid4()), since=None, budget=10_000)  # a snapshot at once, not after 5 s
+            assert caplog.text.count("Redis refuses this server's subscription") == 1 and "Redis is back" not in caplog.text
+            await admin.execute_command("ACL", "SETUSER", "app", "+subscribe")
+            await asyncio.wait_for(node._subscribed.wait(), 10)
+            await _recovered(node)
+            for _ in range(500):
+                if not node._outage:
+                    break
+                await asyncio.sleep(0.01)
+            assert not node._outage and caplog.text.count("Redis is back") == 1
+            # This node's watchers reload what they could not hear (on subscribing, and by the repair of the loss).
+            assert applied and all(op == room_ops.resync() for op in applied)
+        finally:
+            await _stop(node, listener, admin)
