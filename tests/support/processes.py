@@ -78,13 +78,16 @@ class RedisServer:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.replica_of = replica_of  # the port of the master this one replicates (on 127.0.0.1), if any
+        # A directory of its own: a replica's full sync writes dump.rdb (whatever --save says), and Redis loads a
+        # dump.rdb it finds at start; left in the working directory, the next server would start with its keys.
+        self.dir = tempfile.TemporaryDirectory(prefix="archon-redis-")
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> RedisServer:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         replica = ["--replicaof", "127.0.0.1", str(self.replica_of)] if self.replica_of else []
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *replica],
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", self.dir.name, *replica],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
