@@ -148,8 +148,21 @@ def _done(future: asyncio.Future[Any]) -> None:
 
 # Per submitting thread, its last submission still running on the server loop (touched on the loop only).
 _tails: dict[int, asyncio.Task[Any]] = {}
-# Every ordered submission still running on the server loop (touched on the loop only): what ``finish_sends`` waits for.
+# Every ordered submission still running on the server loop (touched on the loop only): what ``finish_sends`` waits for,
+# with those handed to the loop from another thread and not started yet (counted under _handing, from any thread).
 _ordered: set[asyncio.Task[Any]] = set()
+_handing = threading.Lock()
+_handed_over = 0
+
+
+def _arrived(start: Callable[[], Any]) -> Any:
+    """On the server loop: an ordered submission handed over from another thread starts (no longer counted as on its way)."""
+    global _handed_over
+    with _handing:
+        _handed_over -= 1
+    return start()
+
+
 # A submission waits at most this long for its predecessor: order is kept for the short work submitted
 # here (emits, room operations, a list framed), and one stuck coroutine cannot hold back a thread's later ones.
 IN_TURN_WAIT = 5.0
@@ -220,18 +233,21 @@ async def finish_sends(timeout: float) -> int:
     another server has every watcher resync. Jobs (unordered submissions) are not waited for."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while _ordered and (left := deadline - loop.time()) > 0:
-        await asyncio.wait(set(_ordered), timeout=left)
-    if not _ordered:
+    while (_ordered or _handed_over) and (left := deadline - loop.time()) > 0:
+        if _ordered:
+            await asyncio.wait(set(_ordered), timeout=left)
+        else:
+            await asyncio.sleep(0.001)  # handed over by another thread: its start is queued on this loop
+    if not _ordered and not _handed_over:
         return 0
     log.error("shutting down with %d submission(s) sent on commit still under way after %.1f s: every room recorded as lost",
-              len(_ordered), timeout)  # fmt: skip
+              len(_ordered) + _handed_over, timeout)  # fmt: skip
     try:
         async with asyncio.timeout(timeout):
             await database_sync_to_async(lost.record_rooms, thread_sensitive=False)([""])  # logs its own outcome
     except TimeoutError:
         log.error("the loss could not be recorded within %.1f s: watchers elsewhere may stay stale until they rejoin", timeout)
-    return len(_ordered)
+    return len(_ordered) + _handed_over
 
 
 @contextmanager
@@ -255,6 +271,7 @@ def submit(coro: Coroutine[Any, Any, Any], *, ordered: bool = False) -> None:
     one has finished: rooms revoked on commit are left before the list sent after them arrives,
     whatever each of them awaits. Unordered ones (launching a job) start at once.
     """
+    global _handed_over
     loop = None if _capture.get() is not None else _loop  # captured: never handed to a server loop in another thread
     if loop is not None and loop.is_running():
         thread = threading.get_ident()
@@ -267,12 +284,20 @@ def submit(coro: Coroutine[Any, Any, Any], *, ordered: bool = False) -> None:
             start = partial(_start_and_notify, start, finished)
         # A fresh context, not the caller's: a request's context (asgiref's per-request executor, the
         # tracking of its sends) must not leak into work that outlives the request.
+        handed = ordered and thread != _loop_thread
+        if handed:  # counted before it is handed over: shutdown (``finish_sends``) must not miss it on its way
+            with _handing:
+                _handed_over += 1
+            start = partial(_arrived, start)
         try:
             if thread == _loop_thread:
                 contextvars.Context().run(start)
             else:
                 loop.call_soon_threadsafe(start, context=contextvars.Context())
         except BaseException:
+            if handed:
+                with _handing:
+                    _handed_over -= 1
             if finished is not None and not finished.done():
                 finished.set_result(None)  # never started (the loop is closing): nothing to wait for
             raise

@@ -6,6 +6,7 @@ job's on-commit code makes them.
 
 import asyncio
 import logging
+import threading
 
 import pytest
 
@@ -33,6 +34,21 @@ def test_shutdown_waits_for_every_broadcast_under_way_and_for_no_job(server) -> 
     assert _finish_sends(5) == 0
     assert done == ["first", "second", "meanwhile"]  # (not yet run, had it not waited)
     assert not LostBroadcast.objects.exists()
+
+
+def test_shutdown_waits_for_a_broadcast_handed_over_but_not_started_yet(server) -> None:  # type: ignore[no-untyped-def]
+    """Another thread submitted it just before shutdown began: its start is queued on the loop, not running yet.
+    (Before: not counted until it started, so shutdown found nothing under way and went on without it.)"""
+    done: list[str] = []
+
+    async def shutdown_right_after_a_submission() -> int:
+        submitter = threading.Thread(target=lambda: bus.submit(_sleeper(0.3, done, "late"), ordered=True))
+        submitter.start()
+        submitter.join()  # blocks the loop a moment: the submission's start waits behind this coroutine
+        return await bus.finish_sends(5)
+
+    assert asyncio.run_coroutine_threadsafe(shutdown_right_after_a_submission(), bus._loop).result(15) == 0  # type: ignore[arg-type]
+    assert done == ["late"]
 
 
 def test_past_its_bound_shutdown_records_every_room_as_lost(server, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
