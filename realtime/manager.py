@@ -28,7 +28,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from socketio import packet as sio_packet
 
-from . import direct_write, history, limits, lost, room_ops, subscription
+from . import direct_write, history, limits, lost, room_ops, sentinel, subscription
 from .history import Position
 from .redis_history import RedisHistory, stamp_args
 from .redis_pool import FairBlockingConnectionPool, without_maintenance_notifications
@@ -184,6 +184,10 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         # then get their snapshot at once instead of waiting for a subscription that will not come by waiting.
         self._listener_started = False
         self._subscription_refused = False
+        # With a Sentinel URL: the task that follows Sentinel's failovers (``sentinel``), and whether the next failure
+        # is the pool's connections dropped for one (logged as that, not as Redis unreachable).
+        self._failovers: asyncio.Task[None] | None = None
+        self._switching = False
         # The outage watcher's last ping failed (no reply within PUBLISH_TIMEOUT, or any error); cleared by the next
         # ping answered, or by a new subscription. Meanwhile a join's history reads fail at once, rather than each
         # waiting PUBLISH_TIMEOUT, timing out and falling back to a snapshot without markers. Not keyed on _outage:
@@ -387,6 +391,8 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
 
     def _down(self, error: Exception, *, cause: str = "Redis unreachable") -> None:
         """An outage starts (logged once, with its first ``cause``), unless one is under way; its watcher runs."""
+        if self._switching:  # the first failure after the pool's connections were dropped for a failover is that
+            cause, self._switching = "Sentinel switched the master", False
         if not self._outage:
             self._outage = True
             log.error("%s (%s): serving local clients only, until this server hears Redis again", cause, error)
@@ -562,8 +568,7 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         """The client to (re)subscribe with: made once, then the same pool with a new subscription. (python-socketio
         makes a new client per attempt, and the old pool's connections stayed open for good: up to
         REALTIME_REDIS_CONNECTIONS per break of the subscription, a proxy's idle timeout or a CLIENT KILL.) With
-        Sentinel too: its pool asks Sentinel for the master on each new connection, and drops its idle ones when the
-        master has changed (a failover), so the same client follows the master."""
+        Sentinel too: its pool asks Sentinel for the master on each new connection (a failover: see ``sentinel``)."""
         if self.redis is None:
             self._redis_connect()
             return
@@ -574,6 +579,14 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
                 async with asyncio.timeout(PUBLISH_TIMEOUT):
                     await self.pubsub.aclose()
         self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+
+    async def _master_switched(self, event: str) -> None:
+        """Sentinel made another server the master (``event``): every connection of the pool is dropped now, not once
+        the old master is demoted. Calls in flight there fail (recorded as lost, repaired), the listener subscribes
+        on the new master and this node's watchers resync; the new master's run id gives a new epoch."""
+        log.warning("Sentinel switched the master (%s): this server leaves the old one now", event)
+        self._switching = True
+        await self.redis.connection_pool.disconnect(inuse_connections=True)
 
     async def _redis_answers(self) -> bool:
         """The subscription's ping went unanswered: True if Redis answers on a new connection (the subscription's is
@@ -603,6 +616,12 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         while True:
             try:
                 await self._listening_client()
+                if self._failovers is None and "sentinel" in urlparse(self.redis_url).scheme:
+                    self._failovers = asyncio.get_running_loop().create_task(
+                        sentinel.follow_failovers(
+                            self.redis.connection_pool, on_switch=self._master_switched, timeout=PUBLISH_TIMEOUT, max_backoff=MAX_BACKOFF
+                        )  # fmt: skip
+                    )
                 # Confirmed by Redis (the first reply on this connection): from then on every publish reaches us.
                 await subscription.subscribe_confirmed(self.pubsub, self.channel, timeout=PUBLISH_TIMEOUT)
                 self._subscribed.set()

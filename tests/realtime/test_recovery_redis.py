@@ -515,7 +515,7 @@ async def test_an_outage_that_begins_while_rows_are_deleted_waits_its_own_settle
 
 async def _close(node: Any) -> None:
     """Stop what the test started on ``node``: its tasks (awaited) and its Redis pool."""
-    tasks = [task for task in (node._watcher, node._recovering) if task is not None]
+    tasks = [task for task in (node._watcher, node._recovering, node._failovers) if task is not None]
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -764,16 +764,17 @@ async def test_through_sentinel_a_broken_subscription_resubscribes_on_the_same_p
 
 
 async def test_through_sentinel_a_failover_is_followed_by_the_same_client(redis_server, monkeypatch, settings) -> None:  # type: ignore[no-untyped-def]
-    """Sentinel fails the master over to its replica: once the old master is demoted (Sentinel does that within
-    seconds), the node's broadcasts are numbered on the new master and come back to it, numbered, with no new
-    client made. (Until then the node still uses the old master: see the README, a gap left as it was.)"""
+    """Sentinel fails the master over to its replica: the node leaves the old master on Sentinel's ``+switch-master``,
+    so its broadcasts are numbered on the new master, and come back to it numbered, while the old one has not been
+    demoted yet (Sentinel does that about 10 s later), with no new client made. (Before: the node stayed on the old
+    master until then, numbering there what servers already on the new master never got.)"""
     import uuid
 
     import redis.asyncio as aioredis
     import redis.exceptions
 
     from realtime import manager
-    from tests.support.processes import RedisServer, SentinelServer
+    from tests.support.processes import RedisServer, SentinelServer, free_port
 
     monkeypatch.setattr(manager.room_ops, "apply", _no_resync)
     monkeypatch.setattr(manager, "SETTLE", 0.5)
@@ -786,8 +787,10 @@ async def test_through_sentinel_a_failover_is_followed_by_the_same_client(redis_
     replica = RedisServer(replica_of=redis_server.port).start()
     sentinel = SentinelServer(redis_server).start()
     asks = aioredis.Redis(host="127.0.0.1", port=sentinel.port)
-    new_master = aioredis.from_url(replica.url)
-    node = manager.RedisManager(sentinel.url, channel=settings.REALTIME_REDIS_CHANNEL)  # the one STAMP publishes to
+    new_master, old_master = aioredis.from_url(replica.url), aioredis.from_url(redis_server.url)
+    # The first Sentinel named is down (nothing listens there): the node, and its following of failovers, use the next.
+    url = f"redis+sentinel://127.0.0.1:{free_port()},127.0.0.1:{sentinel.port}/0/{sentinel.service}"
+    node = manager.RedisManager(url, channel=settings.REALTIME_REDIS_CHANNEL)  # the one STAMP publishes to
     listener = asyncio.ensure_future(node._thread())  # python-socketio's listener: decodes, then _handle_emit
     room = str(uuid.uuid4())  # named like a project's room: numbered
     log_on_new_master = f"{settings.REALTIME_REDIS_CHANNEL}:log:{room}"
@@ -829,9 +832,10 @@ async def test_through_sentinel_a_failover_is_followed_by_the_same_client(redis_
                 break
         else:
             raise AssertionError(f"the node never numbered a broadcast on the new master: {delivered[-3:]}")
+        assert (await old_master.execute_command("ROLE"))[0] == b"master"  # not demoted yet: the node left it itself
         assert node.redis is client
     finally:
-        await _stop(node, listener, asks, new_master)
+        await _stop(node, listener, asks, new_master, old_master)
         sentinel.stop()
         replica.stop()
 
