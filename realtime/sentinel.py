@@ -31,7 +31,8 @@ async def follow_failovers(pool: Any, *, on_switch: Callable[[str], Awaitable[No
     """
     service, backoff = pool.service_name, 0.1
     while True:
-        for sentinel in pool.sentinel_manager.sentinels:
+        # A copy: redis-py moves the Sentinel that answered a master lookup to the front of its list meanwhile.
+        for sentinel in list(pool.sentinel_manager.sentinels):
             pubsub = sentinel.pubsub(ignore_subscribe_messages=True)
             try:
                 await subscription.subscribe_confirmed(pubsub, SWITCH, timeout=timeout)
