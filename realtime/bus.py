@@ -50,8 +50,10 @@ _tracked: contextvars.ContextVar[list[concurrent.futures.Future[None]] | None] =
 
 def attach(server: socketio.AsyncServer) -> None:
     """Called by the server on its event loop at startup: from now on this process delivers locally."""
-    global _server, _loop, _loop_thread
+    global _server, _loop, _loop_thread, _handed_over
     _server, _loop, _loop_thread = server, asyncio.get_running_loop(), threading.get_ident()
+    with _handing:
+        _handed_over = 0  # what a previous loop (stopped before starting it) never took is not this one's
 
 
 def detach() -> None:
