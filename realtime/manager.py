@@ -25,7 +25,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from engineio import packet as eio_packet
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import NoPermissionError
 from socketio import packet as sio_packet
 
 from . import direct_write, history, limits, lost, room_ops, sentinel, subscription
@@ -149,9 +149,8 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         # Outage state. Each implies the next, and only _watch clears them, together, under _publishing, so that
         # nothing numbered overtakes a held room operation:  (_unsent or _backlog) -> _numbering_down -> _outage.
         # _outage: a Redis call failed (_down); a watcher runs until the outage ends.
-        # _numbering_down: broadcasts reach this node's clients only, each recorded as a loss (set by _lost; by
-        #   _keep: numbered, they would overtake the held room operation on another node; and while Redis refuses
-        #   the subscription: numbered, they would reach this node's clients only through it).
+        # _numbering_down: broadcasts reach this node's clients only, each recorded as a loss (set by _lost, and by
+        #   _keep: numbered, they would overtake the held room operation on another node).
         # _unsent: a repair is owed (a new epoch and a fleet-wide resync); _repair clears it first and restores it
         #   on failure, so a loss meanwhile is not missed.
         # _backlog: held room operations, at most OP_BACKLOG (beyond: counted in _lost_ops).
@@ -179,9 +178,10 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         # before the subscription, so what other nodes publish until it is up never reaches it and no gap shows.
         # This node's watchers resync once it is up (a broken subscription does that anyway).
         self._joined_unsubscribed = False
-        # This node's listener has started (python-socketio starts it with the first connection): from then on an
-        # outage ends only once it is subscribed again. The last subscription attempt Redis refused (an ACL): joins
-        # then get their snapshot at once instead of waiting for a subscription that will not come by waiting.
+        # This node's listener has started (python-socketio starts it with the first connection): from then on, while
+        # it is not subscribed, this node's broadcasts also reach its clients directly (``_hearing``). The last
+        # subscription attempt Redis refused (an ACL): not an outage (Redis answers, publishes go out), but joins get
+        # their snapshot at once instead of waiting for a subscription that will not come by waiting.
         self._listener_started = False
         self._subscription_refused = False
         # With a Sentinel URL: the task that follows Sentinel's failovers (``sentinel``), and whether the next failure
@@ -240,9 +240,14 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
                     self._stamps[stamp_id] = SENT
                     try:
                         await self.numbering.stamp(keys, argv)
-                        return None  # delivered here too, from the subscription, in the room's order
                     finally:
                         echoed = self._stamps.pop(stamp_id, SENT) == ECHOED
+                    if not echoed and not self._hearing():
+                        # Numbered, and every other node has it; this one does not hear Redis now (its listener
+                        # resubscribing, or refused): its clients get it directly, and its echo, if any, is skipped.
+                        self._mark_delivered_here(stamp_id, sent=True)
+                        await FastManager.emit(self, event, data, "/", room=room, skip_sid=skip_sid)  # never suspends
+                    return None  # else delivered here too, from the subscription, in the room's order
         except Exception as error:
             self._down(error)  # and below: lost
         except asyncio.CancelledError:
@@ -263,6 +268,10 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         self._mark_delivered_here(stamp_id, sent=echoed is not None)
         await FastManager.emit(self, event, data, "/", room=room, skip_sid=skip_sid)  # first: never suspends
         await asyncio.wait([recorded], timeout=PUBLISH_TIMEOUT)
+
+    def _hearing(self) -> bool:
+        """Whether this node hears what is published: its listener is subscribed (or has not started: no clients yet)."""
+        return self._subscribed.is_set() or not self._listener_started
 
     def _mark_delivered_here(self, stamp_id: str, *, sent: bool) -> None:
         """Sent to Redis but not answered: Redis may still run it (hung, then resumed); its echo is not delivered here again."""
@@ -449,17 +458,6 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
             if not await self._reachable():
                 backoff, back_since = min(backoff * 2, MAX_BACKOFF), None
                 continue
-            if self._listener_started and not self._subscribed.is_set():
-                # Redis answers but this node does not hear it yet (its listener resubscribing, or refused by Redis):
-                # the outage goes on, so its own broadcasts still reach its clients (numbered, they would reach them
-                # only through the subscription), and nothing is drained or repaired until it hears again.
-                backoff, back_since = min(backoff * 2, MAX_BACKOFF), None
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(MAX_BACKOFF):
-                        await self._subscribed.wait()
-                if self._subscribed.is_set():
-                    backoff = 0.1  # subscribed again: the next round comes at once
-                continue
             back_since = back_since or loop.time()
             async with self._publishing:
                 # Held room operations (revocations) go out first, once every node listens again (SETTLE);
@@ -625,6 +623,8 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
                 # Confirmed by Redis (the first reply on this connection): from then on every publish reaches us.
                 await subscription.subscribe_confirmed(self.pubsub, self.channel, timeout=PUBLISH_TIMEOUT)
                 self._subscribed.set()
+                if self._subscription_refused:
+                    log.warning("Redis allows this server's subscription again: other servers' broadcasts reach it")
                 self._ping_failed = self._subscription_refused = False
                 backoff = 0.1
                 if self._recovering is not None:
@@ -642,19 +642,16 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
                 self._subscribed.clear()
                 self.connected = False
                 broken = True
-                # Redis answered with a refusal (an ACL without this channel or SUBSCRIBE): it lasts until someone fixes it.
-                self._subscription_refused = isinstance(error, ResponseError)
-                if self._subscription_refused:
-                    cause = "Redis refuses this server's subscription"
-                elif isinstance(error, subscription.SubscriptionLost):  # died while Redis answers elsewhere: half-open
-                    cause = "Redis subscription lost"
+                if isinstance(error, NoPermissionError):
+                    # Redis refuses it (an ACL without this channel or SUBSCRIBE) until someone fixes that: logged once.
+                    # Not an outage: Redis answers, and publishes (room operations among them) go out as usual.
+                    if not self._subscription_refused:
+                        log.error("Redis refuses this server's subscription (%s): other servers' broadcasts do not reach "
+                                  "its clients until it is allowed (tried again every %g s)", error, MAX_BACKOFF)  # fmt: skip
+                    self._subscription_refused = True
                 else:
-                    cause = "Redis unreachable"
-                self._down(error, cause=cause)
-                if self._subscription_refused:
-                    # Numbered, this node's broadcasts would reach its clients only through the subscription: sent
-                    # here (and recorded as lost) until it hears Redis again; the outage ends after that (_watch).
-                    self._numbering_down = True
+                    half_open = isinstance(error, subscription.SubscriptionLost)  # while Redis answers elsewhere
+                    self._down(error, cause="Redis subscription lost" if half_open else "Redis unreachable")
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
 
