@@ -24,6 +24,8 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from engineio import packet as eio_packet
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoPermissionError
 from socketio import packet as sio_packet
@@ -145,7 +147,11 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
                 f"{MIN_REDIS_CONNECTIONS}: the subscription's, {READ_HEADROOM} for broadcasts, room operations and the outage "
                 "watcher, and one or more for joins' history reads"
             )
-        super().__init__(url, channel=channel)
+        # Sentinel lookups bounded like every Redis call here, and not retried (redis-py retries 3 times, with up to
+        # 10 s between): a Sentinel down or hung is passed over for the next within PUBLISH_TIMEOUT, not held to.
+        sentinels = {"socket_timeout": PUBLISH_TIMEOUT, "socket_connect_timeout": PUBLISH_TIMEOUT, "retry": Retry(NoBackoff(), 0)}
+        options = {"sentinel_kwargs": sentinels} if "sentinel" in urlparse(url).scheme else None
+        super().__init__(url, channel=channel, redis_options=options)
         # Outage state. Each implies the next, and only _watch clears them, together, under _publishing, so that
         # nothing numbered overtakes a held room operation:  (_unsent or _backlog) -> _numbering_down -> _outage.
         # _outage: a Redis call failed (_down); a watcher runs until the outage ends.
@@ -583,8 +589,19 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         the old master is demoted. Calls in flight there fail (recorded as lost, repaired), the listener subscribes
         on the new master and this node's watchers resync; the new master's run id gives a new epoch."""
         log.warning("Sentinel switched the master (%s): this server leaves the old one now", event)
-        self._switching = True
-        await self.redis.connection_pool.disconnect(inuse_connections=True)
+        pool, parts = self.redis.connection_pool, event.split(" ")
+        new = (parts[3], int(parts[4])) if len(parts) == 5 and parts[4].isdigit() else None
+        try:
+            # The Sentinel the pool asks may learn of the failover from the one that ran it a moment later (their
+            # hello messages): dropped before it names the new master, connections would come back to the old one.
+            async with asyncio.timeout(PUBLISH_TIMEOUT):
+                while new is not None and await pool.get_master_address() != new:  # noqa: ASYNC110  (each round asks Sentinel)
+                    await asyncio.sleep(0.1)
+        except Exception as error:  # noqa: BLE001  (bounded: the connections are dropped all the same)
+            log.warning("the pool's Sentinel does not name %s as the master yet (%r): leaving the old one anyway", new, error)
+        self._switching = True  # the failures this causes are logged as this, not as Redis unreachable
+        async with asyncio.timeout(PUBLISH_TIMEOUT):
+            await pool.disconnect(inuse_connections=True)
 
     async def _redis_answers(self) -> bool:
         """The subscription's ping went unanswered: True if Redis answers on a new connection (the subscription's is
@@ -614,7 +631,7 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         while True:
             try:
                 await self._listening_client()
-                if self._failovers is None and "sentinel" in urlparse(self.redis_url).scheme:
+                if (self._failovers is None or self._failovers.done()) and "sentinel" in urlparse(self.redis_url).scheme:
                     self._failovers = asyncio.get_running_loop().create_task(
                         sentinel.follow_failovers(
                             self.redis.connection_pool, on_switch=self._master_switched, timeout=PUBLISH_TIMEOUT, max_backoff=MAX_BACKOFF
@@ -625,7 +642,7 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
                 self._subscribed.set()
                 if self._subscription_refused:
                     log.warning("Redis allows this server's subscription again: other servers' broadcasts reach it")
-                self._ping_failed = self._subscription_refused = False
+                self._ping_failed = self._subscription_refused = self._switching = False
                 backoff = 0.1
                 if self._recovering is not None:
                     # An earlier subscription's check, if still under way, is superseded by this one's, which resyncs

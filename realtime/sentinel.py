@@ -4,9 +4,15 @@ redis-py's Sentinel pool asks Sentinel for the master only when it opens a conne
 failover, its open connections (the subscription's among them) stay on the old master until
 Sentinel demotes it and closes its clients: about 10 s in the tests. Meanwhile this server numbers
 broadcasts there that servers already on the new master never get, with nothing recorded. So a
-subscription to Sentinel's ``+switch-master`` event (on the first Sentinel that answers, pinged
-when quiet like the server's own subscription, see ``subscription``) calls ``on_switch`` the moment the
-master of this service changes; the manager then drops every connection of the pool.
+subscription to Sentinel's ``+switch-master`` event, on the first Sentinel that answers, calls
+``on_switch`` the moment the master of this service changes (the manager then drops every
+connection of its pool).
+
+The subscription is a connection of its own, read with a timer: events are rare, so a timer per
+read costs nothing here. Quiet for ``subscription.QUIET_BEFORE_PING`` seconds, it is pinged; a
+Sentinel that does not answer within ``timeout``, hung or dead alike, is left for the next (any
+Sentinel will do). No redis-py ``PubSub``: it reconnects by itself, with a handshake that could
+wait forever on a hung Sentinel.
 """
 
 import asyncio
@@ -15,43 +21,65 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.utils import str_if_bytes
 
 from . import subscription
 
 log = logging.getLogger(__name__)
-SWITCH = "+switch-master"  # Sentinel's event: "<service> <old ip> <old port> <new ip> <new port>"
+SWITCH = "+switch-master"  # Sentinel's event: "<service> <old ip> <old port> <new ip> <new port>" (names have no spaces)
 
 
 async def follow_failovers(pool: Any, *, on_switch: Callable[[str], Awaitable[None]], timeout: float, max_backoff: float) -> None:
     """Run for good: ``await on_switch(event)`` each time Sentinel switches the master of ``pool``'s service.
 
-    ``pool`` is a redis-py ``SentinelConnectionPool``. Its Sentinels are tried in turn; one that fails or is
-    found dead is left for the next, after a backoff once all have failed (at most ``max_backoff`` seconds).
+    ``pool`` is a redis-py ``SentinelConnectionPool``. Its Sentinels are tried in turn; once all have
+    failed, again after a backoff (at most ``max_backoff`` seconds; reset by one that served a while).
     """
-    service, backoff = pool.service_name, 0.1
+    loop, backoff = asyncio.get_running_loop(), 0.1
     while True:
         # A copy: redis-py moves the Sentinel that answered a master lookup to the front of its list meanwhile.
         for sentinel in list(pool.sentinel_manager.sentinels):
-            pubsub = sentinel.pubsub(ignore_subscribe_messages=True)
+            began = loop.time()
             try:
-                await subscription.subscribe_confirmed(pubsub, SWITCH, timeout=timeout)
+                await _follow(sentinel, pool.service_name, on_switch, timeout)
+            except Exception as error:  # noqa: BLE001  (this Sentinel is away: the next one)
+                log.warning("could not follow Sentinel's failovers of %r there: %s", pool.service_name, error)
+            if loop.time() - began > max_backoff:
                 backoff = 0.1
-                async for message in subscription.messages(pubsub, timeout=timeout, redis_answers=_leave_it):
-                    event = str_if_bytes(message["data"])
-                    if message["type"] == "message" and event.split(" ", 1)[0] == service:
-                        await on_switch(event)
-            except Exception as error:  # noqa: BLE001  (this Sentinel is away: the next one, then a backoff)
-                log.warning("could not follow Sentinel's failovers of %r there: %s", service, error)
-            finally:
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(timeout):
-                        await pubsub.aclose()
         await asyncio.sleep(backoff)
         backoff = min(backoff * 2, max_backoff)
 
 
-async def _leave_it() -> bool:
-    """A Sentinel whose subscription stopped answering is left for the next, hung or dead alike (unlike Redis, whose
-    subscription is kept through a hang: any Sentinel will do)."""
-    return True
+async def _follow(sentinel: Any, service: str, on_switch: Callable[[str], Awaitable[None]], timeout: float) -> None:
+    """Subscribe on ``sentinel`` and pass on its switches of ``service``; returns only by raising."""
+    connection = sentinel.connection_pool.make_connection()
+    try:
+        async with asyncio.timeout(timeout):
+            await connection.connect()
+            await connection.send_command("SUBSCRIBE", SWITCH)
+            reply = await connection.read_response(push_request=True)
+        if not isinstance(reply, list) or str_if_bytes(reply[0]) != "subscribe":
+            raise RedisConnectionError(f"Sentinel answered SUBSCRIBE with {reply!r:.100}")
+        pinged = False
+        while True:
+            # A timer of our own (None when it runs out), not the connection's socket timeout: that would close it.
+            reply = await connection.read_response(timeout=timeout if pinged else subscription.QUIET_BEFORE_PING, push_request=True)
+            if reply is None:
+                if pinged:
+                    raise RedisConnectionError(f"Sentinel did not answer a ping within {timeout:g} s")
+                async with asyncio.timeout(timeout):
+                    await connection.send_command("PING")
+                pinged = True
+                continue
+            pinged = False  # any reply: it is alive
+            if isinstance(reply, list) and len(reply) == 3 and str_if_bytes(reply[0]) == "message":
+                event = str_if_bytes(reply[2])
+                if event.split(" ", 1)[0] == service:
+                    try:
+                        await on_switch(event)
+                    except Exception:  # noqa: BLE001  (this Sentinel still serves: its next events matter too)
+                        log.exception("could not leave the old master after Sentinel's %r", event)
+    finally:
+        with contextlib.suppress(Exception):
+            await connection.disconnect(nowait=True)

@@ -763,11 +763,13 @@ async def test_through_sentinel_a_broken_subscription_resubscribes_on_the_same_p
         sentinel.stop()
 
 
-async def test_through_sentinel_a_failover_is_followed_by_the_same_client(redis_server, monkeypatch, settings) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("first_sentinel", ["down", "hung"])
+async def test_through_sentinel_a_failover_is_followed_by_the_same_client(redis_server, monkeypatch, settings, first_sentinel) -> None:  # type: ignore[no-untyped-def]
     """Sentinel fails the master over to its replica: the node leaves the old master on Sentinel's ``+switch-master``,
     so its broadcasts are numbered on the new master, and come back to it numbered, while the old one has not been
     demoted yet (Sentinel does that about 10 s later), with no new client made. (Before: the node stayed on the old
-    master until then, numbering there what servers already on the new master never got.)"""
+    master until then, numbering there what servers already on the new master never got.) The first Sentinel the
+    URL names is down from the start, or hangs (SIGSTOP) once the node follows it: the node uses the next one."""
     import uuid
 
     import redis.asyncio as aioredis
@@ -778,6 +780,8 @@ async def test_through_sentinel_a_failover_is_followed_by_the_same_client(redis_
 
     monkeypatch.setattr(manager.room_ops, "apply", _no_resync)
     monkeypatch.setattr(manager, "SETTLE", 0.5)
+    monkeypatch.setattr(manager, "PUBLISH_TIMEOUT", 1.0)  # a hung Sentinel is left within about 1.3 s
+    monkeypatch.setattr(manager.subscription, "QUIET_BEFORE_PING", 0.3)
     delivered: list[dict] = []
 
     async def deliver(self: Any, event: str, data: Any, namespace: Any = None, room: Any = None, **kwargs: Any) -> None:
@@ -786,11 +790,13 @@ async def test_through_sentinel_a_failover_is_followed_by_the_same_client(redis_
     monkeypatch.setattr(manager.FastManager, "emit", deliver)
     replica = RedisServer(replica_of=redis_server.port).start()
     sentinel = SentinelServer(redis_server).start()
+    first = SentinelServer(redis_server).start() if first_sentinel == "hung" else None
     asks = aioredis.Redis(host="127.0.0.1", port=sentinel.port)
     new_master, old_master = aioredis.from_url(replica.url), aioredis.from_url(redis_server.url)
-    # The first Sentinel named is down (nothing listens there): the node, and its following of failovers, use the next.
-    url = f"redis+sentinel://127.0.0.1:{free_port()},127.0.0.1:{sentinel.port}/0/{sentinel.service}"
+    first_port = first.port if first is not None else free_port()  # nothing listens on a free port: down
+    url = f"redis+sentinel://127.0.0.1:{first_port},127.0.0.1:{sentinel.port}/0/{sentinel.service}"
     node = manager.RedisManager(url, channel=settings.REALTIME_REDIS_CHANNEL)  # the one STAMP publishes to
+    paused = False
     listener = asyncio.ensure_future(node._thread())  # python-socketio's listener: decodes, then _handle_emit
     room = str(uuid.uuid4())  # named like a project's room: numbered
     log_on_new_master = f"{settings.REALTIME_REDIS_CHANNEL}:log:{room}"
@@ -808,6 +814,10 @@ async def test_through_sentinel_a_failover_is_followed_by_the_same_client(redis_
                 break
             await asyncio.sleep(0.01)
         assert numbered("before")
+        if first is not None:
+            os.kill(first.proc.pid, signal.SIGSTOP)  # the node followed it (both answered: the first named first)
+            paused = True
+            await asyncio.sleep(2)  # its ping unanswered (0.3 s quiet, then 1 s): the node follows the next one
         for _ in range(200):  # Sentinel knows the replica, in sync, before it can promote it
             replicas = await asks.execute_command("SENTINEL", "REPLICAS", sentinel.service)
             if replicas and replicas[0][b"master-link-status"] == b"ok" and replicas[0][b"flags"] == b"slave":
@@ -835,9 +845,12 @@ async def test_through_sentinel_a_failover_is_followed_by_the_same_client(redis_
         assert (await old_master.execute_command("ROLE"))[0] == b"master"  # not demoted yet: the node left it itself
         assert node.redis is client
     finally:
+        if paused:
+            os.kill(first.proc.pid, signal.SIGCONT)  # type: ignore[union-attr]
         await _stop(node, listener, asks, new_master, old_master)
-        sentinel.stop()
-        replica.stop()
+        for server in (sentinel, first, replica):
+            if server is not None:
+                server.stop()
 
 
 async def test_after_a_redis_restart_the_pools_idle_connections_connect_afresh(redis_server, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
