@@ -37,6 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "REALTIME_LOST_POLL_SECONDS": 2.0,  # how often a server looks for broadcasts other processes recorded as lost
     # realtime.middleware: how long a write's answer waits at most for its broadcasts to leave the process. Redis not
     # answering costs up to 5 s (manager.PUBLISH_TIMEOUT) before the loss is recorded in the database; then it goes.
+    # Also how long shutdown waits for the broadcasts still under way (bus.finish_sends).
     "REALTIME_RESPONSE_WAIT_SECONDS": 10.0,
     "REDIS_URL": None,  # set: several server processes share rooms through Redis
     "REALTIME_REDIS_CHANNEL": "realtime",
