@@ -29,6 +29,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoPermissionError
 from socketio import packet as sio_packet
+from socketio.redis_manager import parse_redis_sentinel_url
 
 from . import direct_write, history, limits, lost, room_ops, sentinel, subscription
 from .history import Position
@@ -147,10 +148,7 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
                 f"{MIN_REDIS_CONNECTIONS}: the subscription's, {READ_HEADROOM} for broadcasts, room operations and the outage "
                 "watcher, and one or more for joins' history reads"
             )
-        # Sentinel lookups bounded like every Redis call here, and not retried (redis-py retries 3 times, with up to
-        # 10 s between): a Sentinel down or hung is passed over for the next within PUBLISH_TIMEOUT, not held to.
-        sentinels = {"socket_timeout": PUBLISH_TIMEOUT, "socket_connect_timeout": PUBLISH_TIMEOUT, "retry": Retry(NoBackoff(), 0)}
-        options = {"sentinel_kwargs": sentinels} if "sentinel" in urlparse(url).scheme else None
+        options = {"sentinel_kwargs": self._sentinel_options(url)} if "sentinel" in urlparse(url).scheme else None
         super().__init__(url, channel=channel, redis_options=options)
         # Outage state. Each implies the next, and only _watch clears them, together, under _publishing, so that
         # nothing numbered overtakes a held room operation:  (_unsent or _backlog) -> _numbering_down -> _outage.
@@ -201,6 +199,14 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         self._ping_failed = False
         # FIFO; the subscription holds one connection of the pool for good.
         self._reads = asyncio.Semaphore(settings.REALTIME_REDIS_CONNECTIONS - 1 - READ_HEADROOM)
+
+    @staticmethod
+    def _sentinel_options(url: str) -> dict[str, Any]:
+        """Options of the clients that ask the Sentinels for the master. A master lookup tries them in turn and is
+        itself bounded by PUBLISH_TIMEOUT (the caller's): each gets a share of it, and no retry (redis-py's default,
+        3 with up to 10 s between), so one down or hung is passed over for the next in time."""
+        share = PUBLISH_TIMEOUT / (len(parse_redis_sentinel_url(url)[0]) + 1)
+        return {"socket_timeout": share, "socket_connect_timeout": share, "retry": Retry(NoBackoff(), 0)}
 
     def _redis_connect(self) -> None:
         # A blocking pool: a burst of joins (a reconnect storm) waits for one of REALTIME_REDIS_CONNECTIONS instead

@@ -35,6 +35,8 @@ async def follow_failovers(pool: Any, *, on_switch: Callable[[str], Awaitable[No
 
     ``pool`` is a redis-py ``SentinelConnectionPool``. Its Sentinels are tried in turn; once all have
     failed, again after a backoff (at most ``max_backoff`` seconds; reset by one that served a while).
+    A switch while no Sentinel was followed is found on subscribing again: the master Sentinel names
+    then is not the one the pool last knew.
     """
     loop, backoff = asyncio.get_running_loop(), 0.1
     while True:
@@ -42,7 +44,7 @@ async def follow_failovers(pool: Any, *, on_switch: Callable[[str], Awaitable[No
         for sentinel in list(pool.sentinel_manager.sentinels):
             began = loop.time()
             try:
-                await _follow(sentinel, pool.service_name, on_switch, timeout)
+                await _follow(sentinel, pool, on_switch, timeout)
             except Exception as error:  # noqa: BLE001  (this Sentinel is away: the next one)
                 log.warning("could not follow Sentinel's failovers of %r there: %s", pool.service_name, error)
             if loop.time() - began > max_backoff:
@@ -51,8 +53,9 @@ async def follow_failovers(pool: Any, *, on_switch: Callable[[str], Awaitable[No
         backoff = min(backoff * 2, max_backoff)
 
 
-async def _follow(sentinel: Any, service: str, on_switch: Callable[[str], Awaitable[None]], timeout: float) -> None:
-    """Subscribe on ``sentinel`` and pass on its switches of ``service``; returns only by raising."""
+async def _follow(sentinel: Any, pool: Any, on_switch: Callable[[str], Awaitable[None]], timeout: float) -> None:
+    """Subscribe on ``sentinel`` and pass on its switches of ``pool``'s service; returns only by raising."""
+    service = pool.service_name
     connection = sentinel.connection_pool.make_connection()
     try:
         async with asyncio.timeout(timeout):
@@ -61,6 +64,7 @@ async def _follow(sentinel: Any, service: str, on_switch: Callable[[str], Awaita
             reply = await connection.read_response(push_request=True)
         if not isinstance(reply, list) or str_if_bytes(reply[0]) != "subscribe":
             raise RedisConnectionError(f"Sentinel answered SUBSCRIBE with {reply!r:.100}")
+        await _switched_meanwhile(pool, on_switch, timeout)
         pinged = False
         while True:
             # A timer of our own (None when it runs out), not the connection's socket timeout: that would close it.
@@ -76,10 +80,24 @@ async def _follow(sentinel: Any, service: str, on_switch: Callable[[str], Awaita
             if isinstance(reply, list) and len(reply) == 3 and str_if_bytes(reply[0]) == "message":
                 event = str_if_bytes(reply[2])
                 if event.split(" ", 1)[0] == service:
-                    try:
-                        await on_switch(event)
-                    except Exception:  # noqa: BLE001  (this Sentinel still serves: its next events matter too)
-                        log.exception("could not leave the old master after Sentinel's %r", event)
+                    await _pass_on(on_switch, event)
     finally:
         with contextlib.suppress(Exception):
             await connection.disconnect(nowait=True)
+
+
+async def _switched_meanwhile(pool: Any, on_switch: Callable[[str], Awaitable[None]], timeout: float) -> None:
+    """Just subscribed: if the master Sentinel names is not the one the pool last knew, a switch came while no
+    Sentinel was followed (its event went nowhere): passed on as Sentinel would have announced it."""
+    before = pool.master_address  # None: the pool has not looked yet, so nothing is on an old master
+    async with asyncio.timeout(timeout):
+        now = await pool.get_master_address()
+    if before is not None and tuple(now) != tuple(before):
+        await _pass_on(on_switch, f"{pool.service_name} {before[0]} {before[1]} {now[0]} {now[1]}")
+
+
+async def _pass_on(on_switch: Callable[[str], Awaitable[None]], event: str) -> None:
+    try:
+        await on_switch(event)
+    except Exception:  # noqa: BLE001  (the Sentinel still serves: its next events matter too)
+        log.exception("could not leave the old master after Sentinel's %r", event)
