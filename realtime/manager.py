@@ -605,9 +605,18 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
                     await asyncio.sleep(0.1)
         except Exception as error:  # noqa: BLE001  (bounded: the connections are dropped all the same)
             log.warning("the pool's Sentinel does not name %s as the master yet (%r): leaving the old one anyway", new, error)
+        if new is not None and self._listening_on() == new:
+            return  # the subscription is on the new master already (announced twice, or found on subscribing too)
         self._switching = True  # the failures this causes are logged as this, not as Redis unreachable
         async with asyncio.timeout(PUBLISH_TIMEOUT):
             await pool.disconnect(inuse_connections=True)
+
+    def _listening_on(self) -> tuple[str, int] | None:
+        """The (host, port) the subscription's connection is connected to, if it is."""
+        connection = getattr(self.pubsub, "connection", None)
+        if connection is None or not connection.is_connected:
+            return None
+        return str(connection.host), int(connection.port)
 
     async def _redis_answers(self) -> bool:
         """The subscription's ping went unanswered: True if Redis answers on a new connection (the subscription's is
@@ -640,7 +649,11 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
                 if (self._failovers is None or self._failovers.done()) and "sentinel" in urlparse(self.redis_url).scheme:
                     self._failovers = asyncio.get_running_loop().create_task(
                         sentinel.follow_failovers(
-                            self.redis.connection_pool, on_switch=self._master_switched, timeout=PUBLISH_TIMEOUT, max_backoff=MAX_BACKOFF
+                            self.redis.connection_pool,
+                            on_switch=self._master_switched,
+                            current=self._listening_on,
+                            timeout=PUBLISH_TIMEOUT,
+                            max_backoff=MAX_BACKOFF,
                         )  # fmt: skip
                     )
                 # Confirmed by Redis (the first reply on this connection): from then on every publish reaches us.

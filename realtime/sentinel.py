@@ -30,13 +30,20 @@ log = logging.getLogger(__name__)
 SWITCH = "+switch-master"  # Sentinel's event: "<service> <old ip> <old port> <new ip> <new port>" (names have no spaces)
 
 
-async def follow_failovers(pool: Any, *, on_switch: Callable[[str], Awaitable[None]], timeout: float, max_backoff: float) -> None:
+async def follow_failovers(
+    pool: Any,
+    *,
+    on_switch: Callable[[str], Awaitable[None]],
+    current: Callable[[], tuple[str, int] | None],
+    timeout: float,
+    max_backoff: float,
+) -> None:
     """Run for good: ``await on_switch(event)`` each time Sentinel switches the master of ``pool``'s service.
 
     ``pool`` is a redis-py ``SentinelConnectionPool``. Its Sentinels are tried in turn; once all have
     failed, again after a backoff (at most ``max_backoff`` seconds; reset by one that served a while).
-    A switch while no Sentinel was followed is found on subscribing again: the master Sentinel names
-    then is not the one the pool last knew.
+    A switch while no Sentinel was followed is found on subscribing again: the master this Sentinel
+    names is not the one ``current()`` says the server's subscription is connected to.
     """
     loop, backoff = asyncio.get_running_loop(), 0.1
     while True:
@@ -44,7 +51,7 @@ async def follow_failovers(pool: Any, *, on_switch: Callable[[str], Awaitable[No
         for sentinel in list(pool.sentinel_manager.sentinels):
             began = loop.time()
             try:
-                await _follow(sentinel, pool, on_switch, timeout)
+                await _follow(sentinel, pool, on_switch, current, timeout)
             except Exception as error:  # noqa: BLE001  (this Sentinel is away: the next one)
                 log.warning("could not follow Sentinel's failovers of %r there: %s", pool.service_name, error)
             if loop.time() - began > max_backoff:
@@ -53,7 +60,9 @@ async def follow_failovers(pool: Any, *, on_switch: Callable[[str], Awaitable[No
         backoff = min(backoff * 2, max_backoff)
 
 
-async def _follow(sentinel: Any, pool: Any, on_switch: Callable[[str], Awaitable[None]], timeout: float) -> None:
+async def _follow(
+    sentinel: Any, pool: Any, on_switch: Callable[[str], Awaitable[None]], current: Callable[[], tuple[str, int] | None], timeout: float
+) -> None:
     """Subscribe on ``sentinel`` and pass on its switches of ``pool``'s service; returns only by raising."""
     service = pool.service_name
     connection = sentinel.connection_pool.make_connection()
@@ -64,7 +73,7 @@ async def _follow(sentinel: Any, pool: Any, on_switch: Callable[[str], Awaitable
             reply = await connection.read_response(push_request=True)
         if not isinstance(reply, list) or str_if_bytes(reply[0]) != "subscribe":
             raise RedisConnectionError(f"Sentinel answered SUBSCRIBE with {reply!r:.100}")
-        await _switched_meanwhile(pool, on_switch, timeout)
+        await _switched_meanwhile(sentinel, service, on_switch, current, timeout)
         pinged = False
         while True:
             # A timer of our own (None when it runs out), not the connection's socket timeout: that would close it.
@@ -86,14 +95,24 @@ async def _follow(sentinel: Any, pool: Any, on_switch: Callable[[str], Awaitable
             await connection.disconnect(nowait=True)
 
 
-async def _switched_meanwhile(pool: Any, on_switch: Callable[[str], Awaitable[None]], timeout: float) -> None:
-    """Just subscribed: if the master Sentinel names is not the one the pool last knew, a switch came while no
-    Sentinel was followed (its event went nowhere): passed on as Sentinel would have announced it."""
-    before = pool.master_address  # None: the pool has not looked yet, so nothing is on an old master
-    async with asyncio.timeout(timeout):
-        now = await pool.get_master_address()
-    if before is not None and tuple(now) != tuple(before):
-        await _pass_on(on_switch, f"{pool.service_name} {before[0]} {before[1]} {now[0]} {now[1]}")
+async def _switched_meanwhile(
+    sentinel: Any, service: str, on_switch: Callable[[str], Awaitable[None]], current: Callable[[], tuple[str, int] | None], timeout: float
+) -> None:
+    """Just subscribed on ``sentinel``: if the master it names is not the one the server's subscription is connected
+    to, a switch came while no Sentinel was followed (its announcement went nowhere): passed on as Sentinel would
+    have announced it. Asked of this Sentinel, the one whose announcements are followed from now on; if it cannot
+    tell (no master while one is being elected), the next announcement will."""
+    on = current()
+    if on is None:  # not connected: the next connection asks Sentinel for the master anyway
+        return
+    try:
+        async with asyncio.timeout(timeout):
+            named = await sentinel.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", service)
+    except Exception as error:  # noqa: BLE001
+        log.warning("could not ask Sentinel for the master of %r after subscribing: %s", service, error)
+        return
+    if named and (str_if_bytes(named[0]), int(named[1])) != (on[0], int(on[1])):
+        await _pass_on(on_switch, f"{service} {on[0]} {on[1]} {str_if_bytes(named[0])} {int(named[1])}")
 
 
 async def _pass_on(on_switch: Callable[[str], Awaitable[None]], event: str) -> None:

@@ -73,6 +73,9 @@ async def messages(pubsub: Any, *, timeout: float, redis_answers: Callable[[], A
         while True:
             if heard.dead:  # closed while a message was being handled: parse_response would reconnect silently
                 raise heard.error()
+            connection = pubsub.connection
+            if connection is None or not connection.is_connected:  # closed by anyone else meanwhile (a pool dropped)
+                raise RedisConnectionError("the subscription's connection was closed while a message was handled")
             try:
                 # Raw: any reply counts as heard (handle_message hides some, e.g. a pong decoded to str).
                 reply = await pubsub.parse_response(block=True)

@@ -861,8 +861,9 @@ async def test_through_sentinel_a_failover_is_followed_by_the_same_client(redis_
 
 async def test_a_failover_while_no_sentinel_was_followed_is_found_on_subscribing(redis_server) -> None:  # type: ignore[no-untyped-def]
     """Sentinel announced a switch while the follower followed no Sentinel (between two, or before it started): on
-    subscribing it finds that the master Sentinel names is not the one the pool last knew, and passes the switch
-    on all the same. (Without that check, the announcement was gone and the pool stayed on the old master.)"""
+    subscribing it finds that the master Sentinel names is not the one the server's subscription is connected to,
+    and passes the switch on all the same. (Without that check, the announcement was gone and the server stayed on
+    the old master.)"""
     import redis.asyncio as aioredis
     from redis.asyncio.sentinel import Sentinel
 
@@ -893,7 +894,9 @@ async def test_a_failover_while_no_sentinel_was_followed_is_found_on_subscribing
             while await announcements.get_message(ignore_subscribe_messages=True, timeout=1) is None:
                 pass
         pool = client.connection_pool
-        following = asyncio.ensure_future(follower.follow_failovers(pool, on_switch=on_switch, timeout=1.0, max_backoff=0.5))
+        on_old = ("127.0.0.1", redis_server.port)  # where the server's subscription still is
+        follow = follower.follow_failovers(pool, on_switch=on_switch, current=lambda: on_old, timeout=1.0, max_backoff=0.5)
+        following = asyncio.ensure_future(follow)
         for _ in range(100):
             if switches:
                 break
@@ -908,6 +911,42 @@ async def test_a_failover_while_no_sentinel_was_followed_is_found_on_subscribing
         await client.aclose()
         watching.stop()
         replica.stop()
+
+
+async def test_a_subscription_closed_while_a_message_is_handled_is_not_silently_reconnected(redis_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The subscription's connection is closed by someone else (its pool's connections dropped, as for a Sentinel
+    failover) while the listener handles a message: the listener treats it as broken (this node's watchers resync).
+    (Before: redis-py's read reconnected and subscribed again by itself, and what came between was lost with no
+    resync.)"""
+    import redis.asyncio as aioredis
+
+    from realtime import manager, room_ops
+
+    applied = _recorded_ops(monkeypatch)
+    node = manager.RedisManager(redis_server.url, channel="test-closed-meanwhile")
+    publisher = aioredis.from_url(redis_server.url)
+    received: list[bytes] = []
+
+    async def consume() -> None:
+        async for message in node._redis_listen_with_retries():
+            if message["type"] == "message":
+                received.append(message["data"])
+                if message["data"] == b"1":  # handled while the pool's connections are dropped
+                    await node.redis.connection_pool.disconnect(inuse_connections=True)
+
+    listener = asyncio.ensure_future(consume())
+    try:
+        await asyncio.wait_for(node._subscribed.wait(), 10)
+        await _recovered(node)
+        await publisher.publish("test-closed-meanwhile", b"1")
+        await _unsubscribed(node)
+        await asyncio.wait_for(node._subscribed.wait(), 10)
+        await _recovered(node)
+        assert applied == [room_ops.resync()]
+        await publisher.publish("test-closed-meanwhile", b"2")
+        await _arrives(received, b"2")
+    finally:
+        await _stop(node, listener, publisher)
 
 
 async def test_after_a_redis_restart_the_pools_idle_connections_connect_afresh(redis_server, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
