@@ -192,6 +192,7 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         # is the pool's connections dropped for one (logged as that, not as Redis unreachable).
         self._failovers: asyncio.Task[None] | None = None
         self._switching = False
+        self._switched_to: tuple[str, int] | None = None  # the master this server last dropped its connections for
         # The outage watcher's last ping failed (no reply within PUBLISH_TIMEOUT, or any error); cleared by the next
         # ping answered, or by a new subscription. Meanwhile a join's history reads fail at once, rather than each
         # waiting PUBLISH_TIMEOUT, timing out and falling back to a snapshot without markers. Not keyed on _outage:
@@ -605,8 +606,15 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
                     await asyncio.sleep(0.1)
         except Exception as error:  # noqa: BLE001  (bounded: the connections are dropped all the same)
             log.warning("the pool's Sentinel does not name %s as the master yet (%r): leaving the old one anyway", new, error)
-        if new is not None and self._listening_on() == new:
-            return  # the subscription is on the new master already (announced twice, or found on subscribing too)
+        if new is not None and new == self._switched_to:
+            return  # dropped for this switch already (announced, and found on subscribing too)
+        on = self._listening_on()
+        if new is not None and pool.master_address != new and pool.master_address == on:
+            # The pool's Sentinel still names the master the subscription is on, not the event's: a lagging Sentinel
+            # announced a switch back, or the pool's lags; dropped now, the connections would come back here anyway.
+            log.warning("the pool's Sentinel still names %s, where this server is: its connections are kept", on)
+            return
+        self._switched_to = new
         self._switching = True  # the failures this causes are logged as this, not as Redis unreachable
         async with asyncio.timeout(PUBLISH_TIMEOUT):
             await pool.disconnect(inuse_connections=True)
