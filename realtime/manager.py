@@ -258,8 +258,7 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
                     if not echoed and not self._hearing():
                         # Numbered, and every other node has it; this one does not hear Redis now (its listener
                         # resubscribing, or refused): its clients get it directly, and its echo, if any, is skipped.
-                        self._mark_delivered_here(stamp_id, sent=True)
-                        await FastManager.emit(self, event, data, "/", room=room, skip_sid=skip_sid)  # never suspends
+                        await self._deliver_here(event, data, room, skip_sid, stamp_id, sent=True)
                     return None  # else delivered here too, from the subscription, in the room's order
         except Exception as error:
             self._down(error)  # and below: lost
@@ -268,8 +267,7 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
             # nowhere, and with nothing recorded no watcher would resync. Redis may be well: no outage, the room alone
             # is repaired. (At shutdown, broadcasts under way are waited for instead: ``bus.finish_sends``.)
             if not echoed:
-                self._mark_delivered_here(stamp_id, sent=echoed is not None)
-                await FastManager.emit(self, event, data, "/", room=room, skip_sid=skip_sid)  # never suspends
+                await self._deliver_here(event, data, room, skip_sid, stamp_id, sent=echoed is not None)
                 await self._cancelled(room)
             raise
         if echoed:
@@ -278,20 +276,21 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         # timed out: this node's clients get it now, unnumbered; the other nodes' resync later. The loss is in the
         # database before this returns (a request's answer waits for it): a server killed then is repaired too.
         recorded = self._lost(RuntimeError("Redis unreachable"), room=room)
-        self._mark_delivered_here(stamp_id, sent=echoed is not None)
-        await FastManager.emit(self, event, data, "/", room=room, skip_sid=skip_sid)  # first: never suspends
+        await self._deliver_here(event, data, room, skip_sid, stamp_id, sent=echoed is not None)  # first: never suspends
         await asyncio.wait([recorded], timeout=PUBLISH_TIMEOUT)
 
     def _hearing(self) -> bool:
         """Whether this node hears what is published: its listener is subscribed (or has not started: no clients yet)."""
         return self._subscribed.is_set() or not self._listener_started
 
-    def _mark_delivered_here(self, stamp_id: str, *, sent: bool) -> None:
-        """Sent to Redis but not answered: Redis may still run it (hung, then resumed); its echo is not delivered here again."""
+    async def _deliver_here(self, event: str, data: Any, room: str, skip_sid: Any, stamp_id: str, *, sent: bool) -> None:
+        """This node's clients get the broadcast now, directly (never suspends). If it was ``sent`` to Redis, Redis may
+        still run it or have run it (hung, then resumed): its echo is not delivered here again."""
         if sent:
             self._stamps[stamp_id] = DELIVERED_HERE
             if len(self._stamps) > OP_BACKLOG:
                 self._stamps.popitem(last=False)  # the oldest: an echo that never came (that stamp never ran)
+        await FastManager.emit(self, event, data, "/", room=room, skip_sid=skip_sid)
 
     async def _cancelled(self, room: str) -> None:
         """A broadcast to ``room`` cancelled before Redis answered: the room recorded as lost, for whichever server
