@@ -25,7 +25,6 @@ from functools import partial
 from typing import Any
 
 import socketio
-from channels.db import database_sync_to_async
 from django.conf import settings
 
 from . import lost, remote, room_ops, since_tokens
@@ -244,11 +243,7 @@ async def finish_sends(timeout: float) -> int:
         return 0
     log.error("shutting down with %d submission(s) sent on commit still under way after %.1f s: every room recorded as lost",
               len(_ordered) + _handed_over, timeout)  # fmt: skip
-    try:
-        async with asyncio.timeout(timeout):
-            await database_sync_to_async(lost.record_rooms, thread_sensitive=False)([""])  # logs its own outcome
-    except TimeoutError:
-        log.error("the loss could not be recorded within %.1f s: watchers elsewhere may stay stale until they rejoin", timeout)
+    await lost.record_rooms_within([""], timeout)
     return len(_ordered) + _handed_over
 
 

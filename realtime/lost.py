@@ -50,6 +50,16 @@ def record_rooms(rooms: list[str], *, repair_after: float = 0.0) -> list[int]:
     return [row.pk for row in created if row.pk is not None]
 
 
+async def record_rooms_within(rooms: list[str], timeout: float) -> None:
+    """``record_rooms`` from the event loop, off asgiref's one ORM thread (written even while joins queue there),
+    waited for at most ``timeout`` seconds; a write not done by then is logged (it may still land)."""
+    try:
+        async with asyncio.timeout(timeout):
+            await database_sync_to_async(record_rooms, thread_sensitive=False)(rooms)  # logs its own outcome
+    except TimeoutError:
+        log.error("lost broadcasts to %d room(s) could not be recorded within %g s: their watchers may stay stale", len(rooms), timeout)
+
+
 def forget(ids: list[int]) -> None:
     """Sync: the server that recorded these repaired them itself."""
     from .models import LostBroadcast

@@ -297,11 +297,7 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         looks first (``lost.watch``) to forget its history and have its watchers resync, on every node. Waited for
         (bounded) before the cancellation goes on."""
         log.warning("a broadcast to %r was cancelled before Redis numbered it: its room is recorded as lost", room)
-        try:
-            async with asyncio.timeout(PUBLISH_TIMEOUT):
-                await database_sync_to_async(lost.record_rooms, thread_sensitive=False)([room])  # logs its own outcome
-        except TimeoutError:
-            log.error("the loss of a broadcast to %r could not be recorded within %g s", room, PUBLISH_TIMEOUT)
+        await lost.record_rooms_within([room], PUBLISH_TIMEOUT)
 
     # The history backend of this node (``history.Backend``), bounded in time like every Redis call here.
     async def position(self, room: str, *, since: tuple[str, int] | None, budget: int) -> Position:
