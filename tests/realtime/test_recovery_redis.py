@@ -920,7 +920,7 @@ async def test_a_subscription_closed_while_a_message_is_handled_is_not_silently_
     resync.)"""
     import redis.asyncio as aioredis
 
-    from realtime import manager, room_ops
+    from realtime import manager
 
     applied = _recorded_ops(monkeypatch)
     node = manager.RedisManager(redis_server.url, channel="test-closed-meanwhile")
@@ -939,12 +939,7 @@ async def test_a_subscription_closed_while_a_message_is_handled_is_not_silently_
         await asyncio.wait_for(node._subscribed.wait(), 10)
         await _recovered(node)
         await publisher.publish("test-closed-meanwhile", b"1")
-        await _unsubscribed(node)
-        await asyncio.wait_for(node._subscribed.wait(), 10)
-        await _recovered(node)
-        assert applied == [room_ops.resync()]
-        await publisher.publish("test-closed-meanwhile", b"2")
-        await _arrives(received, b"2")
+        await _back_after_a_break(node, applied, publisher, "test-closed-meanwhile", received)
     finally:
         await _stop(node, listener, publisher)
 
@@ -1017,6 +1012,19 @@ async def _arrives(received: list[bytes], data: bytes) -> None:
     raise AssertionError(f"{data!r} never arrived: {received}")
 
 
+async def _back_after_a_break(node: Any, applied: list[dict], publisher: Any, channel: str, received: list[bytes]) -> None:
+    """``node`` notices its subscription broke, subscribes again and has its watchers resync once (``applied``: see
+    ``_recorded_ops``); what is published on ``channel`` afterwards reaches it (the test fails otherwise)."""
+    from realtime import room_ops
+
+    await _unsubscribed(node)
+    await asyncio.wait_for(node._subscribed.wait(), 10)
+    await _recovered(node)
+    assert applied == [room_ops.resync()]
+    await publisher.publish(channel, b"after")
+    await _arrives(received, b"after")
+
+
 def _recorded_ops(monkeypatch: Any) -> list[dict]:
     """The room operations the node applies to its own clients (a resync of its watchers), recorded, not applied."""
     from realtime import manager
@@ -1044,7 +1052,7 @@ async def test_a_subscription_gone_half_open_is_noticed_replaced_and_its_watcher
     hung: a false outage first.)"""
     import redis.asyncio as aioredis
 
-    from realtime import manager, room_ops, subscription
+    from realtime import manager, subscription
     from tests.support.proxy import FreezingProxy
 
     monkeypatch.setattr(subscription, "QUIET_BEFORE_PING", 0.2)
@@ -1061,12 +1069,7 @@ async def test_a_subscription_gone_half_open_is_noticed_replaced_and_its_watcher
             await _arrives(received, b"before")
             proxy.freeze()
             await publisher.publish("test-half-open", b"lost")  # Redis sends it into the dead connection
-            await _unsubscribed(node)
-            await asyncio.wait_for(node._subscribed.wait(), 10)
-            await _recovered(node)
-            assert applied == [room_ops.resync()]  # the watchers reload what the dead connection swallowed
-            await publisher.publish("test-half-open", b"after")
-            await _arrives(received, b"after")
+            await _back_after_a_break(node, applied, publisher, "test-half-open", received)  # resynced for what it swallowed
             assert b"lost" not in received  # the proxy swallowed it; the resync above makes up for it
             assert "answers no ping" not in caplog.text  # Redis was never taken for hung
             assert "Redis subscription lost" in caplog.text and "Redis unreachable" not in caplog.text  # nor logged so
@@ -1224,7 +1227,7 @@ async def test_a_subscription_that_died_while_a_message_was_handled_is_not_silen
     resubscribes by itself: what was published in between was lost with no resync.)"""
     import redis.asyncio as aioredis
 
-    from realtime import manager, room_ops, subscription
+    from realtime import manager, subscription
     from tests.support.proxy import FreezingProxy
 
     monkeypatch.setattr(subscription, "QUIET_BEFORE_PING", 0.2)
@@ -1259,12 +1262,7 @@ async def test_a_subscription_that_died_while_a_message_was_handled_is_not_silen
             assert not subscribed_on.is_connected
             await publisher.publish("test-dead-while-busy", b"lost")  # reaches no connection of this node
             go_on.set()
-            await _unsubscribed(node)
-            await asyncio.wait_for(node._subscribed.wait(), 10)
-            await _recovered(node)
-            assert applied == [room_ops.resync()]
-            await publisher.publish("test-dead-while-busy", b"after")
-            await _arrives(received, b"after")
+            await _back_after_a_break(node, applied, publisher, "test-dead-while-busy", received)
         finally:
             go_on.set()
             await _stop(node, listener, publisher)

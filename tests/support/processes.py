@@ -100,19 +100,17 @@ class RedisServer:
             self.proc.wait(10)
 
 
-class SentinelServer:
+class SentinelServer(RedisServer):
     """A Redis Sentinel (``redis-server --sentinel``) watching ``master`` as service ``service``; ``url`` is the
-    ``REDIS_URL`` a server is given to find the master through it."""
+    ``REDIS_URL`` a server is given to find the master through it. Stopped as a ``RedisServer`` is."""
 
     def __init__(self, master: RedisServer, service: str = "archon") -> None:
-        self.port = free_port()
+        super().__init__()
         self.service = service
         self.url = f"redis+sentinel://127.0.0.1:{self.port}/0/{service}"
         self.master = master
-        self.proc: subprocess.Popen | None = None
 
     def start(self) -> SentinelServer:
-        self.dir = tempfile.TemporaryDirectory()
         config = Path(self.dir.name) / "sentinel.conf"  # a Sentinel rewrites its own configuration: a file of its own
         config.write_text(
             f"port {self.port}\nbind 127.0.0.1\ndir {self.dir.name}\nsentinel monitor {self.service} 127.0.0.1 {self.master.port} 1\n"
@@ -121,12 +119,6 @@ class SentinelServer:
         self.proc = subprocess.Popen([binary, str(config), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port, proc=self.proc)
         return self
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self.dir.cleanup()
 
 
 class ServerProcess:
