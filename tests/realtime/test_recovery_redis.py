@@ -535,7 +535,12 @@ async def _listening(node: Any) -> AsyncIterator[None]:
         await _recovered(node)
         yield
     finally:
-        first.cancel()
+        # Python 3.11's wait_for (redis-py's, sending to Sentinel for the master) swallows a cancellation that lands as
+        # its write completes: a listener cancelled while it reconnects through Sentinel may run on; cancelled again.
+        for _ in range(10):
+            first.cancel()
+            if (await asyncio.wait([first], timeout=1))[0]:
+                break
         await asyncio.gather(first, return_exceptions=True)
         await listening.aclose()
         await node.pubsub.aclose()
@@ -821,12 +826,7 @@ async def test_through_sentinel_a_failover_is_followed_by_the_same_client(redis_
                 if "Sentinel did not answer a ping" in caplog.text:
                     break
                 await asyncio.sleep(0.1)
-        for _ in range(200):  # Sentinel knows the replica, in sync, before it can promote it
-            replicas = await asks.execute_command("SENTINEL", "REPLICAS", sentinel.service)
-            if replicas and replicas[0][b"master-link-status"] == b"ok" and replicas[0][b"flags"] == b"slave":
-                break
-            await asyncio.sleep(0.05)
-        await asks.execute_command("SENTINEL", "FAILOVER", sentinel.service)
+        await _fail_over(asks, sentinel.service)
         for _ in range(300):  # promoted: from now on it no longer replicates what the old master is sent
             with contextlib.suppress(redis.exceptions.ConnectionError):  # Sentinel closes the promoted one's clients
                 if (await new_master.execute_command("ROLE"))[0] == b"master":
@@ -884,12 +884,7 @@ async def test_a_failover_while_no_sentinel_was_followed_is_found_on_subscribing
     try:
         await client.ping()  # the pool knows its master
         await announcements.subscribe("+switch-master")
-        for _ in range(200):  # Sentinel knows the replica, in sync, before it can promote it
-            replicas = await asks.execute_command("SENTINEL", "REPLICAS", watching.service)
-            if replicas and replicas[0][b"master-link-status"] == b"ok" and replicas[0][b"flags"] == b"slave":
-                break
-            await asyncio.sleep(0.05)
-        await asks.execute_command("SENTINEL", "FAILOVER", watching.service)
+        await _fail_over(asks, watching.service)
         async with asyncio.timeout(30):  # announced, to nobody following
             while await announcements.get_message(ignore_subscribe_messages=True, timeout=1) is None:
                 pass
@@ -911,6 +906,111 @@ async def test_a_failover_while_no_sentinel_was_followed_is_found_on_subscribing
         await client.aclose()
         watching.stop()
         replica.stop()
+
+
+async def _fail_over(asks: Any, service: str) -> None:
+    """Have Sentinel (``asks``: a client of it) fail ``service``'s master over to its replica."""
+    for _ in range(200):  # Sentinel knows the replica, in sync, before it can promote it
+        replicas = await asks.execute_command("SENTINEL", "REPLICAS", service)
+        if replicas and replicas[0][b"master-link-status"] == b"ok" and replicas[0][b"flags"] == b"slave":
+            break
+        await asyncio.sleep(0.05)
+    await asks.execute_command("SENTINEL", "FAILOVER", service)
+
+
+@contextlib.asynccontextmanager
+async def _followed_a_failover(redis_server: Any, monkeypatch: Any) -> AsyncIterator[tuple[Any, str]]:
+    """A node listening through Sentinel, which fails the master (``redis_server``) over to its replica: yields once the
+    node followed (Sentinel's ``+switch-master`` dropped its pool's connections; it listens on the replica now), with
+    that event's text."""
+    import redis.asyncio as aioredis
+
+    from realtime import manager
+    from tests.support.processes import RedisServer, SentinelServer
+
+    monkeypatch.setattr(manager.room_ops, "apply", _no_resync)
+    monkeypatch.setattr(manager, "PUBLISH_TIMEOUT", 1.0)  # how long a switch the pool's Sentinel does not name is waited on
+    replica = RedisServer(replica_of=redis_server.port).start()
+    sentinel = SentinelServer(redis_server).start()
+    asks = aioredis.Redis(host="127.0.0.1", port=sentinel.port)
+    node = manager.RedisManager(sentinel.url, channel="test-switched")
+    promoted = ("127.0.0.1", replica.port)
+    try:
+        async with _listening(node):
+            await _fail_over(asks, sentinel.service)
+            for _ in range(600):
+                if node._switched_to == promoted and node._listening_on() == promoted and node._subscribed.is_set():
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError(f"the node never followed the failover: it listens on {node._listening_on()}")
+            await _recovered(node)
+            yield node, f"{sentinel.service} 127.0.0.1 {redis_server.port} 127.0.0.1 {replica.port}"
+    finally:
+        await asks.aclose()
+        sentinel.stop()
+        replica.stop()
+
+
+async def test_a_switch_announced_and_found_again_on_subscribing_is_acted_on_once(redis_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The node followed Sentinel's ``+switch-master``; the same switch comes again (found by the follower's check on
+    subscribing, or announced by a second Sentinel): the node's connections are kept. (Without the guard, every
+    connection of its pool was dropped again: its subscription on the new master broke, and its watchers resynced.)"""
+    async with _followed_a_failover(redis_server, monkeypatch) as (node, switch):
+        subscribed_on = node.pubsub.connection
+        await node._master_switched(switch)  # as sentinel._switched_meanwhile passes it on
+        assert node.pubsub.connection is subscribed_on and subscribed_on.is_connected
+
+
+async def test_a_lagging_sentinel_announcing_a_switch_back_leaves_the_connections_where_they_are(redis_server, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    """After a failover the node followed, a switch back to the old master is announced (by a Sentinel that lags) while
+    the pool's Sentinel still names the new one, where the node's subscription is: its connections are kept. (Without
+    the guard they were dropped, and came back to the same master: a break of the subscription and a resync for
+    nothing.)"""
+    async with _followed_a_failover(redis_server, monkeypatch) as (node, switch):
+        service, old_host, old_port, new_host, new_port = switch.split(" ")
+        subscribed_on = node.pubsub.connection
+        await node._master_switched(f"{service} {new_host} {new_port} {old_host} {old_port}")
+        assert node.pubsub.connection is subscribed_on and subscribed_on.is_connected
+        assert "its connections are kept" in caplog.text
+
+
+async def test_the_failover_follower_ends_with_its_listener(redis_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """python-socketio's ``shutdown`` does not stop the manager's listener task: it is cancelled when the event loop
+    ends. The task following Sentinel's failovers, which the listener started, ends with it and closes its connection
+    to Sentinel. (Before: it ran on, left pending as the loop closed, subscribed on Sentinel.)"""
+    import redis.asyncio as aioredis
+
+    from realtime import manager
+    from tests.support.processes import SentinelServer
+
+    monkeypatch.setattr(manager.room_ops, "apply", _no_resync)
+    sentinel = SentinelServer(redis_server).start()
+    node = manager.RedisManager(sentinel.url, channel="test-follower-ends")
+    asks = aioredis.Redis(host="127.0.0.1", port=sentinel.port)
+    listener = asyncio.ensure_future(node._thread())  # python-socketio's listener task
+
+    async def followers() -> int:
+        """The Sentinel's clients subscribed to its events: the follower's connection."""
+        return sum(1 for client in await asks.client_list() if int(client["sub"]) > 0)
+
+    async def until_followers(count: int) -> None:
+        for _ in range(200):
+            if await followers() == count:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{await followers()} followers on Sentinel, not {count}")
+
+    try:
+        await asyncio.wait_for(node._subscribed.wait(), 10)
+        await until_followers(1)
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)
+        assert node._failovers is not None and node._failovers.done()
+        await until_followers(0)
+    finally:
+        await _stop(node, listener, asks)
+        sentinel.stop()
 
 
 async def test_a_subscription_closed_while_a_message_is_handled_is_not_silently_reconnected(redis_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
