@@ -13,13 +13,29 @@ const http = createServer((req, res) => {
     const event = url.searchParams.get("event") || "task_updated";
     const title = url.searchParams.get("title");
     const t0 = Date.now();
-    for (let seq = 0; seq < n; seq++) io.to(room).emit(event, title === null ? { seq, t: t0 } : { seq, t: t0, title });
+    const task = url.searchParams.get("payload") === "task"; // the bytes the Django path sends (a stamped task), not a counter
+    for (let seq = 0; seq < n; seq++) {
+      const small = title === null ? { seq, t: t0 } : { seq, t: t0, title };
+      io.to(room).emit(event, task ? stampedTask(room, seq, small) : small);
+    }
     res.end("ok");
     return;
   }
   res.statusCode = 404;
   res.end();
 });
+// A task as projects.schemas.TaskOut serializes it, stamped as realtime.history does: the same size and shape of
+// message as the Django path's task_updated (its fields built afresh per message, as the server's are).
+function stampedTask(room, seq, { t, title }) {
+  const at = new Date(t).toISOString().replace("Z", "123Z");
+  return {
+    id: "de1f2478-47e5-4062-9a64-f1f01f2a6a3b", project_id: "147712d0-5c63-4ffb-b303-d18473b01063", parent_task_id: null,
+    title: title ?? `b${seq}`, description: "", status: "todo", assignee: "User", task_order: 0, feature: "", sources: [],
+    code_examples: [], archived: false, archived_at: null, created_at: at, updated_at: at, version: seq + 2,
+    _live: { room, epoch: "6f1c2a9e4b7d3a10.1", seq: seq + 1 }, seq,
+  };
+}
+
 const io = new Server(http, { perMessageDeflate: false, transports: ["websocket", "polling"] });
 io.on("connection", (socket) => {
   socket.on("join_project", (data, ack) => {

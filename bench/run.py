@@ -18,13 +18,15 @@ import time
 
 import httpx
 
-from bench.servers import PY, ROOT, Server, make
+from bench.servers import PY, ROOT, Server, cpu_seconds, make
 from tests.support.processes import RedisServer
 
 RESULTS = ROOT / "bench" / "results"
 # "fanout1000" is the repeated 1,000-client fan-out of django-uvicorn and the reference alone ("fanout" includes it).
 SECTIONS = frozenset({"fanout", "fanout1000", "save", "screen", "rooms", "idle", "cross", "workers", "storm"})
 REPEATED_FANOUT = 1000  # the fan-out size run several times (issue 14's target: ≥ 0.6× the reference there)
+# Each fan-out run's CPU per 1,000 deliveries, per process: what a shape costs, apart from how 2 cores share it.
+CPU_PER_1K = ("server_cpu_ms_per_1k", "loadgen_cpu_ms_per_1k", "driver_cpu_ms_per_1k")
 # Save-to-screen, both harnesses: p50 / p99 / max count every save, as the target does; `steady_*` the same figures
 # without the first WARMUP_SECONDS of saves, in which both sides warm up (V8 compiling the load generator's code,
 # first uses in the server): a tail made only there shows as a gap between the two.
@@ -149,7 +151,7 @@ async def screen(server: Server, django: Django | None, *, mode: str, clients: i
 
 
 async def fanout(server: Server, django: Django | None, clients: int, broadcasts: int, per_request: bool = False,
-                 batch: bool = False, writers: int = 1) -> dict:  # fmt: skip
+                 batch: bool = False, writers: int = 1, task_payload: bool = False) -> dict:  # fmt: skip
     """N clients in one room, K broadcasts: deliveries per second.
 
     The Django path makes one save after another (each awaited), or with `batch` one REST reorder of the batch
@@ -157,7 +159,9 @@ async def fanout(server: Server, django: Django | None, clients: int, broadcasts
     request for all K broadcasts, or with `per_request` one request per broadcast, each awaited. With `writers` > 1,
     that many writers each make awaited requests one after another at the same time, until K are made between
     them: on the Django path each writer saves its own task of the batch project (in the room), as several users do.
+    With `task_payload` the reference sends what the Django path sends (a stamped task) instead of a small counter.
     """
+    payload = {"payload": "task"} if task_payload else {}
     room = (django.batch_project if batch or writers > 1 else django.projects[0]) if django else "room-0"
     auth = {"token": django.token} if django else None
     kind = "ws" if server.name == "channels" else "socketio"
@@ -171,12 +175,15 @@ async def fanout(server: Server, django: Django | None, clients: int, broadcasts
                 r = await http.patch(f"{server.url}/api/tasks/{task}/", json={"title": f"b{made}"},
                                      headers={"Authorization": f"Bearer {django.token}"})  # type: ignore[union-attr]  # fmt: skip
             else:
-                r = await http.post(f"{server.url}/emit", params={"room": room, "n": 1})
+                r = await http.post(f"{server.url}/emit", params={"room": room, "n": 1, **payload})
             r.raise_for_status()
 
     async with LoadGen(server.url, clients=clients, rooms=[room], kind=kind, auth=auth, id_key="version" if django else "seq") as gen:
         limits = httpx.Limits(max_connections=writers, max_keepalive_connections=writers)
         async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+            # CPU from here to the last delivery, per process: the server's tree, the load generator, this driver.
+            loadgen_before = (await gen.command("collect"))["cpuMs"]
+            server_before, driver_before = cpu_seconds(server.proc.pid), time.process_time()  # type: ignore[union-attr]
             start = time.time() * 1000
             if django and batch:
                 assert len(django.batch_tasks) == broadcasts, "seed(batch_tasks=) the number of broadcasts"
@@ -189,12 +196,16 @@ async def fanout(server: Server, django: Django | None, clients: int, broadcasts
             elif per_request or writers > 1:
                 await asyncio.gather(*(writer(http, None) for _ in range(writers)))
             else:
-                (await http.post(f"{server.url}/emit", params={"room": room, "n": broadcasts})).raise_for_status()
+                (await http.post(f"{server.url}/emit", params={"room": room, "n": broadcasts, **payload})).raise_for_status()
+            driver_cpu = time.process_time() - driver_before  # the requests' side (waiting for deliveries is not its work)
             result = await gen.wait_for(clients * broadcasts, timeout=120)
+            server_cpu = cpu_seconds(server.proc.pid) - server_before  # type: ignore[union-attr]
     last = max(v[2] for v in result["perId"].values())
+    per_1k = 1e6 / max(result["received"], 1)  # seconds of CPU -> ms per 1,000 deliveries
     return {"clients": clients, "broadcasts": broadcasts, "writers": writers, "received": result["received"], "expected": clients * broadcasts,
             "seconds": (last - start) / 1000, "deliveries_per_s": result["received"] / max((last - start) / 1000, 1e-9),
-            "loadgen_cpu_s": result["cpuMs"] / 1000}  # fmt: skip
+            "loadgen_cpu_s": result["cpuMs"] / 1000, "server_cpu_ms_per_1k": server_cpu * per_1k,
+            "loadgen_cpu_ms_per_1k": (result["cpuMs"] - loadgen_before) / 1000 * per_1k, "driver_cpu_ms_per_1k": driver_cpu * per_1k}  # fmt: skip
 
 
 async def save_to_screen(server: Server, django: Django, clients: int, rate: float, seconds: float) -> dict:
@@ -350,9 +361,10 @@ async def main(quick: bool, only: frozenset[str] = SECTIONS) -> dict:
         # Two shapes, each on both sides: every broadcast from one request ("node"; "django-uvicorn-batch", a REST
         # reorder of `broadcasts` tasks), and one awaited request per broadcast ("node-per-request"; "django-uvicorn",
         # one REST save after another). Each ratio is to "node", and for the per-request shape also to its like.
-        runs: dict[str, list[dict]] = {"node": [], "node-per-request": [], "django-uvicorn": [], "django-uvicorn-batch": []}
-        shapes = (("node", "node", None), ("node-per-request", "node", None), ("django-uvicorn", "django-uvicorn", django),
-                  ("django-uvicorn-batch", "django-uvicorn", django))  # fmt: skip
+        # "node-task" is node's first shape sending what the Django path sends (a stamped task): the payload's share.
+        shapes = (("node", "node", None), ("node-task", "node", None), ("node-per-request", "node", None),
+                  ("django-uvicorn", "django-uvicorn", django), ("django-uvicorn-batch", "django-uvicorn", django))  # fmt: skip
+        runs: dict[str, list[dict]] = {key: [] for key, _, _ in shapes}
         for run in range(sizes["runs"]):
             for key, name, dj in shapes:
                 runs[key].append(
@@ -365,6 +377,7 @@ async def main(quick: bool, only: frozenset[str] = SECTIONS) -> dict:
                             sizes["broadcasts"],
                             per_request=k == "node-per-request",
                             batch=k == "django-uvicorn-batch",
+                            task_payload=k == "node-task",
                         ),
                     )
                 )
@@ -374,14 +387,15 @@ async def main(quick: bool, only: frozenset[str] = SECTIONS) -> dict:
             django_run = runs["django-uvicorn"][-1]
             django_run["ratio"] = django_run["deliveries_per_s"] / runs["node"][-1]["deliveries_per_s"]
             django_run["ratio_per_request"] = django_run["deliveries_per_s"] / runs["node-per-request"][-1]["deliveries_per_s"]
-            runs["node-per-request"][-1]["ratio"] = runs["node-per-request"][-1]["deliveries_per_s"] / runs["node"][-1]["deliveries_per_s"]
+            for key in ("node-per-request", "node-task"):
+                runs[key][-1]["ratio"] = runs[key][-1]["deliveries_per_s"] / runs["node"][-1]["deliveries_per_s"]
             print(f"  run {run + 1}: node {runs['node'][-1]['deliveries_per_s']:,.0f} (one request per broadcast "
                   f"{runs['node-per-request'][-1]['deliveries_per_s']:,.0f}), django-uvicorn {django_run['deliveries_per_s']:,.0f} "
                   f"deliveries/s ({django_run['ratio']:.2f}×, {django_run['ratio_per_request']:.2f}×), in one request "
                   f"{runs['django-uvicorn-batch'][-1]['deliveries_per_s']:,.0f} ({runs['django-uvicorn-batch'][-1]['ratio']:.2f}×)", flush=True)  # fmt: skip
         for name in runs:
             results[f"fanout/{REPEATED_FANOUT}/{name}"] = repeated(
-                runs[name], "deliveries_per_s", "ratio", "ratio_per_request", "loadgen_cpu_s"
+                runs[name], "deliveries_per_s", "ratio", "ratio_per_request", "loadgen_cpu_s", *CPU_PER_1K
             )
 
     if "save" in only:
@@ -526,6 +540,7 @@ def table(results: dict) -> str:
         ref = median(results.get(f"fanout/{clients}/node", {}).get("deliveries_per_s", 0))
         for name in (
             "node",
+            "node-task",
             "node-per-request",
             "django-uvicorn",
             "django-uvicorn-batch",
@@ -536,14 +551,18 @@ def table(results: dict) -> str:
             "channels",
         ):
             r = results.get(f"fanout/{clients}/{name}", {})
-            if not r and ("fanout/100/node" not in results or name in ("node-per-request", "django-uvicorn-batch")):
+            if not r and ("fanout/100/node" not in results or name in ("node-task", "node-per-request", "django-uvicorn-batch")):
                 continue  # the repeated runs alone ("fanout1000"); the two shapes run at 1,000 clients only
             if "runs" in r:  # run several times in a row, each django-uvicorn run against the references' runs just before it
                 figure = f"{mmm(r['deliveries_per_s'], ',.0f')} deliveries/s (min / median / max, {len(r['runs'])} runs)"
+                if r.get("server_cpu_ms_per_1k"):
+                    figure += (f"; CPU per 1,000 deliveries: server {mmm(r['server_cpu_ms_per_1k'], '.1f')} ms, load generator "
+                               f"{mmm(r['loadgen_cpu_ms_per_1k'], '.1f')} ms, requests {mmm(r['driver_cpu_ms_per_1k'], '.1f')} ms")  # fmt: skip
                 against = f"{mmm(r['ratio'], '.2f')}× (per run: min / median / max)" if r.get("ratio") else "1.00×"
                 if r.get("ratio_per_request"):  # context; the target is against "node" (every broadcast from one request)
                     against += f"; against node one request per broadcast {mmm(r['ratio_per_request'], '.2f')}×"
-                server = {"node-per-request": "node, one awaited request per broadcast",
+                server = {"node-task": "node, every broadcast from one request, each a stamped task (the Django path's payload)",
+                          "node-per-request": "node, one awaited request per broadcast",
                           "django-uvicorn": "django-uvicorn, one REST save per request, each awaited" if "fanout/1000/node-per-request" in results else name,
                           "django-uvicorn-batch": f"django-uvicorn, every broadcast from one request (a REST reorder of {r['runs'][0]['broadcasts']} tasks)"}.get(name, name)  # fmt: skip
                 rows.append(f"| fan-out, {clients} clients | {server} | {figure} | {against} |")
