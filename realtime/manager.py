@@ -646,62 +646,53 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
     async def _redis_listen_with_retries(self):  # type: ignore[no-untyped-def]
         backoff, broken = 0.1, False
         self._listener_started = True
-        try:
-            while True:
-                try:
-                    await self._listening_client()
-                    if (self._failovers is None or self._failovers.done()) and "sentinel" in urlparse(self.redis_url).scheme:
-                        self._failovers = asyncio.get_running_loop().create_task(
-                            sentinel.follow_failovers(
-                                self.redis.connection_pool,
-                                on_switch=self._master_switched,
-                                current=self._listening_on,
-                                timeout=PUBLISH_TIMEOUT,
-                                max_backoff=MAX_BACKOFF,
-                            )  # fmt: skip
-                        )
-                    # Confirmed by Redis (the first reply on this connection): from then on every publish reaches us.
-                    await subscription.subscribe_confirmed(self.pubsub, self.channel, timeout=PUBLISH_TIMEOUT)
-                    self._subscribed.set()
-                    if self._subscription_refused:
-                        log.warning("Redis allows this server's subscription again: other servers' broadcasts reach it")
-                    self._ping_failed = self._subscription_refused = self._switching = False
-                    backoff = 0.1
-                    if self._recovering is not None:
-                        # An earlier subscription's check, if still under way, is superseded by this one's, which resyncs
-                        # this node's watchers anyway (a break came between): they do not reload twice in a row.
-                        self._recovering.cancel()
-                    self._recovering = asyncio.get_running_loop().create_task(self._subscribed_again(broken=broken))
-                    broken = False
-                    # Raises once a ping goes unanswered while Redis answers elsewhere (a half-open connection).
-                    async for message in subscription.messages(self.pubsub, timeout=PUBLISH_TIMEOUT, redis_answers=self._redis_answers):
-                        yield message
-                except asyncio.CancelledError:
-                    raise
-                except Exception as error:
-                    self._subscribed.clear()
-                    self.connected = False
-                    broken = True
-                    if isinstance(error, NoPermissionError):
-                        # Redis refuses it (an ACL without this channel or SUBSCRIBE) until someone fixes that: logged once.
-                        # Not an outage: Redis answers, and publishes (room operations among them) go out as usual.
-                        if not self._subscription_refused:
-                            log.error("Redis refuses this server's subscription (%s): other servers' broadcasts do not reach "
-                                      "its clients until it is allowed (tried again every %g s)", error, MAX_BACKOFF)  # fmt: skip
-                        self._subscription_refused = True
-                    else:
-                        half_open = isinstance(error, subscription.SubscriptionLost)  # while Redis answers elsewhere
-                        self._down(error, cause="Redis subscription lost" if half_open else "Redis unreachable")
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, MAX_BACKOFF)
-        finally:
-            # The failover follower belongs to this listener: it ends with it (cancelled or closed), its connection to
-            # Sentinel closed. python-socketio's shutdown does not stop the listener (the event loop's end does); the
-            # follower, stopped by nothing, stayed subscribed on Sentinel, or was left pending on a closed loop.
-            # Bounded: Python 3.11's wait_for (redis-py's, in a Sentinel call) can swallow a cancellation.
-            if self._failovers is not None:
-                self._failovers.cancel()
-                await asyncio.wait([self._failovers], timeout=PUBLISH_TIMEOUT)
+        while True:
+            try:
+                await self._listening_client()
+                if (self._failovers is None or self._failovers.done()) and "sentinel" in urlparse(self.redis_url).scheme:
+                    self._failovers = asyncio.get_running_loop().create_task(
+                        sentinel.follow_failovers(
+                            self.redis.connection_pool,
+                            on_switch=self._master_switched,
+                            current=self._listening_on,
+                            timeout=PUBLISH_TIMEOUT,
+                            max_backoff=MAX_BACKOFF,
+                        )  # fmt: skip
+                    )
+                # Confirmed by Redis (the first reply on this connection): from then on every publish reaches us.
+                await subscription.subscribe_confirmed(self.pubsub, self.channel, timeout=PUBLISH_TIMEOUT)
+                self._subscribed.set()
+                if self._subscription_refused:
+                    log.warning("Redis allows this server's subscription again: other servers' broadcasts reach it")
+                self._ping_failed = self._subscription_refused = self._switching = False
+                backoff = 0.1
+                if self._recovering is not None:
+                    # An earlier subscription's check, if still under way, is superseded by this one's, which resyncs
+                    # this node's watchers anyway (a break came between): they do not reload twice in a row.
+                    self._recovering.cancel()
+                self._recovering = asyncio.get_running_loop().create_task(self._subscribed_again(broken=broken))
+                broken = False
+                # Raises once a ping goes unanswered while Redis answers elsewhere (a half-open connection).
+                async for message in subscription.messages(self.pubsub, timeout=PUBLISH_TIMEOUT, redis_answers=self._redis_answers):
+                    yield message
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                self._subscribed.clear()
+                self.connected = False
+                broken = True
+                if isinstance(error, NoPermissionError):
+                    # Redis refuses it (an ACL without this channel or SUBSCRIBE) until someone fixes that: logged once.
+                    # Not an outage: Redis answers, and publishes (room operations among them) go out as usual.
+                    if not self._subscription_refused:
+                        log.error("Redis refuses this server's subscription (%s): other servers' broadcasts do not reach "
+                                  "its clients until it is allowed (tried again every %g s)", error, MAX_BACKOFF)  # fmt: skip
+                    self._subscription_refused = True
+                else:
+                    half_open = isinstance(error, subscription.SubscriptionLost)  # while Redis answers elsewhere
+                    self._down(error, cause="Redis subscription lost" if half_open else "Redis unreachable")
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
 
 
 def build_manager() -> socketio.AsyncManager:
