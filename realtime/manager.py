@@ -192,6 +192,7 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
         # is the pool's connections dropped for one (logged as that, not as Redis unreachable).
         self._failovers: asyncio.Task[None] | None = None
         self._switching = False
+        self._foreign_seen = False  # something not a node's was published on the channel: logged the first time only
         self._switched_to: tuple[str, int] | None = None  # the master this server last dropped its connections for
         # The outage watcher's last ping failed (no reply within PUBLISH_TIMEOUT, or any error); cleared by the next
         # ping answered, or by a new subscription. Meanwhile a join's history reads fail at once, rather than each
@@ -643,6 +644,13 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
                 await connection.disconnect(nowait=True)
         return True
 
+    def _foreign_message(self, data: bytes | str) -> None:
+        """Something not sent by a node (not a JSON object) was published on the channel: dropped, the first one logged."""
+        if not self._foreign_seen:
+            log.warning("dropped what is not a JSON object on Redis channel %r (%r…): does another program publish there? "
+                        "Further ones are dropped silently", self.channel, data[:80])  # fmt: skip
+        self._foreign_seen = True
+
     async def _redis_listen_with_retries(self):  # type: ignore[no-untyped-def]
         backoff, broken = 0.1, False
         self._listener_started = True
@@ -674,6 +682,9 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
                 broken = False
                 # Raises once a ping goes unanswered while Redis answers elsewhere (a half-open connection).
                 async for message in subscription.messages(self.pubsub, timeout=PUBLISH_TIMEOUT, redis_answers=self._redis_answers):
+                    if message["type"] == "message" and not _json_object(message["data"]):
+                        self._foreign_message(message["data"])
+                        continue
                     yield message
             except asyncio.CancelledError:
                 raise
@@ -693,6 +704,14 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
                     self._down(error, cause="Redis subscription lost" if half_open else "Redis unreachable")
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
+
+
+def _json_object(data: bytes | str) -> bool:
+    """Whether ``data`` can be a node's message (a JSON object, as json.dumps writes it). python-socketio's listener
+    would raise on anything else (``'method' in 1``) outside its handlers' ``try`` and start over on a new subscription,
+    losing what is published meanwhile. A malformed object is safe: undecodable, it is skipped; decoded, its
+    handler's errors are caught."""
+    return isinstance(data, bytes | str) and data[:1] in (b"{", "{")  # str: a REDIS_URL with decode_responses
 
 
 def build_manager() -> socketio.AsyncManager:

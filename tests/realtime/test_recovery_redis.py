@@ -1007,14 +1007,14 @@ async def test_a_subscription_closed_while_a_message_is_handled_is_not_silently_
         async for message in node._redis_listen_with_retries():
             if message["type"] == "message":
                 received.append(message["data"])
-                if message["data"] == b"1":  # handled while the pool's connections are dropped
+                if message["data"] == b'{"m": "1"}':  # handled while the pool's connections are dropped
                     await node.redis.connection_pool.disconnect(inuse_connections=True)
 
     listener = asyncio.ensure_future(consume())
     try:
         await asyncio.wait_for(node._subscribed.wait(), 10)
         await _recovered(node)
-        await publisher.publish("test-closed-meanwhile", b"1")
+        await publisher.publish("test-closed-meanwhile", b'{"m": "1"}')
         await _back_after_a_break(node, applied, publisher, "test-closed-meanwhile", received)
     finally:
         await _stop(node, listener, publisher)
@@ -1097,8 +1097,8 @@ async def _back_after_a_break(node: Any, applied: list[dict], publisher: Any, ch
     await asyncio.wait_for(node._subscribed.wait(), 10)
     await _recovered(node)
     assert applied == [room_ops.resync()]
-    await publisher.publish(channel, b"after")
-    await _arrives(received, b"after")
+    await publisher.publish(channel, b'{"m": "after"}')
+    await _arrives(received, b'{"m": "after"}')
 
 
 def _recorded_ops(monkeypatch: Any) -> list[dict]:
@@ -1141,12 +1141,12 @@ async def test_a_subscription_gone_half_open_is_noticed_replaced_and_its_watcher
         listener = asyncio.ensure_future(_consume(node, received))
         try:
             await asyncio.wait_for(node._subscribed.wait(), 10)
-            await publisher.publish("test-half-open", b"before")
-            await _arrives(received, b"before")
+            await publisher.publish("test-half-open", b'{"m": "before"}')
+            await _arrives(received, b'{"m": "before"}')
             proxy.freeze()
-            await publisher.publish("test-half-open", b"lost")  # Redis sends it into the dead connection
+            await publisher.publish("test-half-open", b'{"m": "lost"}')  # Redis sends it into the dead connection
             await _back_after_a_break(node, applied, publisher, "test-half-open", received)  # resynced for what it swallowed
-            assert b"lost" not in received  # the proxy swallowed it; the resync above makes up for it
+            assert b'{"m": "lost"}' not in received  # the proxy swallowed it; the resync above makes up for it
             assert "answers no ping" not in caplog.text  # Redis was never taken for hung
             assert "Redis subscription lost" in caplog.text and "Redis unreachable" not in caplog.text  # nor logged so
         finally:
@@ -1246,8 +1246,8 @@ async def test_an_idle_healthy_subscription_answers_its_pings_and_is_kept(redis_
             assert node._subscribed.is_set() and not node._outage and applied == []
         assert await pings() >= first + 10
         assert node._subscribed.is_set() and not node._outage and applied == []
-        await publisher.publish(f"test-idle-{protocol}", b"still here")
-        await _arrives(received, b"still here")
+        await publisher.publish(f"test-idle-{protocol}", b'{"m": "still here"}')
+        await _arrives(received, b'{"m": "still here"}')
     finally:
         await _stop(node, listener, publisher)
 
@@ -1275,7 +1275,7 @@ async def test_a_hung_redis_starts_the_outage_but_keeps_the_subscription(redis_s
         await _recovered(node)
         os.kill(redis_server.proc.pid, signal.SIGSTOP)
         paused = True
-        meanwhile = asyncio.ensure_future(publisher.publish("test-hung-kept", b"meanwhile"))
+        meanwhile = asyncio.ensure_future(publisher.publish("test-hung-kept", b'{"m": "meanwhile"}'))
         for _ in range(300):  # the subscription's ping, then one on another connection, go unanswered
             if node._outage and node._ping_failed:
                 break
@@ -1287,7 +1287,7 @@ async def test_a_hung_redis_starts_the_outage_but_keeps_the_subscription(redis_s
         os.kill(redis_server.proc.pid, signal.SIGCONT)
         paused = False
         assert await asyncio.wait_for(meanwhile, 10) == 1  # reached the subscription it was kept for
-        await _arrives(received, b"meanwhile")
+        await _arrives(received, b'{"m": "meanwhile"}')
         await asyncio.wait_for(asyncio.shield(node._watcher), 15)  # a ping answered: the outage ends
         assert not node._outage and node._subscribed.is_set() and applied == []
     finally:
@@ -1319,7 +1319,7 @@ async def test_a_subscription_that_died_while_a_message_was_handled_is_not_silen
             async for message in node._redis_listen_with_retries():
                 if message["type"] == "message":
                     received.append(message["data"])
-                    if message["data"] == b"slow":
+                    if message["data"] == b'{"m": "slow"}':
                         handling.set()
                         await go_on.wait()
 
@@ -1327,7 +1327,7 @@ async def test_a_subscription_that_died_while_a_message_was_handled_is_not_silen
         try:
             await asyncio.wait_for(node._subscribed.wait(), 10)
             await _recovered(node)
-            await publisher.publish("test-dead-while-busy", b"slow")
+            await publisher.publish("test-dead-while-busy", b'{"m": "slow"}')
             await asyncio.wait_for(handling.wait(), 10)
             proxy.freeze()
             subscribed_on = node.pubsub.connection
@@ -1336,7 +1336,7 @@ async def test_a_subscription_that_died_while_a_message_was_handled_is_not_silen
                     break
                 await asyncio.sleep(0.01)
             assert not subscribed_on.is_connected
-            await publisher.publish("test-dead-while-busy", b"lost")  # reaches no connection of this node
+            await publisher.publish("test-dead-while-busy", b'{"m": "lost"}')  # reaches no connection of this node
             go_on.set()
             await _back_after_a_break(node, applied, publisher, "test-dead-while-busy", received)
         finally:
@@ -1400,6 +1400,45 @@ async def test_a_broadcast_whose_stamp_timed_out_in_a_hang_reaches_this_nodes_cl
     finally:
         if paused:
             os.kill(redis_server.proc.pid, signal.SIGCONT)
+        await _stop(node, listener, publisher)
+
+
+async def test_what_is_no_json_object_on_the_channel_is_dropped_and_the_listener_goes_on(redis_server, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    """Anything published on the channel that is not a JSON object (another program sharing Redis, a stray
+    ``PUBLISH``) is dropped with a warning; the subscription stays and the next broadcast arrives. (Before:
+    python-socketio's listener raised on it, ``'method' in 1``, outside its handlers' ``try`` and started over on a
+    new subscription: what was published in between was lost, with no resync.)"""
+    import redis.asyncio as aioredis
+
+    from realtime import manager
+
+    monkeypatch.setattr(manager.room_ops, "apply", _no_resync)
+    delivered: list[str] = []
+
+    async def deliver(self: Any, event: str, data: Any, namespace: Any = None, room: Any = None, **kwargs: Any) -> None:
+        delivered.append(event)
+
+    monkeypatch.setattr(manager.FastManager, "emit", deliver)
+    channel = "test-no-json-object"
+    node = manager.RedisManager(redis_server.url, channel=channel)
+    publisher = aioredis.from_url(redis_server.url, socket_timeout=None)
+    listener = asyncio.ensure_future(node._thread())  # python-socketio's listener: decodes, then dispatches
+    try:
+        await asyncio.wait_for(node._subscribed.wait(), 10)
+        await _recovered(node)
+        subscription = node.pubsub
+        for junk in (b"1", b'["method"]', b'"method"', b"\xff\xfe"):
+            await publisher.publish(channel, junk)
+        marker = {"method": "emit", "event": "marker", "data": [{}], "namespace": "/", "room": "elsewhere", "host_id": "b"}
+        await publisher.publish(channel, json.dumps(marker))
+        for _ in range(500):
+            if delivered:
+                break
+            await asyncio.sleep(0.01)
+        assert delivered == ["marker"]
+        assert node.pubsub is subscription and not listener.done()
+        assert caplog.text.count("not a JSON object") == 1  # the first one only: a flood is not logged line by line
+    finally:
         await _stop(node, listener, publisher)
 
 
