@@ -25,7 +25,9 @@ RESULTS = ROOT / "bench" / "results"
 # "fanout1000" is the repeated 1,000-client fan-out of django-uvicorn and the reference alone ("fanout" includes it).
 SECTIONS = frozenset({"fanout", "fanout1000", "save", "screen", "rooms", "idle", "cross", "workers", "storm"})
 REPEATED_FANOUT = 1000  # the fan-out size run several times (issue 14's target: ≥ 0.6× the reference there)
-# Each fan-out run's CPU per 1,000 deliveries, per process: what a shape costs, apart from how 2 cores share it.
+# Each fan-out run's CPU time (user + system) in ms per 1,000 deliveries (= µs per delivery), per process: the server's
+# whole process tree (/proc, in 10 ms ticks: ±0.4 ms at 50,000 deliveries), the load generator (process.cpuUsage), and
+# this process, which sends the requests (time.process_time). A cost per delivery, however the 2 cores were shared.
 CPU_PER_1K = ("server_cpu_ms_per_1k", "loadgen_cpu_ms_per_1k", "driver_cpu_ms_per_1k")
 # Save-to-screen, both harnesses: p50 / p99 / max count every save, as the target does; `steady_*` the same figures
 # without the first WARMUP_SECONDS of saves, in which both sides warm up (V8 compiling the load generator's code,
@@ -152,7 +154,7 @@ async def screen(server: Server, django: Django | None, *, mode: str, clients: i
 
 async def fanout(server: Server, django: Django | None, clients: int, broadcasts: int, per_request: bool = False,
                  batch: bool = False, writers: int = 1, task_payload: bool = False) -> dict:  # fmt: skip
-    """N clients in one room, K broadcasts: deliveries per second.
+    """N clients in one room, K broadcasts: deliveries per second, and the CPU per 1,000 deliveries (``CPU_PER_1K``).
 
     The Django path makes one save after another (each awaited), or with `batch` one REST reorder of the batch
     project's K tasks (K saves in one request and one transaction: K ``task_updated``); a reference server gets one
@@ -181,7 +183,8 @@ async def fanout(server: Server, django: Django | None, clients: int, broadcasts
     async with LoadGen(server.url, clients=clients, rooms=[room], kind=kind, auth=auth, id_key="version" if django else "seq") as gen:
         limits = httpx.Limits(max_connections=writers, max_keepalive_connections=writers)
         async with httpx.AsyncClient(timeout=60, limits=limits) as http:
-            # CPU from here to the last delivery, per process: the server's tree, the load generator, this driver.
+            # CPU from here: the server's and the load generator's until wait_for has seen every delivery (it asks every
+            # 50 ms), this process's until the last response.
             loadgen_before = (await gen.command("collect"))["cpuMs"]
             server_before, driver_before = cpu_seconds(server.proc.pid), time.process_time()  # type: ignore[union-attr]
             start = time.time() * 1000
@@ -197,15 +200,16 @@ async def fanout(server: Server, django: Django | None, clients: int, broadcasts
                 await asyncio.gather(*(writer(http, None) for _ in range(writers)))
             else:
                 (await http.post(f"{server.url}/emit", params={"room": room, "n": broadcasts, **payload})).raise_for_status()
-            driver_cpu = time.process_time() - driver_before  # the requests' side (waiting for deliveries is not its work)
+            driver_cpu = time.process_time() - driver_before  # sending the requests (waiting for deliveries is not its work)
             result = await gen.wait_for(clients * broadcasts, timeout=120)
             server_cpu = cpu_seconds(server.proc.pid) - server_before  # type: ignore[union-attr]
     last = max(v[2] for v in result["perId"].values())
-    per_1k = 1e6 / max(result["received"], 1)  # seconds of CPU -> ms per 1,000 deliveries
+    ms_per_1k_per_cpu_s = 1e6 / max(result["received"], 1)  # seconds of CPU -> ms per 1,000 deliveries
     return {"clients": clients, "broadcasts": broadcasts, "writers": writers, "received": result["received"], "expected": clients * broadcasts,
             "seconds": (last - start) / 1000, "deliveries_per_s": result["received"] / max((last - start) / 1000, 1e-9),
-            "loadgen_cpu_s": result["cpuMs"] / 1000, "server_cpu_ms_per_1k": server_cpu * per_1k,
-            "loadgen_cpu_ms_per_1k": (result["cpuMs"] - loadgen_before) / 1000 * per_1k, "driver_cpu_ms_per_1k": driver_cpu * per_1k}  # fmt: skip
+            "loadgen_cpu_s": result["cpuMs"] / 1000,  # since the load generator started: connecting the clients too
+            "server_cpu_ms_per_1k": server_cpu * ms_per_1k_per_cpu_s, "driver_cpu_ms_per_1k": driver_cpu * ms_per_1k_per_cpu_s,
+            "loadgen_cpu_ms_per_1k": (result["cpuMs"] - loadgen_before) / 1000 * ms_per_1k_per_cpu_s}  # fmt: skip
 
 
 async def save_to_screen(server: Server, django: Django, clients: int, rate: float, seconds: float) -> dict:
@@ -361,12 +365,13 @@ async def main(quick: bool, only: frozenset[str] = SECTIONS) -> dict:
         # Two shapes, each on both sides: every broadcast from one request ("node"; "django-uvicorn-batch", a REST
         # reorder of `broadcasts` tasks), and one awaited request per broadcast ("node-per-request"; "django-uvicorn",
         # one REST save after another). Each ratio is to "node", and for the per-request shape also to its like.
-        # "node-task" is node's first shape sending what the Django path sends (a stamped task): the payload's share.
+        # "node-task" is node's first shape sending what the Django path sends (a stamped task), to measure what the
+        # payload adds. The order of the shapes turns by one each run: none is always first on a fresh machine.
         shapes = (("node", "node", None), ("node-task", "node", None), ("node-per-request", "node", None),
                   ("django-uvicorn", "django-uvicorn", django), ("django-uvicorn-batch", "django-uvicorn", django))  # fmt: skip
         runs: dict[str, list[dict]] = {key: [] for key, _, _ in shapes}
         for run in range(sizes["runs"]):
-            for key, name, dj in shapes:
+            for key, name, dj in shapes[run % len(shapes) :] + shapes[: run % len(shapes)]:
                 runs[key].append(
                     await with_server(
                         name,
@@ -389,7 +394,7 @@ async def main(quick: bool, only: frozenset[str] = SECTIONS) -> dict:
             django_run["ratio_per_request"] = django_run["deliveries_per_s"] / runs["node-per-request"][-1]["deliveries_per_s"]
             for key in ("node-per-request", "node-task"):
                 runs[key][-1]["ratio"] = runs[key][-1]["deliveries_per_s"] / runs["node"][-1]["deliveries_per_s"]
-            print(f"  run {run + 1}: node {runs['node'][-1]['deliveries_per_s']:,.0f} (one request per broadcast "
+            print(f"  run {run + 1}: node {runs['node'][-1]['deliveries_per_s']:,.0f} (stamped tasks {runs['node-task'][-1]['deliveries_per_s']:,.0f}; one request per broadcast "
                   f"{runs['node-per-request'][-1]['deliveries_per_s']:,.0f}), django-uvicorn {django_run['deliveries_per_s']:,.0f} "
                   f"deliveries/s ({django_run['ratio']:.2f}×, {django_run['ratio_per_request']:.2f}×), in one request "
                   f"{runs['django-uvicorn-batch'][-1]['deliveries_per_s']:,.0f} ({runs['django-uvicorn-batch'][-1]['ratio']:.2f}×)", flush=True)  # fmt: skip
@@ -552,12 +557,13 @@ def table(results: dict) -> str:
         ):
             r = results.get(f"fanout/{clients}/{name}", {})
             if not r and ("fanout/100/node" not in results or name in ("node-task", "node-per-request", "django-uvicorn-batch")):
-                continue  # the repeated runs alone ("fanout1000"); the two shapes run at 1,000 clients only
+                continue  # the repeated runs alone ("fanout1000"); the rows beside node's first run at 1,000 clients only
             if "runs" in r:  # run several times in a row, each django-uvicorn run against the references' runs just before it
                 figure = f"{mmm(r['deliveries_per_s'], ',.0f')} deliveries/s (min / median / max, {len(r['runs'])} runs)"
                 if r.get("server_cpu_ms_per_1k"):
-                    figure += (f"; CPU per 1,000 deliveries: server {mmm(r['server_cpu_ms_per_1k'], '.1f')} ms, load generator "
-                               f"{mmm(r['loadgen_cpu_ms_per_1k'], '.1f')} ms, requests {mmm(r['driver_cpu_ms_per_1k'], '.1f')} ms")  # fmt: skip
+                    figure += (f"; CPU time per 1,000 deliveries: server {mmm(r['server_cpu_ms_per_1k'], '.1f')} ms, load generator "
+                               f"{mmm(r['loadgen_cpu_ms_per_1k'], '.1f')} ms, bench driver (sends the requests) "
+                               f"{mmm(r['driver_cpu_ms_per_1k'], '.1f')} ms")  # fmt: skip
                 against = f"{mmm(r['ratio'], '.2f')}× (per run: min / median / max)" if r.get("ratio") else "1.00×"
                 if r.get("ratio_per_request"):  # context; the target is against "node" (every broadcast from one request)
                     against += f"; against node one request per broadcast {mmm(r['ratio_per_request'], '.2f')}×"
