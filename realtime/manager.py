@@ -644,11 +644,11 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
                 await connection.disconnect(nowait=True)
         return True
 
-    def _foreign_message(self, data: bytes | str) -> None:
+    def _foreign_message(self, data: object) -> None:
         """Something not sent by a node (not a JSON object) was published on the channel: dropped, the first one logged."""
         if not self._foreign_seen:
-            log.warning("dropped what is not a JSON object on Redis channel %r (%r…): does another program publish there? "
-                        "Further ones are dropped silently", self.channel, data[:80])  # fmt: skip
+            log.warning("dropped what is not a JSON object on Redis channel %r (%.80r): does another program publish there? "
+                        "Further ones are dropped silently", self.channel, data)  # fmt: skip
         self._foreign_seen = True
 
     async def _redis_listen_with_retries(self):  # type: ignore[no-untyped-def]
@@ -706,12 +706,12 @@ class RedisManager(socketio.AsyncRedisManager, FastManager):
                 backoff = min(backoff * 2, MAX_BACKOFF)
 
 
-def _json_object(data: bytes | str) -> bool:
+def _json_object(data: bytes) -> bool:
     """Whether ``data`` can be a node's message (a JSON object, as json.dumps writes it). python-socketio's listener
     would raise on anything else (``'method' in 1``) outside its handlers' ``try`` and start over on a new subscription,
     losing what is published meanwhile. A malformed object is safe: undecodable, it is skipped; decoded, its
     handler's errors are caught."""
-    return isinstance(data, bytes | str) and data[:1] in (b"{", "{")  # str: a REDIS_URL with decode_responses
+    return isinstance(data, bytes) and data.startswith(b"{")
 
 
 def build_manager() -> socketio.AsyncManager:

@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -1421,6 +1423,7 @@ async def test_what_is_no_json_object_on_the_channel_is_dropped_and_the_listener
     monkeypatch.setattr(manager.FastManager, "emit", deliver)
     channel = "test-no-json-object"
     node = manager.RedisManager(redis_server.url, channel=channel)
+    node.server = SimpleNamespace(logger=logging.getLogger("socketio.test"))  # _thread logs its errors there
     publisher = aioredis.from_url(redis_server.url, socket_timeout=None)
     listener = asyncio.ensure_future(node._thread())  # python-socketio's listener: decodes, then dispatches
     try:
@@ -1429,6 +1432,8 @@ async def test_what_is_no_json_object_on_the_channel_is_dropped_and_the_listener
         subscription = node.pubsub
         for junk in (b"1", b'["method"]', b'"method"', b"\xff\xfe"):
             await publisher.publish(channel, junk)
+        for malformed in (b"{not json", b"{}", b'{"x": 1}'):  # objects, or not JSON at all: passed on, and harmless
+            await publisher.publish(channel, malformed)
         marker = {"method": "emit", "event": "marker", "data": [{}], "namespace": "/", "room": "elsewhere", "host_id": "b"}
         await publisher.publish(channel, json.dumps(marker))
         for _ in range(500):
