@@ -970,8 +970,8 @@ async def _followed_a_failover(redis_server: Any, monkeypatch: Any) -> AsyncIter
 async def test_a_switch_announced_and_found_again_on_subscribing_is_acted_on_once(redis_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The node followed Sentinel's ``+switch-master``; the same switch comes again (found by the follower's check on
     subscribing, or announced by a second Sentinel): the node's connections are kept. (Without ``_master_switched``'s
-    check of ``_switched_to``, every
-    connection of its pool was dropped again: its subscription on the new master broke, and its watchers resynced.)"""
+    check of ``_switched_to``, every connection of its pool was dropped again: its subscription on the new master
+    broke, and its watchers resynced.)"""
     async with _followed_a_failover(redis_server, monkeypatch) as (node, switch):
         subscribed_on = node.pubsub.connection
         await node._master_switched(switch)  # as sentinel._switched_meanwhile passes it on
